@@ -1,0 +1,277 @@
+"""Exact bit views of float arrays, classification, ULP distance and text.
+
+Functions here take either NumPy arrays or torch tensors and never route values
+through another float type: a bit view is a reinterpretation of memory.  torch
+is imported lazily so that the NumPy oracle can use this module without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from revcheck import formats
+from revcheck.formats import FloatFormat
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "to_bits",
+    "from_bits",
+    "to_torch",
+    "format_of",
+    "is_nan",
+    "is_inf",
+    "is_zero",
+    "is_subnormal",
+    "is_normal",
+    "is_finite",
+    "sign_bit",
+    "classify",
+    "ulp_distance",
+    "ordinal",
+    "describe",
+    "hexfloat",
+    "to_fraction",
+]
+
+UIntArray = npt.NDArray[np.unsignedinteger[Any]]
+
+
+def _is_torch_tensor(obj: object) -> bool:
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "untyped_storage")
+
+
+def format_of(x: object) -> FloatFormat:
+    """The format of a NumPy float array/scalar or a torch float tensor."""
+    if _is_torch_tensor(x):
+        return formats.get(x.dtype)  # type: ignore[attr-defined]
+    return formats.get(np.asarray(x).dtype)
+
+
+def to_bits(x: object, fmt: object = None) -> UIntArray:
+    """Bit patterns of ``x`` as a NumPy unsigned-integer array (a copy for tensors).
+
+    ``x`` may be a NumPy float array or scalar, a torch tensor on any device
+    (contiguous or not), or an unsigned array that already holds bit patterns of
+    ``fmt``.  The result has ``x``'s shape and dtype ``uint8/16/32/64``.
+    """
+    if _is_torch_tensor(x):
+        tensor: torch.Tensor = x  # type: ignore[assignment]
+        fmt_ = formats.get(tensor.dtype)
+        if fmt is not None and formats.get(fmt) is not fmt_:
+            raise TypeError(f"tensor has dtype {tensor.dtype} but fmt={formats.get(fmt).name} was given")
+        import torch
+
+        int_view = tensor.detach().contiguous().view(getattr(torch, fmt_.int_dtype.name))
+        return int_view.cpu().numpy().view(fmt_.uint_dtype)
+    array = np.asarray(x)
+    if array.dtype.kind == "u":
+        if fmt is None:
+            raise TypeError(
+                "to_bits got unsigned integers without a format; pass fmt=... to say "
+                "which format these bit patterns encode"
+            )
+        fmt_ = formats.get(fmt)
+        if array.dtype != fmt_.uint_dtype:
+            raise TypeError(f"{fmt_.name} bit patterns must be {fmt_.uint_dtype}, got {array.dtype}")
+        return array
+    fmt_ = formats.get(array.dtype)
+    if fmt is not None and formats.get(fmt) is not fmt_:
+        raise TypeError(f"array has dtype {array.dtype} but fmt={formats.get(fmt).name} was given")
+    return np.ascontiguousarray(array).view(fmt_.uint_dtype)
+
+
+def from_bits(bits: npt.ArrayLike, fmt: object) -> np.ndarray[Any, Any]:
+    """NumPy float array with the given bit patterns.
+
+    Only for formats that NumPy has (fp64, fp32, fp16); use :func:`to_torch` for
+    bf16 and fp8, or keep working on the bit patterns.
+    """
+    fmt_ = formats.get(fmt)
+    array = _as_pattern_array(bits, fmt_)
+    if fmt_.numpy_float is None:
+        raise TypeError(
+            f"NumPy has no {fmt_.name} dtype; keep the uint{fmt_.width} bit patterns or "
+            f"use revcheck.bits.to_torch(bits, {fmt_.name!r}) instead"
+        )
+    return array.view(fmt_.numpy_float)
+
+
+def to_torch(bits: npt.ArrayLike, fmt: object, device: object = "cpu") -> torch.Tensor:
+    """torch tensor of ``fmt``'s dtype holding the given bit patterns, on ``device``."""
+    import torch
+
+    fmt_ = formats.get(fmt)
+    array = np.ascontiguousarray(_as_pattern_array(bits, fmt_).view(fmt_.int_dtype))
+    tensor = torch.from_numpy(array.copy()).view(getattr(torch, fmt_.torch_dtype_name))
+    return tensor.to(device)  # type: ignore[arg-type]
+
+
+def _as_pattern_array(bits: npt.ArrayLike, fmt: FloatFormat) -> UIntArray:
+    array = np.asarray(bits)
+    if array.dtype == fmt.uint_dtype:
+        return array
+    if array.dtype.kind in "iu":
+        if array.size and (array.min() < 0 or array.max() >> (fmt.width - 1) >> 1):
+            raise ValueError(f"values out of range for {fmt.width}-bit {fmt.name} bit patterns")
+        return array.astype(fmt.uint_dtype)
+    raise TypeError(
+        f"expected {fmt.name} bit patterns as {fmt.uint_dtype} (or Python ints), got {array.dtype}; "
+        "to get the bits of a float array use revcheck.bits.to_bits(x)"
+    )
+
+
+# ---- classification on bit patterns --------------------------------------------------
+
+
+def _fields(bits: npt.ArrayLike, fmt: object) -> tuple[FloatFormat, UIntArray, UIntArray]:
+    fmt_ = formats.get(fmt)
+    array = _as_pattern_array(bits, fmt_)
+    magnitude = array & fmt_.uint_dtype.type(fmt_.magnitude_mask)
+    exponent = magnitude >> fmt_.uint_dtype.type(fmt_.mantissa_bits)
+    return fmt_, magnitude, exponent
+
+
+def is_nan(bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.bool_]:
+    fmt_, magnitude, _ = _fields(bits, fmt)
+    if fmt_.nan_encoding == "fn":
+        return magnitude == fmt_.magnitude_mask
+    return magnitude > fmt_.exponent_mask
+
+
+def is_inf(bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.bool_]:
+    fmt_, magnitude, _ = _fields(bits, fmt)
+    if not fmt_.has_inf:
+        return np.zeros(magnitude.shape, dtype=bool)
+    return magnitude == fmt_.exponent_mask
+
+
+def is_zero(bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.bool_]:
+    _, magnitude, _ = _fields(bits, fmt)
+    return magnitude == 0
+
+
+def is_subnormal(bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.bool_]:
+    _, magnitude, exponent = _fields(bits, fmt)
+    return (exponent == 0) & (magnitude != 0)
+
+
+def is_finite(bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.bool_]:
+    return ~(is_nan(bits, fmt) | is_inf(bits, fmt))
+
+
+def is_normal(bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.bool_]:
+    _, _, exponent = _fields(bits, fmt)
+    return (exponent != 0) & is_finite(bits, fmt)
+
+
+def sign_bit(bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.bool_]:
+    fmt_ = formats.get(fmt)
+    array = _as_pattern_array(bits, fmt_)
+    return (array >> fmt_.uint_dtype.type(fmt_.width - 1)).astype(bool)
+
+
+CLASSES = ("nan", "inf", "zero", "subnormal", "normal")
+
+
+def classify(bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.str_]:
+    """Class name of every pattern: one of ``"nan" "inf" "zero" "subnormal" "normal"``."""
+    conditions = [is_nan(bits, fmt), is_inf(bits, fmt), is_zero(bits, fmt), is_subnormal(bits, fmt)]
+    return np.select(conditions, list(CLASSES[:4]), default="normal")
+
+
+# ---- ordering and distance ---------------------------------------------------------
+
+
+def ordinal(bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.object_]:
+    """Monotone integer position of each value: +0 is 0, −0 is −1, next-up is +1.
+
+    Returned as Python ints (object array) so 64-bit differences cannot wrap.
+    NaN patterns get positions beyond infinity; callers exclude them first.
+    """
+    fmt_ = formats.get(fmt)
+    array = _as_pattern_array(bits, fmt_)
+    magnitude = (array & fmt_.uint_dtype.type(fmt_.magnitude_mask)).astype(object)
+    negative = sign_bit(array, fmt_)
+    return np.where(negative, -magnitude - 1, magnitude)
+
+
+def ulp_distance(a_bits: npt.ArrayLike, b_bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.object_]:
+    """Number of representable values between a and b (+0 and −0 are one apart).
+
+    Elements where either side is NaN get -1: NaNs have no place in the order.
+    """
+    fmt_ = formats.get(fmt)
+    a = _as_pattern_array(a_bits, fmt_)
+    b = _as_pattern_array(b_bits, fmt_)
+    distance = np.abs(ordinal(a, fmt_) - ordinal(b, fmt_))
+    return np.where(is_nan(a, fmt_) | is_nan(b, fmt_), -1, distance)
+
+
+# ---- exact value and text ----------------------------------------------------------
+
+
+def to_fraction(bits: int, fmt: object) -> Any:
+    """Exact value of one pattern as :class:`fractions.Fraction`, or ``float`` inf/nan.
+
+    −0 is returned as the float ``-0.0`` so that its sign survives.
+    """
+    from fractions import Fraction
+
+    fmt_ = formats.get(fmt)
+    bits = int(bits)
+    negative = bool(bits >> (fmt_.width - 1))
+    magnitude = bits & fmt_.magnitude_mask
+    if bool(is_nan(np.array([bits]).astype(fmt_.uint_dtype), fmt_)[0]):
+        return float("nan")
+    if fmt_.has_inf and magnitude == fmt_.exponent_mask:
+        return float("-inf") if negative else float("inf")
+    if magnitude == 0:
+        return -0.0 if negative else 0.0
+    exponent = magnitude >> fmt_.mantissa_bits
+    mantissa = magnitude & fmt_.mantissa_mask
+    if exponent == 0:
+        significand, scale = mantissa, fmt_.emin - fmt_.mantissa_bits
+    else:
+        significand, scale = mantissa | (1 << fmt_.mantissa_bits), exponent - fmt_.bias - fmt_.mantissa_bits
+    value = Fraction(significand) * (Fraction(2) ** scale)
+    return -value if negative else value
+
+
+def hexfloat(bits: int, fmt: object) -> str:
+    """TestFloat-style text: sign, biased exponent in hex, significand field in hex.
+
+    >>> hexfloat(0x3F80, "bf16")
+    '+7F.00'
+    """
+    fmt_ = formats.get(fmt)
+    bits = int(bits)
+    sign = "-" if bits >> (fmt_.width - 1) else "+"
+    exponent = (bits & fmt_.exponent_mask) >> fmt_.mantissa_bits
+    mantissa = bits & fmt_.mantissa_mask
+    exp_digits = (fmt_.exponent_bits + 3) // 4
+    man_digits = (fmt_.mantissa_bits + 3) // 4
+    return f"{sign}{exponent:0{exp_digits}X}.{mantissa:0{man_digits}X}"
+
+
+def describe(bits: int, fmt: object) -> str:
+    """One value as ``decimal [0xPATTERN +EXP.MANT]``, e.g. ``1.0 [0x3F80 +7F.00]``.
+
+    The decimal is exact-then-rounded to 17 significant digits (repr for fp64).
+    """
+    fmt_ = formats.get(fmt)
+    bits = int(bits)
+    value = to_fraction(bits, fmt_)
+    if isinstance(value, float):
+        decimal = repr(value)
+    else:
+        from mpmath import mp, mpf
+
+        with mp.workdps(40):
+            decimal = mp.nstr(mpf(value.numerator) / value.denominator, 17, strip_zeros=True)
+    digits = fmt_.width // 4
+    return f"{decimal} [0x{bits:0{digits}X} {hexfloat(bits, fmt_)}]"
