@@ -19,23 +19,23 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "to_bits",
-    "from_bits",
-    "to_torch",
-    "format_of",
-    "is_nan",
-    "is_inf",
-    "is_zero",
-    "is_subnormal",
-    "is_normal",
-    "is_finite",
-    "sign_bit",
     "classify",
-    "ulp_distance",
-    "ordinal",
     "describe",
+    "format_of",
+    "from_bits",
     "hexfloat",
+    "is_finite",
+    "is_inf",
+    "is_nan",
+    "is_normal",
+    "is_subnormal",
+    "is_zero",
+    "ordinal",
+    "sign_bit",
+    "to_bits",
     "to_fraction",
+    "to_torch",
+    "ulp_distance",
 ]
 
 UIntArray = npt.NDArray[np.unsignedinteger[Any]]
@@ -82,7 +82,8 @@ def to_bits(x: object, fmt: object = None) -> UIntArray:
     fmt_ = formats.get(array.dtype)
     if fmt is not None and formats.get(fmt) is not fmt_:
         raise TypeError(f"array has dtype {array.dtype} but fmt={formats.get(fmt).name} was given")
-    return np.ascontiguousarray(array).view(fmt_.uint_dtype)
+    # ascontiguousarray would turn a 0-d array into shape (1,); keep the shape.
+    return np.ascontiguousarray(array).view(fmt_.uint_dtype).reshape(array.shape)
 
 
 def from_bits(bits: npt.ArrayLike, fmt: object) -> np.ndarray[Any, Any]:
@@ -108,7 +109,7 @@ def to_torch(bits: npt.ArrayLike, fmt: object, device: object = "cpu") -> torch.
     fmt_ = formats.get(fmt)
     array = np.ascontiguousarray(_as_pattern_array(bits, fmt_).view(fmt_.int_dtype))
     tensor = torch.from_numpy(array.copy()).view(getattr(torch, fmt_.torch_dtype_name))
-    return tensor.to(device)  # type: ignore[arg-type]
+    return tensor.to(device)  # type: ignore[arg-type,call-overload]
 
 
 def _as_pattern_array(bits: npt.ArrayLike, fmt: FloatFormat) -> UIntArray:
@@ -195,9 +196,13 @@ def ordinal(bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.object_]:
     """
     fmt_ = formats.get(fmt)
     array = _as_pattern_array(bits, fmt_)
-    magnitude = (array & fmt_.uint_dtype.type(fmt_.magnitude_mask)).astype(object)
+    magnitude = np.asarray(array & fmt_.uint_dtype.type(fmt_.magnitude_mask)).astype(object)
     negative = sign_bit(array, fmt_)
-    return np.where(negative, -magnitude - 1, magnitude)
+    # np.where would turn 0-d object results back into int64 (and wrap for fp64): build in place.
+    result = np.empty(magnitude.shape, dtype=object)
+    result[...] = magnitude
+    result[negative] = -magnitude[negative] - 1
+    return result
 
 
 def ulp_distance(a_bits: npt.ArrayLike, b_bits: npt.ArrayLike, fmt: object) -> npt.NDArray[np.object_]:
@@ -208,8 +213,11 @@ def ulp_distance(a_bits: npt.ArrayLike, b_bits: npt.ArrayLike, fmt: object) -> n
     fmt_ = formats.get(fmt)
     a = _as_pattern_array(a_bits, fmt_)
     b = _as_pattern_array(b_bits, fmt_)
-    distance = np.abs(ordinal(a, fmt_) - ordinal(b, fmt_))
-    return np.where(is_nan(a, fmt_) | is_nan(b, fmt_), -1, distance)
+    distance = np.asarray(np.abs(ordinal(a, fmt_) - ordinal(b, fmt_)), dtype=object)
+    result = np.empty(distance.shape, dtype=object)
+    result[...] = distance
+    result[np.asarray(is_nan(a, fmt_) | is_nan(b, fmt_))] = -1
+    return result
 
 
 # ---- exact value and text ----------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["FloatFormat", "FORMATS", "get", "names", "UnsupportedFormatError"]
+__all__ = ["FORMATS", "FloatFormat", "UnsupportedFormatError", "get", "names"]
 
 NanEncoding = Literal["ieee", "fn"]
 
@@ -197,7 +197,10 @@ def get(spec: object) -> FloatFormat:
     """
     if isinstance(spec, FloatFormat):
         return spec
-    if isinstance(spec, str):
+    if spec is None:
+        # np.dtype(None) is float64; a missing format must not silently mean fp64.
+        pass
+    elif isinstance(spec, str):
         key = spec.removeprefix("torch.")
         if key in _BY_ALIAS:
             return _BY_ALIAS[key]

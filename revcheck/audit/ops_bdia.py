@@ -1,0 +1,451 @@
+"""Op specs of the BDIA family: the activation quantizer and one forward / inverse block step.
+
+Codes are int64 (``X = x · 2**l``), side bits 0/1, ``gamma`` one value of
+±1/2 per sample (shape ``(B,)``).  The float format of an audit is the residual
+compute dtype (the dtype of ``h`` and of the quantizer's input ``y``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from revcheck import strategies as rst
+from revcheck.audit import spec as sp
+from revcheck.audit.report import Finding, Value
+from revcheck.audit.spec import Candidate, Case, ExhaustivePlan, OpSpec, Outputs
+from revcheck.formats import FloatFormat
+
+__all__ = ["forward_step_spec", "inverse_step_spec", "quantize_spec"]
+
+BDIA_FORMATS = ("fp32", "fp64", "fp16", "bf16")
+# The oracle's residual compute dtypes (SPEC section 3: fp32 unless configured).
+STEP_FORMATS = ("fp32", "fp64")
+MAX_L = 12
+PAPER_L = 9
+# |y · 2**l| stays below 2**62 so that every code fits in int64 with room for the step's sums.
+MAX_VALUE_EXPONENT = 40
+MAX_BATCH = 32
+
+
+def _oracle() -> Any:
+    from revcheck.oracle import bdia
+
+    return bdia
+
+
+def _as_float64(bits: np.ndarray[Any, Any], fmt: FloatFormat) -> np.ndarray[Any, Any]:
+    """Exact float64 values of patterns of any format up to fp64 (widening never rounds)."""
+    import torch
+
+    return sp.to_tensor(bits, fmt, "cpu").to(torch.float64).numpy()
+
+
+def _as_numpy_float(bits: np.ndarray[Any, Any], fmt: FloatFormat) -> np.ndarray[Any, Any]:
+    """The values as the oracle's float array: the format's own NumPy dtype, else exact float64."""
+    if fmt.numpy_float is not None:
+        return np.ascontiguousarray(bits).view(fmt.numpy_float)
+    return _as_float64(bits, fmt)
+
+
+def _exact_pattern(numerator: int, exponent: int, fmt: FloatFormat) -> int:
+    """Pattern of ``numerator · 2**exponent``; it must be a normal number of ``fmt`` (or zero)."""
+    negative = numerator < 0
+    magnitude = abs(numerator)
+    sign = int(negative) << (fmt.width - 1)
+    if magnitude == 0:
+        return sign
+    shift = fmt.mantissa_bits - (magnitude.bit_length() - 1)
+    if shift < 0:
+        raise ValueError(f"{numerator} has more than {fmt.precision} significant bits")
+    biased = exponent - shift + fmt.mantissa_bits + fmt.bias
+    if not 1 <= biased <= fmt.emax + fmt.bias:
+        raise ValueError(f"{numerator}·2**{exponent} is not a normal {fmt.name} number")
+    return sign | biased << fmt.mantissa_bits | ((magnitude << shift) - (1 << fmt.mantissa_bits))
+
+
+def _bounded_patterns(fmt: FloatFormat, max_exponent: int) -> st.SearchStrategy[int]:
+    """Finite patterns with |value| < 2**max_exponent: TestFloat-style ones, filtered by size."""
+    limit = (max_exponent + fmt.bias) << fmt.mantissa_bits
+    return rst.bit_patterns(fmt, classes=("zero", "subnormal", "normal")).filter(
+        lambda bits: bits & fmt.magnitude_mask < limit
+    )
+
+
+# ---- quantize -------------------------------------------------------------------------------------
+
+
+def quantize_spec() -> OpSpec:
+    return OpSpec(
+        name="bdia_quantize",
+        signature="candidate(y: float Tensor, l: int) -> int64 Tensor of codes round_half_even(y * 2**l)",
+        summary="BDIA activation quantizer R(y): y on the grid of step 2**-l, ties to even",
+        formats=BDIA_FORMATS,
+        modes=(),
+        strategy=_quantize_strategy,
+        call=_quantize_call,
+        oracle=_quantize_oracle,
+        compare=_quantize_compare,
+        narrow=_narrow_quantize,
+        sample=_quantize_sample,
+        exhaustive=_quantize_exhaustive,
+    )
+
+
+def _tie_patterns(fmt: FloatFormat, l_value: int) -> st.SearchStrategy[int]:
+    """Values exactly halfway between two codes, ``(2k + 1) · 2**-(l + 1)``, and exact grid points."""
+    limit = (1 << (fmt.precision - 1)) - 1
+    return st.tuples(st.integers(-limit, limit), st.booleans()).map(
+        lambda pair: _exact_pattern(2 * pair[0] + 1, -(l_value + 1), fmt)
+        if pair[1]
+        else _exact_pattern(pair[0], -l_value, fmt)
+    )
+
+
+def _quantize_strategy(fmt: FloatFormat) -> st.SearchStrategy[Case]:
+    def for_l(l_value: int) -> st.SearchStrategy[Case]:
+        element = st.one_of(_bounded_patterns(fmt, MAX_VALUE_EXPONENT), _tie_patterns(fmt, l_value))
+        patterns = st.lists(element, min_size=1, max_size=MAX_BATCH)
+        return patterns.map(lambda values: {"y": np.array(values, dtype=fmt.uint_dtype), "l": l_value})
+
+    return st.integers(0, MAX_L).flatmap(for_l)
+
+
+def _quantize_call(candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str) -> Outputs:
+    result = candidate(sp.to_tensor(case["y"], fmt, device), case["l"])
+    return {"codes": sp.output_codes(result, case["y"].shape, "the codes")}
+
+
+def _quantize_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
+    return {"codes": np.asarray(_oracle().quantize(_as_numpy_float(case["y"], fmt), case["l"]), dtype=np.int64)}
+
+
+def _quantize_labels(y_bits: int, l_value: int, fmt: FloatFormat) -> tuple[str, ...]:
+    from revcheck import bits as _bits
+
+    value = _bits.to_fraction(y_bits, fmt)
+    scaled = value * (1 << l_value) if not isinstance(value, float) else None
+    if scaled is None or scaled.denominator == 1:
+        position = "on the grid"
+    elif scaled.denominator == 2:
+        position = "tie"
+    else:
+        position = "between codes"
+    return (sp.label(y_bits, fmt), position)
+
+
+def _quantize_compare(
+    case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None
+) -> Finding | None:
+    wrong = expected["codes"] != actual["codes"]
+    if not wrong.any():
+        return None
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(wrong)), wrong.shape))
+    y_bits = int(case["y"][index])
+    return Finding(
+        index=index,
+        inputs=(sp.float_value("y", y_bits, fmt), sp.int_value("l", case["l"], "int")),
+        expected=(sp.int_value("code", int(expected["codes"][index])),),
+        actual=(sp.int_value("code", int(actual["codes"][index])),),
+        labels=_quantize_labels(y_bits, case["l"], fmt),
+        ulp_distance=abs(int(expected["codes"][index]) - int(actual["codes"][index])),
+    )
+
+
+def _narrow_quantize(case: Case, index: tuple[int, ...]) -> Case:
+    return {"y": case["y"][index][np.newaxis], "l": case["l"]}
+
+
+def _quantize_sample(fmt: FloatFormat, rng: np.random.Generator) -> Case:
+    values = rng.standard_normal(4096) * 100
+    import torch
+
+    patterns = sp.to_tensor(np.zeros(1, fmt.uint_dtype), fmt, "cpu")
+    tensor = torch.from_numpy(values).to(patterns.dtype)
+    from revcheck import bits as _bits
+
+    return {"y": _bits.to_bits(tensor), "l": PAPER_L}
+
+
+def _quantize_exhaustive(fmt: FloatFormat) -> ExhaustivePlan | None:
+    if fmt.width > 16:
+        return None
+    everything = np.arange(1 << fmt.width, dtype=np.uint64).astype(fmt.uint_dtype)
+    limit = (MAX_VALUE_EXPONENT + fmt.bias) << fmt.mantissa_bits
+    from revcheck import bits as _bits
+
+    small = (everything & fmt.uint_dtype.type(fmt.magnitude_mask)) < limit
+    finite = everything[small & _bits.is_finite(everything, fmt)]
+
+    def chunks() -> Iterator[Case]:
+        yield {"y": finite, "l": PAPER_L}
+
+    return ExhaustivePlan(size=int(finite.size), by_default=True, chunks=chunks)
+
+
+# ---- one block step ---------------------------------------------------------------------------------
+
+
+def _step_strategy(fmt: FloatFormat, inverse: bool) -> st.SearchStrategy[Case]:
+    def for_shape(shape: tuple[int, int, int, int]) -> st.SearchStrategy[Case]:
+        batch, width, l_value, code_bits = shape
+        codes = st.lists(
+            st.integers(-(1 << code_bits), 1 << code_bits), min_size=batch * width, max_size=batch * width
+        ).map(lambda values: np.array(values, dtype=np.int64).reshape(batch, width))
+        h = st.lists(_bounded_patterns(fmt, 20), min_size=batch * width, max_size=batch * width).map(
+            lambda values: np.array(values, dtype=fmt.uint_dtype).reshape(batch, width)
+        )
+        gamma_signs = st.lists(st.booleans(), min_size=batch, max_size=batch).map(
+            lambda signs: np.array([-0.5 if s else 0.5 for s in signs], dtype=np.float64)
+        )
+        case = st.fixed_dictionaries(
+            {"X_prev": codes, "X_cur": codes, "h": h, "gamma": gamma_signs, "l": st.just(l_value)}
+        )
+        return case.map(_with_forward_outputs(fmt)) if inverse else case
+
+    shapes = st.tuples(
+        st.integers(1, 4), st.integers(1, 8), st.integers(0, MAX_L), st.sampled_from([4, 12, 24, 40])
+    )
+    return shapes.flatmap(for_shape)
+
+
+def _with_forward_outputs(fmt: FloatFormat) -> Any:
+    def complete(case: Case) -> Case:
+        outputs = _forward_oracle(case, fmt, None)
+        return {
+            "X_next": outputs["X_next"],
+            "X_cur": case["X_cur"],
+            "h": case["h"],
+            "gamma": case["gamma"],
+            "s_prev": outputs["s_prev"],
+            "l": case["l"],
+        }
+
+    return complete
+
+
+def _gamma_tensor(gamma: np.ndarray[Any, Any], fmt: FloatFormat, device: str) -> Any:
+    import torch
+
+    return torch.from_numpy(gamma.copy()).to(getattr(torch, fmt.torch_dtype_name)).to(device)
+
+
+def _compute_dtype(fmt: FloatFormat) -> Any:
+    import torch
+
+    return getattr(torch, fmt.torch_dtype_name)
+
+
+def _oracle_compute_dtype(fmt: FloatFormat) -> Any:
+    return fmt.numpy_float
+
+
+def _forward_call(candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str) -> Outputs:
+    result = candidate(
+        sp.codes_to_tensor(case["X_prev"], device),
+        sp.codes_to_tensor(case["X_cur"], device),
+        sp.to_tensor(case["h"], fmt, device),
+        _gamma_tensor(case["gamma"], fmt, device),
+        case["l"],
+        compute_dtype=_compute_dtype(fmt),
+    )
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise sp.BadOutput(f"forward_step must return (X_next, s_prev), got {type(result).__name__}")
+    shape = case["X_cur"].shape
+    x_next = sp.output_codes(result[0], shape, "X_next")
+    side = _side_bits_output(result[1], shape)
+    return {"X_next": x_next, "s_prev": side}
+
+
+def _side_bits_output(result: object, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    import torch
+
+    if not isinstance(result, torch.Tensor) or result.dtype.is_floating_point or result.dtype.is_complex:
+        raise sp.BadOutput(f"s_prev must be an integer or bool torch.Tensor, got {getattr(result, 'dtype', result)}")
+    if tuple(result.shape) != tuple(shape):
+        raise sp.BadOutput(f"s_prev has shape {tuple(result.shape)}, expected {tuple(shape)}")
+    return np.asarray(result.detach().cpu().to(torch.int64).numpy())
+
+
+def _oracle_step_args(case: Case, fmt: FloatFormat) -> tuple[Any, ...]:
+    return (_as_numpy_float(case["h"], fmt), case["gamma"].astype(_float_dtype(fmt)), case["l"])
+
+
+def _float_dtype(fmt: FloatFormat) -> Any:
+    return fmt.numpy_float if fmt.numpy_float is not None else np.float64
+
+
+def _forward_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
+    h, gamma, l_value = _oracle_step_args(case, fmt)
+    x_next, side = _oracle().forward_step(
+        case["X_prev"], case["X_cur"], h, gamma, l_value, compute_dtype=_oracle_compute_dtype(fmt)
+    )
+    return {"X_next": np.asarray(x_next, dtype=np.int64), "s_prev": np.asarray(side).astype(np.int64)}
+
+
+def _step_inputs(case: Case, index: tuple[int, ...], fmt: FloatFormat, names: tuple[str, ...]) -> tuple[Value, ...]:
+    values: list[Value] = []
+    for name in names:
+        if name == "h":
+            values.append(sp.float_value("h", int(case["h"][index]), fmt))
+        elif name == "gamma":
+            values.append(Value("gamma", repr(float(case["gamma"][index[0]])), None, "float"))
+        elif name == "l":
+            values.append(sp.int_value("l", case["l"], "int"))
+        else:
+            values.append(sp.int_value(name, int(case[name][index])))
+    return tuple(values)
+
+
+def _step_labels(case: Case, index: tuple[int, ...], names: tuple[str, ...]) -> tuple[str, ...]:
+    gamma = float(case["gamma"][index[0]])
+    labels = ["gamma=+1/2" if gamma > 0 else "gamma=-1/2"]
+    for name in names:
+        if name.startswith("X_"):
+            labels.append(f"{name} {'odd' if int(case[name][index]) % 2 else 'even'}")
+    if "s_prev" in case:
+        labels.append(f"s_prev={int(case['s_prev'][index])}")
+    return tuple(labels)
+
+
+def _output_labels(expected: Outputs, actual: Outputs, index: tuple[int, ...]) -> tuple[str, ...]:
+    return tuple(
+        f"{name} {'differs' if int(expected[name][index]) != int(actual[name][index]) else 'agrees'}"
+        for name in expected
+    )
+
+
+def _first_code_mismatch(expected: Outputs, actual: Outputs) -> tuple[int, ...] | None:
+    wrong = np.zeros(next(iter(expected.values())).shape, dtype=bool)
+    for name in expected:
+        wrong |= expected[name] != actual[name]
+    if not wrong.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(wrong)), wrong.shape))
+
+
+def _step_compare(names: tuple[str, ...]) -> Any:
+    def compare(case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None) -> Finding | None:
+        index = _first_code_mismatch(expected, actual)
+        if index is None:
+            return None
+        return Finding(
+            index=index,
+            inputs=_step_inputs(case, index, fmt, names),
+            expected=tuple(sp.int_value(name, int(value[index])) for name, value in expected.items()),
+            actual=tuple(sp.int_value(name, int(value[index])) for name, value in actual.items()),
+            labels=_step_labels(case, index, names) + _output_labels(expected, actual, index),
+        )
+
+    return compare
+
+
+def _narrow_step(case: Case, index: tuple[int, ...]) -> Case:
+    row, column = index
+    narrowed: Case = {}
+    for name, value in case.items():
+        if name == "gamma":
+            narrowed[name] = value[row : row + 1]
+        elif isinstance(value, np.ndarray):
+            narrowed[name] = value[row : row + 1, column : column + 1]
+        else:
+            narrowed[name] = value
+    return narrowed
+
+
+def _step_sample(fmt: FloatFormat, rng: np.random.Generator, inverse: bool) -> Case:
+    import torch
+
+    from revcheck import bits as _bits
+
+    shape = (8, 512)
+    h = torch.from_numpy(rng.standard_normal(shape)).to(_compute_dtype(fmt))
+    case: Case = {
+        "X_prev": rng.integers(-(1 << 12), 1 << 12, size=shape, dtype=np.int64),
+        "X_cur": rng.integers(-(1 << 12), 1 << 12, size=shape, dtype=np.int64),
+        "h": _bits.to_bits(h),
+        "gamma": rng.choice(np.array([-0.5, 0.5]), size=shape[0]),
+        "l": PAPER_L,
+    }
+    return _with_forward_outputs(fmt)(case) if inverse else case
+
+
+FORWARD_INPUTS = ("X_prev", "X_cur", "h", "gamma", "l")
+INVERSE_INPUTS = ("X_next", "X_cur", "h", "gamma", "s_prev", "l")
+
+
+def forward_step_spec() -> OpSpec:
+    return OpSpec(
+        name="bdia_forward_step",
+        signature=(
+            "candidate(X_prev, X_cur: int64 (B, D), h: float (B, D), gamma: float (B,) of ±1/2, l: int, *, "
+            "compute_dtype) -> (X_next: int64 (B, D), s_prev: integer (B, D) of 0/1)"
+        ),
+        summary="one BDIA block forward: X_next = gamma (X_prev + s_prev) + R(y), y = fl(fl((1-g) x) + fl((1+g) h))",
+        formats=STEP_FORMATS,
+        modes=(),
+        strategy=partial(_step_strategy, inverse=False),
+        call=_forward_call,
+        oracle=_forward_oracle,
+        compare=_step_compare(FORWARD_INPUTS),
+        narrow=_narrow_step,
+        sample=partial(_step_sample, inverse=False),
+        exhaustive=lambda fmt: None,
+    )
+
+
+def _inverse_call(candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str) -> Outputs:
+    result = candidate(
+        sp.codes_to_tensor(case["X_next"], device),
+        sp.codes_to_tensor(case["X_cur"], device),
+        sp.to_tensor(case["h"], fmt, device),
+        _gamma_tensor(case["gamma"], fmt, device),
+        _side_tensor(case["s_prev"], device),
+        case["l"],
+        compute_dtype=_compute_dtype(fmt),
+    )
+    return {"X_prev": sp.output_codes(result, case["X_cur"].shape, "X_prev")}
+
+
+def _side_tensor(side: np.ndarray[Any, Any], device: str) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(side, dtype=np.uint8).copy()).to(device)
+
+
+def _inverse_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
+    h, gamma, l_value = _oracle_step_args(case, fmt)
+    x_prev = _oracle().inverse_step(
+        case["X_next"],
+        case["X_cur"],
+        h,
+        gamma,
+        case["s_prev"].astype(np.uint8),
+        l_value,
+        compute_dtype=_oracle_compute_dtype(fmt),
+    )
+    return {"X_prev": np.asarray(x_prev, dtype=np.int64)}
+
+
+def inverse_step_spec() -> OpSpec:
+    return OpSpec(
+        name="bdia_inverse_step",
+        signature=(
+            "candidate(X_next, X_cur: int64 (B, D), h: float (B, D), gamma: float (B,) of ±1/2, "
+            "s_prev: uint8 (B, D), l: int, *, compute_dtype) -> X_prev: int64 (B, D)"
+        ),
+        summary="one BDIA block inverse: X_prev = (X_next - R(y)) / gamma - s_prev, exact integer arithmetic",
+        formats=STEP_FORMATS,
+        modes=(),
+        strategy=partial(_step_strategy, inverse=True),
+        call=_inverse_call,
+        oracle=_inverse_oracle,
+        compare=_step_compare(INVERSE_INPUTS),
+        narrow=_narrow_step,
+        sample=partial(_step_sample, inverse=True),
+        exhaustive=lambda fmt: None,
+    )

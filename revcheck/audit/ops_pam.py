@@ -1,0 +1,288 @@
+"""Op specs of the piecewise-affine family: elementwise PAM ops and the PAM matrix product."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from revcheck import formats as _formats
+from revcheck import strategies as rst
+from revcheck.audit import spec as sp
+from revcheck.audit.report import Finding
+from revcheck.audit.spec import Candidate, Case, ExhaustivePlan, OpSpec, Outputs
+from revcheck.formats import FloatFormat
+
+__all__ = ["elementwise_spec", "matmul_spec"]
+
+ALL_FORMATS = _formats.names()
+PAM_MODES = ("ieee", "ftz")
+# Elements per Hypothesis example: one kernel call checks a whole batch, and the
+# counterexample is then narrowed to the first wrong element.
+MAX_BATCH = 16
+# Largest input space enumerated by default (8-bit binary ops, 16-bit unary ops).
+DEFAULT_EXHAUSTIVE_LIMIT = 1 << 16
+# Largest input space enumerated at all, with exhaustive=True (16-bit binary, 32-bit unary).
+MAX_EXHAUSTIVE = 1 << 32
+CHUNK_ELEMENTS = 1 << 22
+
+
+def _oracle() -> Any:
+    from revcheck.oracle import pam
+
+    return pam
+
+
+# ---- elementwise ops --------------------------------------------------------------------------
+
+
+def elementwise_spec(name: str, arg_names: tuple[str, ...], summary: str) -> OpSpec:
+    """The spec of an elementwise op ``oracle.pam.<name>(*bit_arrays, fmt, mode=...)``."""
+    args = ", ".join(arg_names)
+    return OpSpec(
+        name=name,
+        signature=f"candidate({args}[, *, mode]) -> Tensor (same dtype, shape and device as {arg_names[0]})",
+        summary=summary,
+        formats=ALL_FORMATS,
+        modes=PAM_MODES,
+        strategy=partial(_elementwise_strategy, arg_names),
+        call=partial(_elementwise_call, arg_names),
+        oracle=partial(_elementwise_oracle, name, arg_names),
+        compare=partial(_elementwise_compare, arg_names),
+        narrow=_narrow_elementwise,
+        sample=partial(_elementwise_sample, arg_names),
+        exhaustive=partial(_elementwise_exhaustive, arg_names),
+    )
+
+
+def _elementwise_strategy(arg_names: tuple[str, ...], fmt: FloatFormat) -> st.SearchStrategy[Case]:
+    # One (batch, arity) array split into columns: a single strategy object, built once, keeps drawing cheap.
+    shapes = st.integers(1, MAX_BATCH).map(lambda size: (size, len(arg_names)))
+    return rst.bit_arrays(fmt, shapes).map(
+        lambda table: {name: np.ascontiguousarray(table[:, i]) for i, name in enumerate(arg_names)}
+    )
+
+
+def _elementwise_call(
+    arg_names: tuple[str, ...], candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
+) -> Outputs:
+    tensors = [sp.to_tensor(case[name], fmt, device) for name in arg_names]
+    keywords = {} if mode is None else {"mode": mode}
+    result = candidate(*tensors, **keywords)
+    return {"result": sp.output_bits(result, fmt, case[arg_names[0]].shape, "the result")}
+
+
+def _elementwise_oracle(
+    name: str, arg_names: tuple[str, ...], case: Case, fmt: FloatFormat, mode: str | None
+) -> Outputs:
+    function = getattr(_oracle(), name)
+    return {"result": np.asarray(function(*(case[a] for a in arg_names), fmt, mode=mode or "ieee"))}
+
+
+def _elementwise_compare(
+    arg_names: tuple[str, ...], case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None
+) -> Finding | None:
+    index = sp.first_float_mismatch(expected["result"], actual["result"], fmt)
+    if index is None:
+        return None
+    inputs = tuple(sp.float_value(name, int(case[name][index]), fmt) for name in arg_names)
+    want, got = int(expected["result"][index]), int(actual["result"][index])
+    return Finding(
+        index=index,
+        inputs=inputs,
+        expected=(sp.float_value("result", want, fmt),),
+        actual=(sp.float_value("result", got, fmt),),
+        labels=tuple(sp.label(int(case[name][index]), fmt) for name in arg_names),
+        ulp_distance=sp.ulp(want, got, fmt),
+    )
+
+
+def _narrow_elementwise(case: Case, index: tuple[int, ...]) -> Case:
+    return {name: value[index][np.newaxis] for name, value in case.items()}
+
+
+def _elementwise_sample(arg_names: tuple[str, ...], fmt: FloatFormat, rng: np.random.Generator) -> Case:
+    return {
+        name: rng.integers(0, 1 << fmt.width, size=4096, dtype=np.uint64).astype(fmt.uint_dtype)
+        for name in arg_names
+    }
+
+
+def _elementwise_exhaustive(arg_names: tuple[str, ...], fmt: FloatFormat) -> ExhaustivePlan | None:
+    size = 1 << (fmt.width * len(arg_names))
+    if size > MAX_EXHAUSTIVE:
+        return None
+    return ExhaustivePlan(
+        size=size,
+        by_default=size <= DEFAULT_EXHAUSTIVE_LIMIT,
+        chunks=partial(_all_inputs, arg_names, fmt),
+    )
+
+
+def _all_inputs(arg_names: tuple[str, ...], fmt: FloatFormat) -> Iterator[Case]:
+    patterns = 1 << fmt.width
+    if len(arg_names) == 1:
+        for start in range(0, patterns, CHUNK_ELEMENTS):
+            stop = min(patterns, start + CHUNK_ELEMENTS)
+            yield {arg_names[0]: np.arange(start, stop, dtype=np.uint64).astype(fmt.uint_dtype)}
+        return
+    everything = np.arange(patterns, dtype=np.uint64).astype(fmt.uint_dtype)
+    rows = max(1, CHUNK_ELEMENTS // patterns)
+    for start in range(0, patterns, rows):
+        first = np.arange(start, min(patterns, start + rows), dtype=np.uint64).astype(fmt.uint_dtype)
+        yield {arg_names[0]: np.repeat(first, patterns), arg_names[1]: np.tile(everything, len(first))}
+
+
+# ---- matrix product ---------------------------------------------------------------------------
+
+
+def matmul_spec(*, any_order: bool) -> OpSpec:
+    """``pam_matmul`` (sequential order, bit-exact) or ``pam_matmul_any_order`` (within the bound)."""
+    if any_order:
+        name = "pam_matmul_any_order"
+        summary = (
+            "PAM matrix product summed in any order: every element must lie within the oracle's "
+            "rigorous error bound around the exact sum of the PAM products (no bit-exactness claim)"
+        )
+    else:
+        name = "pam_matmul"
+        summary = (
+            "PAM matrix product: products in the accumulator format (fp32, fp64 for fp64), "
+            "summed sequentially over k from +0.0; bit-exact"
+        )
+    return OpSpec(
+        name=name,
+        signature="candidate(A (M, K), B (K, N)[, *, mode]) -> Tensor (M, N) in the accumulator dtype",
+        summary=summary,
+        formats=ALL_FORMATS,
+        modes=PAM_MODES,
+        strategy=_matmul_strategy,
+        call=_matmul_call,
+        oracle=_matmul_bound_oracle if any_order else _matmul_oracle,
+        compare=_matmul_bound_compare if any_order else _matmul_compare,
+        narrow=_narrow_matmul,
+        sample=_matmul_sample,
+        exhaustive=lambda fmt: None,
+    )
+
+
+def _matmul_strategy(fmt: FloatFormat) -> st.SearchStrategy[Case]:
+    # A and B are cut from one drawn (K, M + N) array: one strategy object, and shrinking acts on both.
+    def split(table: np.ndarray[Any, Any], m: int) -> Case:
+        return {"A": np.ascontiguousarray(table[:, :m].T), "B": np.ascontiguousarray(table[:, m:])}
+
+    shapes = st.tuples(st.integers(1, 24), st.integers(2, 8))
+    return st.tuples(rst.bit_arrays(fmt, shapes), st.integers(1, 4)).map(
+        lambda pair: split(pair[0], min(pair[1], pair[0].shape[1] - 1))
+    )
+
+
+def _matmul_call(candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str) -> Outputs:
+    keywords = {} if mode is None else {"mode": mode}
+    result = candidate(sp.to_tensor(case["A"], fmt, device), sp.to_tensor(case["B"], fmt, device), **keywords)
+    shape = (case["A"].shape[0], case["B"].shape[1])
+    accumulator = _oracle().accumulator_format(fmt)
+    return {"C": sp.output_bits(result, accumulator, shape, "the product")}
+
+
+def _matmul_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
+    return {"C": np.asarray(_oracle().pam_matmul(case["A"], case["B"], fmt, order="sequential", mode=mode or "ieee"))}
+
+
+def _matmul_bound_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
+    # Nothing to precompute: the comparison asks the oracle whether the candidate's result is in bounds.
+    return {}
+
+
+def _matmul_inputs(case: Case, index: tuple[int, ...], fmt: FloatFormat) -> tuple[Any, ...]:
+    row, column = index
+    return (
+        sp.array_value(f"A[{row}, :]", case["A"][row], fmt),
+        sp.array_value(f"B[:, {column}]", case["B"][:, column], fmt),
+    )
+
+
+def _matmul_labels(case: Case, index: tuple[int, ...], fmt: FloatFormat) -> tuple[str, ...]:
+    row, column = index
+    involved = np.concatenate([case["A"][row], case["B"][:, column]])
+    labels = sorted({sp.label(int(b), fmt) for b in involved})
+    return (*labels, f"K={case['A'].shape[1]}")
+
+
+def _matmul_compare(
+    case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None
+) -> Finding | None:
+    accumulator = _oracle().accumulator_format(fmt)
+    index = sp.first_float_mismatch(expected["C"], actual["C"], accumulator)
+    if index is None:
+        return None
+    want, got = int(expected["C"][index]), int(actual["C"][index])
+    return Finding(
+        index=index,
+        inputs=_matmul_inputs(case, index, fmt),
+        expected=(sp.float_value(f"C[{index[0]}, {index[1]}]", want, accumulator),),
+        actual=(sp.float_value(f"C[{index[0]}, {index[1]}]", got, accumulator),),
+        labels=_matmul_labels(case, index, fmt),
+        ulp_distance=sp.ulp(want, got, accumulator),
+    )
+
+
+def _matmul_bound_compare(
+    case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None
+) -> Finding | None:
+    oracle = _oracle()
+    accumulator = oracle.accumulator_format(fmt)
+    inside = np.asarray(oracle.within_bound(actual["C"], case["A"], case["B"], fmt, mode=mode or "ieee"))
+    if inside.all():
+        return None
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmin(inside)), inside.shape))
+    got = int(actual["C"][index])
+    exact, bound = oracle.pam_matmul_bound(case["A"], case["B"], fmt, mode=mode or "ieee")
+    want_text = f"within {_scalar_text(bound, index)} of the exact sum {_scalar_text(exact, index)}"
+    return Finding(
+        index=index,
+        inputs=_matmul_inputs(case, index, fmt),
+        expected=(sp.Value(f"C[{index[0]}, {index[1]}]", want_text, None, accumulator.name),),
+        actual=(sp.float_value(f"C[{index[0]}, {index[1]}]", got, accumulator),),
+        labels=_matmul_labels(case, index, fmt),
+    )
+
+
+def _scalar_text(values: Any, index: tuple[int, ...]) -> str:
+    try:
+        element = np.asarray(values, dtype=object)[index]
+    except (IndexError, TypeError, ValueError):
+        return str(values)
+    try:
+        from mpmath import mp, mpf
+
+        with mp.workdps(40):
+            if hasattr(element, "numerator") and hasattr(element, "denominator"):
+                return str(mp.nstr(mpf(element.numerator) / element.denominator, 17))
+            return str(mp.nstr(mpf(element), 17))
+    except (TypeError, ValueError):
+        return str(element)
+
+
+def _narrow_matmul(case: Case, index: tuple[int, ...]) -> Case:
+    row, column = index
+    return {"A": case["A"][row : row + 1, :], "B": case["B"][:, column : column + 1]}
+
+
+def _matmul_sample(fmt: FloatFormat, rng: np.random.Generator) -> Case:
+    # Finite values of moderate size, so that the order of a sum shows up in its rounding.
+    def matrix(shape: tuple[int, int]) -> np.ndarray[Any, Any]:
+        exponents = rng.integers(-4, 5, size=shape) + fmt.bias
+        exponents = np.clip(exponents, 1, fmt.max_biased_exponent - 1)
+        mantissas = rng.integers(0, 1 << fmt.mantissa_bits, size=shape)
+        signs = rng.integers(0, 2, size=shape)
+        patterns = [
+            (int(s) << (fmt.width - 1)) | (int(e) << fmt.mantissa_bits) | int(m)
+            for s, e, m in zip(signs.ravel(), exponents.ravel(), mantissas.ravel())
+        ]
+        return np.array(patterns, dtype=object).astype(np.uint64).astype(fmt.uint_dtype).reshape(shape)
+
+    return {"A": matrix((8, 256)), "B": matrix((256, 8))}

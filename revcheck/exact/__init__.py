@@ -1,0 +1,1 @@
+"""An independent exact model (Fractions/mpmath), slow on purpose, used to test the oracle."""

@@ -1,0 +1,193 @@
+"""Exact model of the PA operations: scalar Python ints in and out, Fractions inside.
+
+Deliberately independent of :mod:`revcheck.oracle` (it does not import it):
+each value is decoded to an exact rational, split as ``|x| = 2^E·(1 + M)``,
+the formula of SPEC section 2 is evaluated exactly, and the result is rounded
+once with :func:`revcheck.exact.rounding.round_fraction`.  The semantic
+decisions are the oracle's (see :mod:`revcheck.oracle.pam`), restated here as
+code: fp8_e4m3fn saturates to ±448 where ±inf would be, NaN results are the
+canonical NaN, ftz flushes subnormal inputs and results whose exact value is
+below ``2^emin``.  ``pam_matmul`` takes small nested sequences of ints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from fractions import Fraction
+
+from revcheck import formats
+from revcheck.exact.rounding import Exact, decode, encode_special, floor_log2, max_finite_value, round_fraction
+from revcheck.formats import FloatFormat
+
+__all__ = [
+    "accumulator_format",
+    "add",
+    "pa_exp2",
+    "pa_log2",
+    "pam_div",
+    "pam_matmul",
+    "pam_mul",
+    "pam_mul_grad",
+    "split",
+]
+
+_MODES = ("ieee", "ftz")
+
+
+def _setup(fmt: object, mode: str) -> FloatFormat:
+    if mode not in _MODES:
+        raise ValueError(f"unknown mode {mode!r}; use 'ieee' or 'ftz'")
+    return formats.get(fmt)
+
+
+def split(magnitude: Fraction) -> tuple[int, Fraction]:
+    """``(E, M)`` with ``magnitude = 2^E·(1 + M)``, ``0 <= M < 1``."""
+    e = floor_log2(magnitude)
+    return e, magnitude / Fraction(2) ** e - 1
+
+
+def accumulator_format(fmt: object) -> FloatFormat:
+    """fp64 for fp64, fp32 for every narrower format."""
+    return formats.get("fp64") if formats.get(fmt).mantissa_bits > 23 else formats.get("fp32")
+
+
+def pam_mul(a: int, b: int, fmt: object, mode: str = "ieee") -> int:
+    """``a ⊡ b``."""
+    f = _setup(fmt, mode)
+    x, y = decode(a, f, mode), decode(b, f, mode)
+    negative = x.negative != y.negative
+    if "nan" in (x.kind, y.kind) or {x.kind, y.kind} == {"inf", "zero"}:
+        return encode_special("nan", False, f)
+    if "inf" in (x.kind, y.kind):
+        return encode_special("inf", negative, f)
+    if "zero" in (x.kind, y.kind):
+        return encode_special("zero", negative, f)
+    ea, ma = split(x.magnitude)
+    eb, mb = split(y.magnitude)
+    if ma + mb < 1:
+        exact = Fraction(2) ** (ea + eb) * (1 + ma + mb)
+    else:
+        exact = Fraction(2) ** (ea + eb + 1) * (ma + mb)
+    return round_fraction(negative, exact, f, mode)
+
+
+def pam_div(a: int, b: int, fmt: object, mode: str = "ieee") -> int:
+    """``a ⊘ b``."""
+    f = _setup(fmt, mode)
+    x, y = decode(a, f, mode), decode(b, f, mode)
+    negative = x.negative != y.negative
+    if "nan" in (x.kind, y.kind) or x.kind == y.kind == "zero" or x.kind == y.kind == "inf":
+        return encode_special("nan", False, f)
+    if x.kind == "inf" or y.kind == "zero":
+        return encode_special("inf", negative, f)
+    if x.kind == "zero" or y.kind == "inf":
+        return encode_special("zero", negative, f)
+    ea, ma = split(x.magnitude)
+    eb, mb = split(y.magnitude)
+    if ma >= mb:
+        exact = Fraction(2) ** (ea - eb) * (1 + ma - mb)
+    else:
+        exact = Fraction(2) ** (ea - eb - 1) * (2 + ma - mb)
+    return round_fraction(negative, exact, f, mode)
+
+
+def pa_log2(x_bits: int, fmt: object, mode: str = "ieee") -> int:
+    """``E + M`` of ``|x|``."""
+    f = _setup(fmt, mode)
+    x = decode(x_bits, f, mode)
+    if x.kind == "nan":
+        return encode_special("nan", False, f)
+    if x.kind == "zero":
+        return encode_special("inf", True, f)
+    if x.kind == "inf":
+        return encode_special("inf", False, f)
+    e, m = split(x.magnitude)
+    value = e + m
+    return round_fraction(value < 0, abs(value), f, mode)
+
+
+def pa_exp2(y_bits: int, fmt: object, mode: str = "ieee") -> int:
+    """``2^floor(y)·(1 + y - floor(y))``."""
+    f = _setup(fmt, mode)
+    y = decode(y_bits, f, mode)
+    if y.kind == "nan":
+        return encode_special("nan", False, f)
+    if y.kind == "inf":
+        return encode_special("zero", False, f) if y.negative else encode_special("inf", False, f)
+    value = y.signed
+    emin, emax = 1 - f.bias, _emax(f)
+    # Beyond these, 2^floor(y) alone overflows, or is below half the smallest subnormal.
+    if value >= emax + 2:
+        return encode_special("inf", False, f)
+    if value <= emin - f.mantissa_bits - 3:
+        return encode_special("zero", False, f)
+    n = math.floor(value)
+    exact = Fraction(2) ** n * (1 + value - n)
+    return round_fraction(False, exact, f, mode)
+
+
+def _emax(f: FloatFormat) -> int:
+    return floor_log2(max_finite_value(f))
+
+
+def pam_mul_grad(a: int, b: int, fmt: object, mode: str = "ieee") -> int:
+    """``d(a ⊡ b)/da = sign(b)·2^(Eb + [Ma + Mb >= 1])`` (special cases as in the oracle)."""
+    f = _setup(fmt, mode)
+    x, y = decode(a, f, mode), decode(b, f, mode)
+    if "nan" in (x.kind, y.kind) or {x.kind, y.kind} == {"inf", "zero"}:
+        return encode_special("nan", False, f)
+    if y.kind == "zero":
+        return encode_special("zero", y.negative, f)
+    if y.kind == "inf":
+        return encode_special("inf", y.negative, f)
+    ma = split(x.magnitude)[1] if x.kind == "finite" else Fraction(0)
+    eb, mb = split(y.magnitude)
+    return round_fraction(y.negative, Fraction(2) ** (eb + (1 if ma + mb >= 1 else 0)), f, mode)
+
+
+def add(x_bits: int, y_bits: int, fmt: object, mode: str = "ieee") -> int:
+    """IEEE ``fl(x + y)``, round to nearest even (ftz: flushed inputs and tiny sums)."""
+    f = _setup(fmt, mode)
+    x, y = decode(x_bits, f, mode), decode(y_bits, f, mode)
+    if "nan" in (x.kind, y.kind) or (x.kind == y.kind == "inf" and x.negative != y.negative):
+        return encode_special("nan", False, f)
+    if x.kind == "inf" or y.kind == "inf":
+        return encode_special("inf", x.negative if x.kind == "inf" else y.negative, f)
+    total = x.signed + y.signed
+    if total == 0:
+        return encode_special("zero", x.negative and y.negative, f)
+    return round_fraction(total < 0, abs(total), f, mode)
+
+
+def _widen(bits: int, source: FloatFormat, target: FloatFormat, mode: str) -> int:
+    x: Exact = decode(bits, source, mode)
+    if x.kind != "finite":
+        return encode_special(x.kind, x.negative, target)
+    return round_fraction(x.negative, x.magnitude, target, "ieee")
+
+
+def pam_matmul(
+    A: Sequence[Sequence[int]], B: Sequence[Sequence[int]], fmt: object, mode: str = "ieee"
+) -> list[list[int]]:
+    """Sequential PAM matrix product (M×K by K×N, nested sequences of ints) in the accumulator format."""
+    f = _setup(fmt, mode)
+    acc = accumulator_format(f)
+    rows = [[int(v) for v in row] for row in A]
+    cols = [[int(v) for v in row] for row in B]
+    depth = len(cols)
+    if any(len(row) != depth for row in rows):
+        raise ValueError("inner dimensions of A and B differ")
+    width = len(cols[0]) if cols else 0
+    result = []
+    for row in rows:
+        out_row = []
+        for j in range(width):
+            total = 0  # +0.0
+            for k in range(depth):
+                a = _widen(row[k], f, acc, mode)
+                b = _widen(cols[k][j], f, acc, mode)
+                total = add(total, pam_mul(a, b, acc, mode), acc, mode)
+            out_row.append(total)
+        result.append(out_row)
+    return result

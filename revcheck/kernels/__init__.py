@@ -1,0 +1,1 @@
+"""torch and Triton implementations of the oracle's operations."""

@@ -1,0 +1,620 @@
+"""``BDIAStack``: an exactly reversible residual stack (SPEC section 3) for torch training.
+
+Arithmetic (identical in both modes, and equal bit for bit to :mod:`revcheck.oracle.bdia`)::
+
+    X_0     = R(x_0)                          straight-through gradient to the input
+    X_1     = X_0 + R(h_0(x_0))
+    X_{k+1} = gamma_k (X_{k-1} + s_{k-1}) + R(y_k),   y_k = fl(fl((1-gamma_k) x_k) + fl((1+gamma_k) h_k))
+    output  = X_K * 2**-l  in ``compute_dtype``
+
+``x_k = X_k * 2**-l`` is rounded once to ``compute_dtype`` (the value used in
+``y_k`` and the one gradients refer to) and then converted to the block's dtype
+(its first floating parameter/buffer, else ``compute_dtype``); the block output
+is converted back to ``compute_dtype``.  ``gamma_k`` is drawn per sample per
+block from {+1/2, -1/2} with the stack's own CPU ``torch.Generator`` in
+training; ``eval()`` uses gamma = 0, i.e. ``X_{k+1} = X_k + R(h_k(x_k))``.
+
+``mode="reversible"`` runs the forward under ``no_grad`` and saves, per call
+(``ctx.save_for_backward``, so ``saved_tensors_hooks`` see all of it):
+
+=========================  ==========================================  =====================
+tensor                     shape / dtype                               bytes
+=========================  ==========================================  =====================
+X_K, X_{K-1}               2 x state, int64                            16 per element
+side bits s_0..s_{K-2}     (K-1, ceil(N/8)) uint8, 8 bits per byte     ~1/8 per element per block
+gamma signs                (K-1, B) int8                               1 per sample per block
+checksums of X_0..X_{K-2}  (K-1, 2) int64 (reconstruction check)       16 per block
+RNG states                 one CPU (and CUDA) state per block that     ~5 KiB per distinct state
+                           changed it (deduplicated), for dropout
+=========================  ==========================================  =====================
+
+Nothing else: no block activations.  Backward walks from the top: recompute
+``y_k`` with grad from the reconstructed ``x_k`` (RNG state and autocast state
+restored as in ``torch.utils.checkpoint``, inside ``torch.random.fork_rng`` so
+the caller's RNG state is untouched), reconstruct ``X_{k-1}`` with integer
+arithmetic, backpropagate through ``y_k`` with a straight-through gradient at
+``R`` and pass ``gamma_k * dL/dx_{k+1}`` on to ``x_{k-1}``.
+
+``mode="stored"`` runs the same per-block code under ordinary autograd.  Each
+activation's gradient is assembled from at most two partial sums (block and
+residual path; IEEE addition is commutative), so both modes give bit-identical
+gradients.  Exception: a parameter shared by several blocks and used more than
+once inside one block is summed in another order by the two modes.
+
+Blocks must be deterministic given the RNG state (same kernels, shapes and
+dtype) and free of side effects (BatchNorm running statistics would be updated
+twice).  A block whose recomputation differs is reported in backward by name.
+Values that cannot be reconstructed (NaN/inf in ``h``/``y``, codes with
+``|X| >= 2**62``) raise ``BDIARangeError`` at the end of the forward, naming the
+first offending block.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from revcheck.oracle.bdia import CODE_LIMIT, MAX_L
+
+__all__ = [
+    "BDIARangeError",
+    "BDIAReconstructionError",
+    "BDIAStack",
+    "BDIAStackTrace",
+    "pack_bits",
+    "unpack_bits",
+]
+
+Mode = Literal["reversible", "stored"]
+_MODES = ("reversible", "stored")
+_COMPUTE_DTYPES = (torch.float32, torch.float64)
+_CHECK_MASK = (1 << 20) - 1
+
+
+class BDIARangeError(ValueError):
+    """A value in the forward pass cannot be reconstructed (NaN/inf, or a code outside |X| < 2**62)."""
+
+
+class BDIAReconstructionError(RuntimeError):
+    """Backward reconstructed a state that differs from the forward's (a block is not deterministic)."""
+
+
+@dataclass
+class BDIAStackTrace:
+    """Everything one forward computed (see :meth:`BDIAStack.trace`)."""
+
+    codes: list[Tensor]
+    side_bits: list[Tensor]
+    block_outputs: list[Tensor]
+    gamma_signs: Tensor
+
+
+# ----------------------------------------------------------------------------- bit packing
+
+
+def pack_bits(bits: Tensor) -> Tensor:
+    """Pack a tensor of 0/1 values into uint8, 8 per byte; element i is bit ``i % 8`` of byte ``i // 8``."""
+    flat = bits.reshape(-1).to(torch.uint8)
+    if flat.numel() and bool(((flat != 0) & (flat != 1)).any()):
+        raise ValueError("pack_bits takes only 0/1 values")
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    shifts = torch.arange(8, device=flat.device, dtype=torch.uint8)
+    return (flat.view(-1, 8) << shifts).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: Tensor, shape: Sequence[int] | torch.Size) -> Tensor:
+    """Inverse of :func:`pack_bits`: uint8 0/1 tensor of ``shape``."""
+    if packed.dtype != torch.uint8:
+        raise TypeError(f"packed side bits must be uint8, got {packed.dtype}")
+    count = math.prod(shape)
+    if packed.numel() != (count + 7) // 8:
+        raise ValueError(
+            f"{packed.numel()} packed bytes cannot hold a tensor of shape {tuple(shape)} "
+            f"(needs {(count + 7) // 8} bytes)"
+        )
+    shifts = torch.arange(8, device=packed.device, dtype=torch.uint8)
+    bits = (packed.reshape(-1, 1) >> shifts) & 1
+    return bits.reshape(-1)[:count].reshape(tuple(shape))
+
+
+# ----------------------------------------------------------------------------- autograd pieces
+
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+class _Fanin(torch.autograd.Function):
+    """Identity whose node gathers all uses of a value into one partial gradient sum."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad
+
+
+class _Input(torch.autograd.Function):
+    """``x_0 = X_0 * 2**-l``; straight-through gradient to the (possibly other-dtype) input."""
+
+    @staticmethod
+    def forward(ctx: Any, x_in: Tensor, codes: Tensor, stack: BDIAStack) -> Tensor:
+        ctx.in_dtype = x_in.dtype
+        return stack._dequantize(codes)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return grad.to(ctx.in_dtype), None, None
+
+
+class _Residual(torch.autograd.Function):
+    """``x_{k+1}`` from the codes; gradient ``g`` to the block term and ``coef * g`` to ``x_prev``.
+
+    ``coef`` is gamma_k (BDIA step) or None (first block / inference step, coefficient 1).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x_prev: Tensor, block_term: Tensor, next_codes: Tensor, coef: Tensor | None, stack: BDIAStack
+    ) -> Tensor:
+        ctx.coef = coef
+        ctx.set_materialize_grads(False)
+        return stack._dequantize(next_codes)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        if grad is None:
+            return None, None, None, None, None
+        to_prev = grad if ctx.coef is None else ctx.coef * grad
+        return to_prev, grad, None, None, None
+
+
+# ----------------------------------------------------------------------------- the module
+
+
+class BDIAStack(nn.Module):
+    """A stack of residual blocks ``x <- x + h_k(x)`` made exactly reversible by BDIA (SPEC section 3).
+
+    ``blocks``: modules mapping a tensor of the input's shape (B, ...) to the same
+    shape.  ``l``: grid exponent (step ``2**-l``).  ``mode``: ``"reversible"``
+    (O(1) activations in depth) or ``"stored"`` (ordinary autograd, same bits).
+    ``compute_dtype``: residual dtype, float32 or float64.  ``seed``: seed of the
+    stack's own gamma generator (None: fresh OS entropy).  ``quantize=False`` is
+    the plain residual stack ``x + h(x)``, allowed only in eval().
+    ``preserve_rng_state`` (default True) saves RNG states so dropout is replayed.
+    ``verify_reconstruction`` (default True) checks every reconstructed state
+    against a checksum taken in the forward.
+    """
+
+    # Planted-bug switch for the gallery: when False, backward does not restore RNG states.
+    _replay_rng: bool = True
+
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        *,
+        l: int = 9,
+        mode: Mode = "reversible",
+        compute_dtype: torch.dtype = torch.float32,
+        seed: int | None = None,
+        quantize: bool = True,
+        preserve_rng_state: bool = True,
+        verify_reconstruction: bool = True,
+    ) -> None:
+        super().__init__()
+        blocks = list(blocks)
+        if not blocks:
+            raise ValueError("BDIAStack needs at least one block")
+        for index, block in enumerate(blocks):
+            if not isinstance(block, nn.Module):
+                raise TypeError(f"block {index} is a {type(block).__name__}; blocks must be torch.nn.Module")
+        if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l <= MAX_L:
+            raise ValueError(f"l must be an int with 0 <= l <= {MAX_L}, got {l!r}")
+        if compute_dtype not in _COMPUTE_DTYPES:
+            raise ValueError(
+                f"compute_dtype must be torch.float32 or torch.float64, got {compute_dtype}; run low-precision "
+                "blocks by giving the blocks that dtype (or autocast), the residual stays fp32/fp64"
+            )
+        self.blocks = nn.ModuleList(blocks)
+        self.l = l
+        self.mode = mode
+        self.compute_dtype = compute_dtype
+        self.quantize = quantize
+        self.preserve_rng_state = preserve_rng_state
+        self.verify_reconstruction = verify_reconstruction
+        self.generator = torch.Generator(device="cpu")
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
+        self.last_gamma_signs: Tensor | None = None
+        self.record_reconstruction = False
+        self.last_reconstruction: list[Tensor] | None = None
+        self._check_mode()
+
+    # ------------------------------------------------------------------ overridable arithmetic (gallery hooks)
+
+    def _quantize_codes(self, values: Tensor) -> tuple[Tensor, Tensor]:
+        """``(R(values), ok)``: round-half-even codes and a 0-dim flag "finite and |code| < 2**62"."""
+        scaled = values * float(2**self.l)  # exact: power-of-two scaling in fp32/fp64
+        rounded = torch.round(scaled)  # round half to even
+        ok = (rounded.abs() < float(CODE_LIMIT)).all()  # NaN compares False
+        return rounded.to(torch.int64), ok
+
+    def _mix(self, x: Tensor, h: Tensor, one_minus: Tensor, one_plus: Tensor) -> Tensor:
+        """``y = fl(fl((1-gamma) x) + fl((1+gamma) h))``: separate kernels, no fused multiply-add."""
+        t1 = one_minus * x
+        t2 = one_plus * h
+        return t1 + t2
+
+    def _side_bits(self, X_prev: Tensor, X_cur: Tensor) -> Tensor:
+        """``s_{k-1} = X_{k-1} mod 2`` (int64 zeros and ones)."""
+        return X_prev & 1
+
+    def _draw_gamma_signs(self, count: int, batch: int) -> Tensor:
+        """Signs of gamma_1..gamma_{K-1} per sample, int8 (count, batch), from the stack's own generator."""
+        bits = torch.randint(0, 2, (count, batch), generator=self.generator, dtype=torch.int8)
+        return bits * 2 - 1
+
+    # ------------------------------------------------------------------ shared per-block code
+
+    def _dequantize(self, codes: Tensor) -> Tensor:
+        return codes.to(self.compute_dtype) * (2.0**-self.l)
+
+    def _block_dtype(self, block: nn.Module) -> torch.dtype:
+        for tensor in block.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        for tensor in block.buffers():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return self.compute_dtype
+
+    def _block_output(self, index: int, x: Tensor) -> Tensor:
+        block = self.blocks[index]
+        h = block(x.to(self._block_dtype(block)))
+        if not isinstance(h, Tensor) or h.shape != x.shape:
+            shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(f"BDIAStack block {index} returned {shape}; it must return the input shape {tuple(x.shape)}")
+        return h.to(self.compute_dtype)
+
+    def _coefficients(self, signs: Tensor, ndim: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        gamma = signs.to(device=device, dtype=self.compute_dtype).reshape((-1,) + (1,) * (ndim - 1)) * 0.5
+        return 1.0 - gamma, 1.0 + gamma, gamma
+
+    def _input_codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        wide = x if x.dtype == torch.float64 else x.to(torch.float32)  # exact widening; fp16*2**l could overflow
+        return self._quantize_codes(wide)
+
+    def _check_mode(self) -> None:
+        if self.mode not in _MODES:
+            raise ValueError(f"mode must be 'reversible' or 'stored', got {self.mode!r}")
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"BDIAStack input must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
+        if x.dim() < 1:
+            raise ValueError("BDIAStack input needs a leading batch dimension (B, ...)")
+
+    def _gamma_signs(self, x: Tensor, gamma_signs: Tensor | None) -> Tensor:
+        count, batch = len(self.blocks) - 1, x.shape[0]
+        if gamma_signs is None:
+            return self._draw_gamma_signs(count, batch)
+        if gamma_signs.shape != (count, batch):
+            raise ValueError(f"gamma_signs must have shape (K-1, B) = ({count}, {batch}), got {tuple(gamma_signs.shape)}")
+        if gamma_signs.is_floating_point() or not bool(((gamma_signs == 1) | (gamma_signs == -1)).all()):
+            raise ValueError("gamma_signs must be integers +1 (gamma = +1/2) or -1 (gamma = -1/2)")
+        return gamma_signs.to(device="cpu", dtype=torch.int8)
+
+    @staticmethod
+    def _raise_range(flags: list[tuple[int, str, Tensor]]) -> None:
+        if not flags:
+            return
+        ok = torch.stack([flag for _, _, flag in flags])
+        if bool(ok.all()):
+            return
+        first = int((~ok).nonzero()[0, 0])
+        index, what, _ = flags[first]
+        raise BDIARangeError(
+            f"BDIAStack block {index}: {what} -- this value cannot be reconstructed exactly. Codes must be "
+            f"finite with |X| < 2**62; rescale the block, lower l, or find the NaN/inf in the block"
+        )
+
+    # ------------------------------------------------------------------ forward passes
+
+    def forward(self, x: Tensor, *, gamma_signs: Tensor | None = None) -> Tensor:
+        """Run the stack on ``x`` (B, ...); returns ``x_K`` in ``compute_dtype``.
+
+        ``gamma_signs`` (int, shape (K-1, B), values +-1) overrides the drawn gammas in training.
+        """
+        self._check_input(x)
+        self._check_mode()
+        if not self.training:
+            if gamma_signs is not None:
+                raise ValueError("gamma_signs applies to training only; eval() uses gamma = 0")
+            return self._forward_eval(x)
+        if not self.quantize:
+            raise ValueError(
+                "quantize=False is allowed only in eval(): training needs the 2**-l grid for exact "
+                "reconstruction; call .eval() or construct with quantize=True"
+            )
+        signs = self._gamma_signs(x, gamma_signs)
+        self.last_gamma_signs = signs
+        params = [p for p in self.parameters() if p.requires_grad]
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or bool(params))
+        if self.mode == "stored" or not needs_grad:
+            return self._forward_stored(x, signs)
+        return _ReversibleBDIA.apply(self, signs, x, *params)
+
+    def _forward_eval(self, x: Tensor) -> Tensor:
+        if not self.quantize:
+            state = x.to(self.compute_dtype)
+            for index in range(len(self.blocks)):
+                state = state + self._block_output(index, state)
+            return state
+        flags: list[tuple[int, str, Tensor]] = []
+        X_cur, ok = self._input_codes(x)
+        flags.append((-1, "the input x_0 is not finite or too large", ok))
+        x_cur = _Input.apply(x, X_cur, self)
+        for index in range(len(self.blocks)):
+            h = self._block_output(index, _Fanin.apply(x_cur))
+            code_h, ok = self._quantize_codes(h)
+            flags.append((index, f"h_{index}(x_{index}) is not finite or |R(h)| >= 2**62", ok))
+            X_next = X_cur + code_h
+            flags.append((index, f"X_{index + 1} is outside |X| < 2**62", (X_next.abs() < CODE_LIMIT).all()))
+            x_cur = _Residual.apply(_Fanin.apply(x_cur), h, X_next, None, self)
+            X_cur = X_next
+        self._raise_range(flags)
+        return x_cur
+
+    def _forward_stored(self, x: Tensor, signs: Tensor) -> Tensor:
+        """Training forward under ordinary autograd (also the no-grad path of the reversible mode)."""
+        flags: list[tuple[int, str, Tensor]] = []
+        X_prev, ok = self._input_codes(x)
+        flags.append((-1, "the input x_0 is not finite or too large", ok))
+        x_prev = _Input.apply(x, X_prev, self)
+        residual_prev = _Fanin.apply(x_prev)  # collects the residual-path gradients of x_0
+        h0 = self._block_output(0, _Fanin.apply(x_prev))
+        code_h, ok = self._quantize_codes(h0)
+        flags.append((0, "h_0(x_0) is not finite or |R(h_0)| >= 2**62", ok))
+        X_cur = X_prev + code_h
+        flags.append((0, "X_1 is outside |X| < 2**62", (X_cur.abs() < CODE_LIMIT).all()))
+        x_cur = _Residual.apply(residual_prev, h0, X_cur, None, self)
+        for index in range(1, len(self.blocks)):
+            one_minus, one_plus, gamma = self._coefficients(signs[index - 1], x.dim(), x.device)
+            residual_cur = _Fanin.apply(x_cur)  # gathers the (1-gamma) x_k and gamma x_k gradients
+            y = self._mix(residual_cur, self._block_output(index, _Fanin.apply(x_cur)), one_minus, one_plus)
+            code_y, ok = self._quantize_codes(y)
+            flags.append((index, f"y_{index} is not finite or |R(y_{index})| >= 2**62", ok))
+            half = (X_prev + self._side_bits(X_prev, X_cur)) >> 1
+            X_next = torch.where(signs[index - 1].to(x.device).reshape(gamma.shape) > 0, half, -half) + code_y
+            flags.append((index, f"X_{index + 1} is outside |X| < 2**62", (X_next.abs() < CODE_LIMIT).all()))
+            x_next = _Residual.apply(residual_prev, y, X_next, gamma, self)
+            X_prev, X_cur, residual_prev, x_cur = X_cur, X_next, residual_cur, x_next
+        self._raise_range(flags)
+        return x_cur
+
+    @torch.no_grad()
+    def trace(self, x: Tensor, *, gamma_signs: Tensor | None = None) -> BDIAStackTrace:
+        """Run the training-mode forward arithmetic keeping every code, side bit and block output.
+
+        For tests and debugging (it keeps O(K) tensors).  Uses and advances the
+        gamma generator and the global RNG exactly as :meth:`forward` does.
+        """
+        self._check_input(x)
+        signs = self._gamma_signs(x, gamma_signs)
+        X_prev, ok = self._input_codes(x)
+        flags: list[tuple[int, str, Tensor]] = [(-1, "the input x_0 is not finite or too large", ok)]
+        h0 = self._block_output(0, self._dequantize(X_prev))
+        code_h, ok = self._quantize_codes(h0)
+        flags.append((0, "h_0(x_0) is not finite or |R(h_0)| >= 2**62", ok))
+        X_cur = X_prev + code_h
+        codes, bits, outputs = [X_prev, X_cur], [], [h0]
+        for index in range(1, len(self.blocks)):
+            X_next, s_prev, h, ok = self._step_codes(index, X_prev, X_cur, signs[index - 1])
+            flags.append((index, f"y_{index} or X_{index + 1} cannot be reconstructed", ok))
+            codes.append(X_next)
+            bits.append(s_prev.to(torch.uint8))
+            outputs.append(h)
+            X_prev, X_cur = X_cur, X_next
+        self._raise_range(flags)
+        return BDIAStackTrace(codes, bits, outputs, signs)
+
+    def _step_codes(self, index: int, X_prev: Tensor, X_cur: Tensor, sign_row: Tensor) -> tuple:
+        """One no-grad BDIA step on codes: (X_next, s_prev, h, ok)."""
+        x_cur = self._dequantize(X_cur)
+        one_minus, one_plus, gamma = self._coefficients(sign_row, X_cur.dim(), X_cur.device)
+        h = self._block_output(index, x_cur)
+        y = self._mix(x_cur, h, one_minus, one_plus)
+        code_y, ok_y = self._quantize_codes(y)
+        s_prev = self._side_bits(X_prev, X_cur)
+        half = (X_prev + s_prev) >> 1
+        X_next = torch.where(sign_row.to(X_cur.device).reshape(gamma.shape) > 0, half, -half) + code_y
+        ok = ok_y & (X_next.abs() < CODE_LIMIT).all()
+        return X_next, s_prev, h, ok
+
+    def extra_repr(self) -> str:
+        return (
+            f"depth={len(self.blocks)}, l={self.l}, mode={self.mode!r}, compute_dtype={self.compute_dtype}, "
+            f"quantize={self.quantize}"
+        )
+
+
+# ----------------------------------------------------------------------------- reversible autograd function
+
+
+def _checksum(codes: Tensor) -> Tensor:
+    return torch.stack([(codes & _CHECK_MASK).sum(), ((codes >> 20) & _CHECK_MASK).sum()])
+
+
+class _RNGStates:
+    """Per-block RNG states as in torch.utils.checkpoint, deduplicated when a block draws nothing."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda_index = device.index if device.type == "cuda" else None
+        if device.type == "cuda" and self.cuda_index is None:
+            self.cuda_index = torch.cuda.current_device()
+        self.states: list[Tensor] = []  # CPU state, then CUDA state, per distinct capture
+        self.which: list[int] = []
+
+    def capture(self) -> None:
+        current = [torch.get_rng_state()]
+        if self.cuda_index is not None:
+            current.append(torch.cuda.get_rng_state(self.cuda_index))
+        width = len(current)
+        if self.states and all(torch.equal(a, b) for a, b in zip(self.states[-width:], current)):
+            self.which.append(len(self.states) // width - 1)
+            return
+        self.states.extend(current)
+        self.which.append(len(self.states) // width - 1)
+
+    def restore(self, block: int, states: Sequence[Tensor]) -> None:
+        width = 1 if self.cuda_index is None else 2
+        slot = self.which[block] * width
+        torch.set_rng_state(states[slot])
+        if self.cuda_index is not None:
+            torch.cuda.set_rng_state(states[slot + 1], self.cuda_index)
+
+    def devices(self) -> list[int]:
+        return [] if self.cuda_index is None else [self.cuda_index]
+
+
+def _autocast_state(device_type: str) -> dict[str, Any]:
+    return {
+        "device_type": device_type,
+        "enabled": torch.is_autocast_enabled(device_type),
+        "dtype": torch.get_autocast_dtype(device_type),
+        "cache_enabled": torch.is_autocast_cache_enabled(),
+    }
+
+
+class _ReversibleBDIA(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, stack: BDIAStack, signs: Tensor, x: Tensor, *params: Tensor) -> Tensor:
+        depth = len(stack.blocks)
+        rng = _RNGStates(x.device)
+        ctx.autocast = _autocast_state(x.device.type)
+        flags: list[tuple[int, str, Tensor]] = []
+        X_prev, ok = stack._input_codes(x)
+        flags.append((-1, "the input x_0 is not finite or too large", ok))
+        if stack.preserve_rng_state:
+            rng.capture()
+        h0 = stack._block_output(0, stack._dequantize(X_prev))
+        code_h, ok = stack._quantize_codes(h0)
+        flags.append((0, "h_0(x_0) is not finite or |R(h_0)| >= 2**62", ok))
+        X_cur = X_prev + code_h
+        flags.append((0, "X_1 is outside |X| < 2**62", (X_cur.abs() < CODE_LIMIT).all()))
+        del h0, code_h
+        numel = X_cur.numel()
+        packed = torch.empty((depth - 1, (numel + 7) // 8), dtype=torch.uint8, device=x.device)
+        checks = torch.empty((depth - 1, 2), dtype=torch.int64, device=x.device)
+        for index in range(1, depth):
+            if stack.preserve_rng_state:
+                rng.capture()
+            X_next, s_prev, _, ok = stack._step_codes(index, X_prev, X_cur, signs[index - 1])
+            flags.append((index, f"y_{index} is not finite, or R(y_{index}) or X_{index + 1} is outside |X| < 2**62", ok))
+            packed[index - 1] = pack_bits(s_prev)
+            if stack.verify_reconstruction:
+                checks[index - 1] = _checksum(X_prev)
+            X_prev, X_cur = X_cur, X_next
+        stack._raise_range(flags)
+        ctx.stack = stack
+        ctx.rng = rng
+        ctx.shape = X_cur.shape
+        ctx.in_dtype = x.dtype
+        ctx.num_params = len(params)
+        ctx.save_for_backward(X_cur, X_prev, packed, signs, checks, *rng.states)
+        return stack._dequantize(X_cur)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        stack: BDIAStack = ctx.stack
+        X_top, X_cur, packed, signs, checks, *rng_states = ctx.saved_tensors
+        params = [p for p in stack.parameters() if p.requires_grad]
+        slot = {id(p): i for i, p in enumerate(params)}
+        param_grads: list[Tensor | None] = [None] * len(params)
+        depth = len(stack.blocks)
+        mismatches: list[tuple[int, Tensor]] = []
+        reconstructed = [X_top, X_cur] if stack.record_reconstruction else None
+        g_top: Tensor | None = grad_out  # dL/dx_{k+1}, complete
+        g_below: Tensor | None = None  # residual-path part of dL/dx_k
+        replay = stack.preserve_rng_state and stack._replay_rng
+        with torch.random.fork_rng(devices=ctx.rng.devices(), enabled=replay), torch.autocast(**ctx.autocast):
+            for index in range(depth - 1, -1, -1):
+                block_params = [p for p in stack.blocks[index].parameters() if p.requires_grad]
+                if replay:
+                    ctx.rng.restore(index, rng_states)
+                with torch.enable_grad():
+                    x_value = stack._dequantize(X_cur)
+                    x_leaf = x_value.detach().requires_grad_(True)  # block input
+                    x_residual = x_value.detach().requires_grad_(True)  # the (1 - gamma) x_k term
+                    h = stack._block_output(index, _Fanin.apply(x_leaf))
+                    if index > 0:
+                        one_minus, one_plus, gamma = stack._coefficients(signs[index - 1], X_cur.dim(), X_cur.device)
+                        out = stack._mix(_Fanin.apply(x_residual), h, one_minus, one_plus)
+                    else:
+                        out = h
+                with torch.no_grad():
+                    code, _ = stack._quantize_codes(out.detach())
+                    if index > 0:
+                        s_prev = unpack_bits(packed[index - 1], ctx.shape).to(torch.int64)
+                        diff = X_top - code
+                        twice = diff * 2
+                        sign = signs[index - 1].to(X_cur.device).reshape(gamma.shape)
+                        X_prev = torch.where(sign > 0, twice, -twice) - s_prev
+                        if stack.verify_reconstruction:
+                            mismatches.append((index, (_checksum(X_prev) != checks[index - 1]).any()))
+                    else:
+                        mismatches.append((0, (X_top - X_cur != code).any()))
+                inputs = [x_residual, x_leaf, *block_params] if index > 0 else [x_leaf, *block_params]
+                if out.requires_grad and g_top is not None:
+                    grads = torch.autograd.grad(out, inputs, grad_outputs=g_top, allow_unused=True)
+                else:
+                    grads = (None,) * len(inputs)
+                for p, g in zip(block_params, grads[-len(block_params) :] if block_params else ()):
+                    param_grads[slot[id(p)]] = _add(param_grads[slot[id(p)]], g)
+                if index > 0:
+                    # Same association as the stored graph: (gamma-path + (1-gamma)-path) + block path.
+                    to_prev = None if g_top is None else gamma * g_top
+                    g_top, g_below = _add(_add(g_below, grads[0]), grads[1]), to_prev
+                    X_top, X_cur = X_cur, X_prev
+                    if reconstructed is not None:
+                        reconstructed.append(X_prev)
+                else:
+                    g_input = _add(_add(g_top, g_below), grads[0])
+        _raise_mismatch(mismatches)
+        if reconstructed is not None:
+            reconstructed.reverse()
+            stack.last_reconstruction = reconstructed
+        grad_x = None if g_input is None else g_input.to(ctx.in_dtype)
+        return (None, None, grad_x, *param_grads)
+
+
+def _raise_mismatch(mismatches: list[tuple[int, Tensor]]) -> None:
+    if not mismatches:
+        return
+    bad = torch.stack([flag for _, flag in mismatches])
+    if not bool(bad.any()):
+        return
+    index = mismatches[int(bad.nonzero()[0, 0])][0]
+    if index == 0:
+        what = "block 0 recomputed h_0(x_0) differently in backward (X_1 - X_0 != R(h_0))"
+    else:
+        what = f"reconstructing X_{index - 1} through block {index} gave a different state than the forward"
+    raise BDIAReconstructionError(
+        f"BDIAStack: {what}. Blocks must recompute bit-identically: same kernels, dtype/autocast, and "
+        "dropout replayed from the saved RNG state (preserve_rng_state=True); no side effects."
+    )

@@ -1,0 +1,260 @@
+"""Unit tests of the torch PAM kernels: SPEC.md section 2 special cases, worked examples, bad input.
+
+The exhaustive comparison with the oracle lives in ``properties/test_pam_kernels.py``;
+here each SPEC sentence gets a concrete, bit-level example.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from revcheck import bits, formats
+from revcheck.kernels import pam as kernels
+from revcheck.testing import assert_bit_exact
+
+ALL_DTYPES = [getattr(torch, fmt.torch_dtype_name) for fmt in formats.FORMATS.values()]
+INF_DTYPES = [dtype for dtype in ALL_DTYPES if formats.get(dtype).has_inf]
+NAN, INF = float("nan"), float("inf")
+
+
+def t(values: list[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64).to(dtype)
+
+
+def patterns(fmt: formats.FloatFormat, values: list[int]) -> torch.Tensor:
+    return bits.to_torch(np.array(values, dtype=np.uint64).astype(fmt.uint_dtype), fmt)
+
+
+# ---- pam_mul ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_worst_case_product_is_one_and_a_half_squared_equals_two(dtype: torch.dtype) -> None:
+    assert_bit_exact(kernels.pam_mul(t([1.5, -1.5], dtype), t([1.5, 1.5], dtype)), t([2.0, -2.0], dtype))
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_product_with_power_of_two_is_exact(dtype: torch.dtype) -> None:
+    a = t([1.25, -1.75, 0.375], dtype)
+    assert_bit_exact(kernels.pam_mul(a, t([4.0, 0.5, -2.0], dtype)), t([5.0, -0.875, -0.75], dtype))
+
+
+def test_product_is_integer_sum_of_patterns_minus_one() -> None:
+    fmt = formats.get("fp32")
+    a, b = t([1.3, 2.7, 1e-3]), t([3.1, 0.9, 7e5])
+    expected = (bits.to_bits(a).astype(np.int64) + bits.to_bits(b).astype(np.int64) - fmt.one).astype(np.uint32)
+    assert_bit_exact(kernels.pam_mul(a, b), expected, fmt=fmt)
+
+
+@pytest.mark.parametrize("dtype", INF_DTYPES)
+def test_product_special_cases(dtype: torch.dtype) -> None:
+    a = t([NAN, INF, -INF, 0.0, -0.0, 2.0, INF, -0.0], dtype)
+    b = t([1.0, 0.0, 3.0, -5.0, 5.0, -INF, -INF, -0.0], dtype)
+    expected = t([NAN, NAN, -INF, -0.0, -0.0, -INF, -INF, 0.0], dtype)
+    assert_bit_exact(kernels.pam_mul(a, b), expected, nan="bits" if dtype == torch.float32 else "class")
+
+
+def test_nan_result_is_the_canonical_quiet_nan() -> None:
+    fmt = formats.get("fp32")
+    payload_nan = patterns(fmt, [0xFF800001])  # negative signalling NaN with a payload
+    assert_bit_exact(kernels.pam_mul(payload_nan, t([1.0])), np.uint32([fmt.canonical_nan]), fmt=fmt, nan="bits")
+
+
+def test_overflow_gives_inf_and_saturates_in_e4m3fn() -> None:
+    assert_bit_exact(kernels.pam_mul(t([3e38, -3e38]), t([4.0, 4.0])), t([INF, -INF]))
+    e4m3 = torch.float8_e4m3fn
+    assert_bit_exact(kernels.pam_mul(t([448.0, -448.0], e4m3), t([2.0, 2.0], e4m3)), t([448.0, -448.0], e4m3))
+
+
+def test_underflow_is_gradual_in_ieee_and_signed_zero_in_ftz() -> None:
+    fmt = formats.get("fp32")
+    smallest_normal = t([-2.0**-126])
+    half = t([0.5])
+    assert_bit_exact(kernels.pam_mul(smallest_normal, half), t([-(2.0**-127)]))
+    assert_bit_exact(kernels.pam_mul(smallest_normal, half, mode="ftz"), t([-0.0]))
+    subnormal = patterns(fmt, [0x00000003])
+    assert_bit_exact(kernels.pam_mul(subnormal, t([1.0]), mode="ftz"), t([0.0]))
+    assert_bit_exact(kernels.pam_mul(subnormal, t([1.0])), subnormal)
+
+
+def test_subnormal_operand_uses_its_true_exponent_and_fraction() -> None:
+    fmt = formats.get("fp16")
+    # 3 · 2**-24 = 2**-23 · 1.5: E = -23, M = 1/2; with 1.5 (M = 1/2) the fractions carry: 2**(1-23) · 1.
+    three_ulps = patterns(fmt, [0x0003])
+    assert_bit_exact(kernels.pam_mul(three_ulps, t([1.5], torch.float16)), t([2.0**-22], torch.float16))
+
+
+def test_result_rounds_to_nearest_even_in_the_subnormal_range() -> None:
+    # 2**-149 · 1.5 ⊡ 0.5 (no carry) is 1.5 · 2**-150 = 0.75 of the smallest subnormal: rounds up to it.
+    fmt = formats.get("fp32")
+    tiny = patterns(fmt, [0x00000001])
+    assert_bit_exact(kernels.pam_mul(tiny, t([0.75])), patterns(fmt, [0x00000001]))
+    assert_bit_exact(kernels.pam_mul(tiny, t([0.5])), t([0.0]))  # exactly half: ties to even (0)
+
+
+def test_binary_ops_broadcast() -> None:
+    out = kernels.pam_mul(t([[1.0], [2.0]]), t([1.5, 3.0, -1.0]))
+    assert_bit_exact(out, t([[1.5, 3.0, -1.0], [3.0, 6.0, -2.0]]))
+
+
+# ---- pam_div ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", INF_DTYPES)
+def test_quotient_special_cases(dtype: torch.dtype) -> None:
+    a = t([1.0, -1.0, 0.0, INF, 3.0, -0.0, INF, NAN], dtype)
+    b = t([0.0, 0.0, 0.0, INF, -INF, 2.0, -2.0, 1.0], dtype)
+    expected = t([INF, -INF, NAN, NAN, -0.0, -0.0, -INF, NAN], dtype)
+    assert_bit_exact(kernels.pam_div(a, b), expected)
+
+
+def test_quotient_by_zero_saturates_in_e4m3fn() -> None:
+    e4m3 = torch.float8_e4m3fn
+    assert_bit_exact(kernels.pam_div(t([1.0, -1.0], e4m3), t([0.0, 0.0], e4m3)), t([448.0, -448.0], e4m3))
+
+
+def test_quotient_both_pieces() -> None:
+    # Ma >= Mb: 3 ⊘ 1.5 = 2**1 (1 + 1/2 - 1/2) = 2.  Ma < Mb: 2 ⊘ 1.5 = 2**0 (2 + 0 - 1/2) / 1 = 1.5,
+    # 1 ⊘ 1.75 = 2**-1 (2 - 3/4) = 0.625.
+    assert_bit_exact(kernels.pam_div(t([3.0, 2.0, 1.0]), t([1.5, 1.5, 1.75])), t([2.0, 1.5, 0.625]))
+
+
+def test_quotient_undoes_product_absent_under_and_overflow() -> None:
+    a, b = t([1.3, -2.7, 1e-3, 123.0]), t([3.1, 0.9, -7e5, 1.01])
+    assert_bit_exact(kernels.pam_div(kernels.pam_mul(a, b), b), a)
+
+
+# ---- pa_log2 / pa_exp2 / pam_mul_grad --------------------------------------------------------------------
+
+
+def test_log2_special_cases_and_values() -> None:
+    x = t([1.0, 3.0, -3.0, 0.375, 0.0, -0.0, INF, -INF, NAN])
+    expected = t([0.0, 1.5, 1.5, -1.5, -INF, -INF, INF, INF, NAN])
+    assert_bit_exact(kernels.pa_log2(x), expected)
+
+
+def test_log2_of_zero_saturates_in_e4m3fn() -> None:
+    e4m3 = torch.float8_e4m3fn
+    assert_bit_exact(kernels.pa_log2(t([0.0, -0.0], e4m3)), t([-448.0, -448.0], e4m3))
+
+
+def test_log2_rounds_once_in_fp64() -> None:
+    # The smallest fp64 subnormal: E + M = -1074 exactly; the largest: E = 1023, M = 1 - 2**-52 needs 63 bits.
+    fmt = formats.get("fp64")
+    x = patterns(fmt, [0x1, 0x7FEFFFFFFFFFFFFF])
+    assert_bit_exact(kernels.pa_log2(x), t([-1074.0, 1024.0], torch.float64))
+
+
+def test_exp2_special_cases_and_values() -> None:
+    y = t([0.0, -0.0, 1.5, -0.5, -1.75, 3.0, -INF, INF, NAN, 200.0, -200.0])
+    expected = t([1.0, 1.0, 3.0, 0.75, 0.3125, 8.0, 0.0, INF, NAN, INF, 0.0])
+    assert_bit_exact(kernels.pa_exp2(y), expected)
+
+
+def test_exp2_of_tiny_negative_rounds_to_one() -> None:
+    # 2**-1 · (2 - 2**-100) is within half an ulp of 1 in fp64.
+    assert_bit_exact(kernels.pa_exp2(t([-(2.0**-100)], torch.float64)), t([1.0], torch.float64))
+
+
+def test_exp2_inverts_log2_where_log2_is_exact() -> None:
+    x = t([1.0, 1.5, 3.0, 0.375, 1234.5])  # E + M fits the significand for each
+    assert_bit_exact(kernels.pa_exp2(kernels.pa_log2(x)), x)
+
+
+def test_mul_grad_is_a_signed_power_of_two_with_carry() -> None:
+    a = t([1.5, 1.25, -1.5, 1.0, 0.0, NAN, INF, 2.0])
+    b = t([1.5, -1.5, 2.0, -0.0, 3.0, 1.0, 0.0, INF])
+    expected = t([2.0, -1.0, 2.0, -0.0, 2.0, NAN, NAN, INF])
+    assert_bit_exact(kernels.pam_mul_grad(a, b), expected)
+
+
+# ---- pam_matmul ------------------------------------------------------------------------------------------
+
+
+def test_matmul_accumulates_sequentially_from_plus_zero() -> None:
+    # 2**24 + 1 + 1 + 1: sequentially each +1 is lost (ties to even); pairwise (1 + 1) survives.
+    a = t([[2.0**24, 1.0, 1.0, 1.0]])
+    b = t([[1.0], [1.0], [1.0], [1.0]])
+    assert_bit_exact(kernels.pam_matmul(a, b), t([[2.0**24]]))
+    assert_bit_exact(kernels.pam_matmul(a, b, order="pairwise"), t([[2.0**24 + 2.0]]))
+    assert_bit_exact(kernels.pam_matmul(t([[-0.0]]), t([[1.0]])), t([[0.0]]))  # +0 + -0 = +0
+
+
+def test_matmul_returns_accumulator_dtype_and_widens_exactly() -> None:
+    a = t([[1.5, 2.0]], torch.bfloat16)
+    b = t([[1.5], [0.5]], torch.bfloat16)
+    out = kernels.pam_matmul(a, b)
+    assert out.dtype == torch.float32
+    assert_bit_exact(out, t([[3.0]]))
+    assert kernels.pam_matmul(a.double(), b.double()).dtype == torch.float64
+
+
+def test_matmul_broadcasts_batch_dimensions() -> None:
+    a = torch.randn(2, 1, 3, 4)
+    b = torch.randn(5, 4, 2)
+    out = kernels.pam_matmul(a, b)
+    assert out.shape == (2, 5, 3, 2)
+    assert_bit_exact(out[1, 3], kernels.pam_matmul(a[1, 0], b[3]))
+
+
+def test_matmul_ftz_flushes_partial_sums_keeping_the_sign() -> None:
+    # -1.5·2**-126 + 2**-126 = -2**-127, a subnormal: ftz flushes it to a zero of its sign.
+    a = t([[-(2.0**-126) * 1.5, 2.0**-126]])
+    b = t([[1.0], [1.0]])
+    assert_bit_exact(kernels.pam_matmul(a, b), t([[-(2.0**-127)]]))
+    assert_bit_exact(kernels.pam_matmul(a, b, mode="ftz"), t([[-0.0]]))
+
+
+def test_matmul_nan_is_canonical() -> None:
+    out = kernels.pam_matmul(t([[INF, -INF]]), t([[1.0], [1.0]]))
+    assert_bit_exact(out, np.uint32([[formats.get("fp32").canonical_nan]]), fmt="fp32", nan="bits")
+
+
+def test_matmul_with_empty_inner_dimension_is_plus_zero() -> None:
+    assert_bit_exact(kernels.pam_matmul(torch.ones(2, 0), torch.ones(0, 3)), torch.zeros(2, 3))
+
+
+# ---- bad input -------------------------------------------------------------------------------------------
+
+
+def test_mismatched_dtypes_are_rejected_not_upcast() -> None:
+    with pytest.raises(TypeError, match=r"torch.float32 and torch.float16.*nothing is upcast"):
+        kernels.pam_mul(torch.ones(2), torch.ones(2, dtype=torch.float16))
+
+
+def test_integer_tensors_are_rejected() -> None:
+    with pytest.raises(TypeError, match=r"integer/bool dtype torch.int32.*accept torch.float64"):
+        kernels.pam_div(torch.ones(2, dtype=torch.int32), torch.ones(2, dtype=torch.int32))
+
+
+def test_unsupported_float_dtype_is_rejected() -> None:
+    with pytest.raises(TypeError, match=r"unsupported dtype torch.complex64"):
+        kernels.pa_log2(torch.ones(2, dtype=torch.complex64))
+
+
+def test_non_tensors_are_rejected() -> None:
+    with pytest.raises(TypeError, match=r"must be a torch.Tensor.*got list"):
+        kernels.pa_exp2([1.0])  # type: ignore[arg-type]
+
+
+def test_shapes_that_do_not_broadcast_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"shapes \(2,\) and \(3,\) do not broadcast"):
+        kernels.pam_mul(torch.ones(2), torch.ones(3))
+
+
+def test_unknown_mode_and_order_are_rejected() -> None:
+    with pytest.raises(ValueError, match=r"unknown mode 'daz'; accepted modes are 'ieee', 'ftz'"):
+        kernels.pam_mul(torch.ones(2), torch.ones(2), mode="daz")
+    with pytest.raises(ValueError, match=r"unknown order 'random'; accepted orders are 'sequential', 'pairwise'"):
+        kernels.pam_matmul(torch.ones(2, 2), torch.ones(2, 2), order="random")
+
+
+def test_matmul_shape_errors_say_what_is_needed() -> None:
+    with pytest.raises(ValueError, match=r"inner dimensions differ.*K=3.*K=2"):
+        kernels.pam_matmul(torch.ones(2, 3), torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"at least 2 dimensions"):
+        kernels.pam_matmul(torch.ones(3), torch.ones(3, 2))
+    with pytest.raises(TypeError, match=r"A has dtype torch.float64 but B has torch.float32"):
+        kernels.pam_matmul(torch.ones(2, 2, dtype=torch.float64), torch.ones(2, 2))

@@ -1,0 +1,196 @@
+"""revcheck.strategies: every class and boundary value of every format is reachable; errors explain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import Phase, find, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument, NoSuchExample
+from hypothesis.extra.numpy import array_shapes
+
+from revcheck import bits, formats
+from revcheck import strategies as rst
+from revcheck.formats import FloatFormat
+
+ALL_FORMATS = [formats.get(name) for name in formats.names()]
+FORMAT_CLASS_PAIRS = [(fmt, name) for fmt in ALL_FORMATS for name in rst.format_classes(fmt)]
+# Deterministic searches: a found-or-not answer must not depend on the seed.
+SEARCH = settings(max_examples=20_000, derandomize=True, database=None, phases=[Phase.generate, Phase.shrink])
+
+
+def find_pattern(strategy: st.SearchStrategy[int], condition: Callable[[int], bool]) -> int:
+    return find(strategy, condition, settings=SEARCH)
+
+
+def class_of(pattern: int, fmt: FloatFormat) -> str:
+    return str(bits.classify(np.array([pattern], dtype=fmt.uint_dtype), fmt)[0])
+
+
+def boundary_values(fmt: FloatFormat) -> dict[str, int]:
+    """Named patterns every bit-pattern strategy of ``fmt`` must be able to produce."""
+    named = {
+        "+0": 0,
+        "-0": fmt.sign_mask,
+        "+1": fmt.one,
+        "-1": fmt.sign_mask | fmt.one,
+        "min subnormal": fmt.min_subnormal,
+        "-min subnormal": fmt.sign_mask | fmt.min_subnormal,
+        "max subnormal": fmt.max_subnormal,
+        "min normal": fmt.min_normal,
+        "-min normal": fmt.sign_mask | fmt.min_normal,
+        "max finite": fmt.max_finite,
+        "-max finite": fmt.sign_mask | fmt.max_finite,
+        "canonical NaN": fmt.canonical_nan,
+        "negative NaN": fmt.sign_mask | fmt.canonical_nan,
+    }
+    if fmt.inf is not None:
+        named["+inf"] = fmt.inf
+        named["-inf"] = fmt.sign_mask | fmt.inf
+        named["signalling NaN"] = fmt.exponent_mask | 1
+    return named
+
+
+@pytest.mark.parametrize(("fmt", "class_name"), FORMAT_CLASS_PAIRS, ids=lambda v: getattr(v, "name", v))
+def test_every_class_of_every_format_is_produced(fmt: FloatFormat, class_name: str) -> None:
+    found = find_pattern(rst.bit_patterns(fmt), lambda b: class_of(b, fmt) == class_name)
+    assert class_of(found, fmt) == class_name
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f.name)
+def test_every_boundary_value_is_produced(fmt: FloatFormat) -> None:
+    strategy = rst.bit_patterns(fmt)
+    for label, target in boundary_values(fmt).items():
+        found = find_pattern(strategy, lambda b, target=target: b == target)  # type: ignore[misc]
+        assert found == target, label
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f.name)
+def test_boundary_exponents_with_testfloat_significands_are_produced(fmt: FloatFormat) -> None:
+    # emin with a walking one, emax with all ones but the top: neither is a listed special value.
+    at_emin = fmt.min_normal | 1 << (fmt.mantissa_bits // 2)
+    at_emax = (fmt.emax + fmt.bias) << fmt.mantissa_bits | (fmt.mantissa_mask >> 1)
+    strategy = rst.bit_patterns(fmt, classes=("normal",), sign="+")
+    for target in (at_emin, at_emax):
+        assert find_pattern(strategy, lambda b, target=target: b == target) == target  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f.name)
+def test_shrinks_to_positive_zero_then_one(fmt: FloatFormat) -> None:
+    assert find(rst.bit_patterns(fmt), lambda b: True) == 0
+    assert find(rst.bit_patterns(fmt, classes=("normal",)), lambda b: True) == fmt.one
+    assert find(rst.bit_patterns(fmt, sign="-"), lambda b: True) == fmt.sign_mask
+
+
+@settings(database=None)
+@given(data=st.data())
+def test_patterns_have_the_requested_class_and_sign(data: st.DataObject) -> None:
+    fmt = data.draw(rst.formats(), label="fmt")
+    available = rst.format_classes(fmt)
+    chosen = data.draw(st.lists(st.sampled_from(available), min_size=1, unique=True), label="classes")
+    sign = data.draw(st.sampled_from(rst.SIGNS), label="sign")
+    pattern = data.draw(rst.bit_patterns(fmt, classes=chosen, sign=sign), label="pattern")
+    assert 0 <= pattern < 1 << fmt.width, f"{pattern:#x} does not fit {fmt.width} bits"
+    assert class_of(pattern, fmt) in chosen, f"{bits.describe(pattern, fmt)} is not one of {chosen}"
+    negative = bool(pattern & fmt.sign_mask)
+    if sign is not None:
+        assert negative == (sign == "-"), f"{bits.describe(pattern, fmt)} has the wrong sign for {sign!r}"
+
+
+def test_format_classes() -> None:
+    assert rst.format_classes("fp8_e4m3fn") == ("nan", "zero", "subnormal", "normal")
+    assert rst.format_classes("bf16") == bits.CLASSES
+
+
+def test_significand_patterns_are_testfloat_style() -> None:
+    patterns = rst.significand_patterns(4)
+    assert patterns[:2] == [0b0000, 0b1111]
+    for expected in (0b1000, 0b0001, 0b0111, 0b1110, 0b1100, 0b0011):  # walking one/zero, growing runs
+        assert expected in patterns
+    assert len(patterns) == len(set(patterns))
+
+
+# ---- formats, arrays, tensors, devices ----------------------------------------------
+
+
+def test_formats_strategy_covers_all_or_the_named_ones() -> None:
+    assert find(rst.formats(), lambda f: f.name == "fp8_e4m3fn", settings=SEARCH).name == "fp8_e4m3fn"
+    only = rst.formats(names=["bf16", torch.float16])
+    assert find(only, lambda f: f.name == "fp16", settings=SEARCH) is formats.get("fp16")
+    with pytest.raises(NoSuchExample):
+        find(only, lambda f: f.name == "fp32", settings=SEARCH)
+
+
+@settings(database=None)
+@given(data=st.data())
+def test_bit_arrays_shape_and_dtype(data: st.DataObject) -> None:
+    fmt = data.draw(rst.formats(), label="fmt")
+    array = data.draw(rst.bit_arrays(fmt, (2, 3)), label="fixed shape")
+    assert array.dtype == fmt.uint_dtype and array.shape == (2, 3)
+    assert data.draw(rst.bit_arrays(fmt, 4), label="int shape").shape == (4,)
+    shaped = data.draw(rst.bit_arrays(fmt, array_shapes(max_dims=3, max_side=3)), label="drawn shape")
+    assert shaped.ndim <= 3 and shaped.dtype == fmt.uint_dtype
+
+
+def test_bit_arrays_reach_nan_and_negative_zero_in_one_array() -> None:
+    fmt = formats.get("fp16")
+
+    def has_both(array: np.ndarray) -> bool:
+        return bool(bits.is_nan(array, fmt).any() and (array == fmt.sign_mask).any())
+
+    found = find(rst.bit_arrays(fmt, 4), has_both, settings=SEARCH)
+    assert has_both(found)
+
+
+@settings(database=None, max_examples=20)
+@given(data=st.data())
+def test_tensors_hold_the_drawn_bits(data: st.DataObject) -> None:
+    fmt = data.draw(rst.formats(), label="fmt")
+    tensor = data.draw(rst.tensors(fmt, 3, device="cpu"), label="tensor")
+    assert tensor.dtype == getattr(torch, fmt.torch_dtype_name) and tuple(tensor.shape) == (3,)
+    assert tensor.device.type == "cpu"
+
+
+def test_tensors_on_the_selected_device(device: str) -> None:
+    tensor = find(rst.tensors("bf16", 2, device=device), lambda t: True)
+    assert tensor.device.type == device
+
+
+def test_devices() -> None:
+    expected = {"cpu", "cuda"} if torch.cuda.is_available() else {"cpu"}
+    seen = {find(rst.devices(), lambda d, name=name: d == name) for name in expected}  # type: ignore[misc]
+    assert seen == expected
+
+
+# ---- bad arguments say what to do instead --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "advice"),
+    [
+        (lambda: rst.bit_patterns("fp8_e4m3fn", classes=("inf",)), r"fp8_e4m3fn has no inf values"),
+        (lambda: rst.bit_patterns("bf16", classes="nan"), r"pass a tuple of class names: classes=\('nan',\)"),
+        (lambda: rst.bit_patterns("bf16", classes=("denormal",)), r"unknown classes \['denormal'\]; use"),
+        (lambda: rst.bit_patterns("bf16", classes=()), r"classes is empty; pick some of"),
+        (lambda: rst.bit_patterns("bf16", sign="positive"), r"use None \(both signs\), '\+' or '-'"),
+        (lambda: rst.bit_patterns("bfloat8"), r"supported formats are fp64, fp32"),
+        (lambda: rst.bit_arrays("bf16", -1), r"sizes must be >= 0"),
+        (lambda: rst.bit_arrays("bf16", "3"), r"pass an int, a tuple of ints, or a strategy"),  # type: ignore[arg-type]
+        (lambda: rst.formats(names="bf16"), r"pass a sequence: names=\['bf16'\]"),
+        (lambda: rst.formats(names=[]), r"names is empty"),
+        (lambda: rst.tensors("bf16", 2, device="gpu"), r"use 'cpu', 'cuda', or draw from devices\(\)"),
+    ],
+)
+def test_bad_arguments_say_what_to_use(call: Callable[[], object], advice: str) -> None:
+    with pytest.raises(InvalidArgument, match=advice):
+        call()
+
+
+def test_cuda_tensors_without_cuda_point_to_devices() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here; the error only exists without it")
+    with pytest.raises(InvalidArgument, match=r"use device='cpu', draw the device from devices\(\)"):
+        rst.tensors("bf16", 2, device="cuda")
