@@ -4,6 +4,7 @@ The ``check_*`` functions hold each property's body; the tests wrap them, and
 tests/test_bdia_properties_catch.py runs the same bodies against planted bugs.
 """
 
+# ruff: noqa: E741  (``l``, the grid exponent, is the name SPEC and the API contract use)
 from __future__ import annotations
 
 import math
@@ -95,7 +96,9 @@ def check_quantize_is_round_half_even(data: st.DataObject, oracle: ModuleType = 
     got = oracle.quantize(array, l)
     expected = [exact_quantize(v, l) for v in finite]
     assert got.dtype == np.int64, f"quantize returned dtype {got.dtype}, expected int64"
-    assert got.tolist() == expected, f"quantize(l={l}) of {finite} gave {got.tolist()}, exact RNE gives {expected}"
+    assert got.tolist() == expected, (
+        f"quantize(l={l}) of {finite} gave {got.tolist()}, exact RNE gives {expected}"
+    )
 
 
 def check_mix_is_three_rounded_operations(data: st.DataObject, oracle: ModuleType = ORACLE) -> None:
@@ -116,7 +119,9 @@ def check_mix_is_three_rounded_operations(data: st.DataObject, oracle: ModuleTyp
         )
 
 
-def tanh_block(rng: np.random.Generator, width: int, scale: float, dtype: type) -> Callable[[np.ndarray], np.ndarray]:
+def tanh_block(
+    rng: np.random.Generator, width: int, scale: float, dtype: type
+) -> Callable[[np.ndarray], np.ndarray]:
     """A deterministic NumPy block ``scale * tanh(x W)`` in ``dtype``."""
     weight = (rng.standard_normal((width, width)) / math.sqrt(width)).astype(dtype)
     return lambda x: (np.tanh(x.astype(dtype) @ weight) * dtype(scale)).astype(dtype)
@@ -157,9 +162,13 @@ def check_inverse_of_forward(data: st.DataObject, oracle: ModuleType = ORACLE) -
     X0 = np.asarray(x0, dtype=np.int64).reshape(batch, width)
     gammas = gamma_rows(data, depth, batch)
     trace = oracle.forward(X0, blocks, gammas, l, compute_dtype=dtype)
-    rebuilt = oracle.inverse(trace.codes[-1], trace.codes[-2], blocks, gammas, trace.side_bits, l, compute_dtype=dtype)
-    for k, (got, want) in enumerate(zip(rebuilt, trace.codes)):
-        assert np.array_equal(got, want), f"X_{k} reconstructed as {got.tolist()}, forward had {want.tolist()}"
+    rebuilt = oracle.inverse(
+        trace.codes[-1], trace.codes[-2], blocks, gammas, trace.side_bits, l, compute_dtype=dtype
+    )
+    for k, (got, want) in enumerate(zip(rebuilt, trace.codes, strict=True)):
+        assert np.array_equal(got, want), (
+            f"X_{k} reconstructed as {got.tolist()}, forward had {want.tolist()}"
+        )
 
 
 def check_inverse_near_code_limits(data: st.DataObject, oracle: ModuleType = ORACLE) -> None:
@@ -172,20 +181,28 @@ def check_inverse_near_code_limits(data: st.DataObject, oracle: ModuleType = ORA
     gap = data.draw(st.integers(1, 2**20).map(lambda e: 2**61 // e), label="distance below 2**62")
     signs = data.draw(st.lists(st.sampled_from([1, -1]), min_size=batch, max_size=batch), label="signs")
     jitter = data.draw(st.lists(st.integers(0, 2**20), min_size=batch, max_size=batch), label="jitter")
-    X0 = np.asarray([s * (bdia.CODE_LIMIT - gap - j) for s, j in zip(signs, jitter)], dtype=np.int64).reshape(batch, 1)
+    X0 = np.asarray(
+        [s * (bdia.CODE_LIMIT - gap - j) for s, j in zip(signs, jitter, strict=True)], dtype=np.int64
+    ).reshape(batch, 1)
     outputs = data.draw(
         st.lists(grid_values(l, dtype), min_size=depth * batch, max_size=depth * batch), label="block outputs"
     )
-    blocks = [np.asarray(outputs[k * batch : (k + 1) * batch], dtype=dtype).reshape(batch, 1) for k in range(depth)]
+    blocks = [
+        np.asarray(outputs[k * batch : (k + 1) * batch], dtype=dtype).reshape(batch, 1) for k in range(depth)
+    ]
     gammas = gamma_rows(data, depth, batch)
     try:
         trace = oracle.forward(X0, blocks, gammas, l, compute_dtype=dtype)
     except ValueError:
         assume(False)  # left the range: refusing is the correct answer there
         raise
-    rebuilt = oracle.inverse(trace.codes[-1], trace.codes[-2], blocks, gammas, trace.side_bits, l, compute_dtype=dtype)
-    for k, (got, want) in enumerate(zip(rebuilt, trace.codes)):
-        assert np.array_equal(got, want), f"X_{k} near the limit reconstructed as {got.tolist()}, was {want.tolist()}"
+    rebuilt = oracle.inverse(
+        trace.codes[-1], trace.codes[-2], blocks, gammas, trace.side_bits, l, compute_dtype=dtype
+    )
+    for k, (got, want) in enumerate(zip(rebuilt, trace.codes, strict=True)):
+        assert np.array_equal(got, want), (
+            f"X_{k} near the limit reconstructed as {got.tolist()}, was {want.tolist()}"
+        )
 
 
 def check_single_step_inverse(data: st.DataObject, oracle: ModuleType = ORACLE) -> None:
@@ -194,10 +211,18 @@ def check_single_step_inverse(data: st.DataObject, oracle: ModuleType = ORACLE) 
     dtype = _COMPUTE[fmt_name]
     l = data.draw(st.integers(0, 30), label="l")
     size = data.draw(st.integers(1, 6), label="batch")
-    X_prev = np.asarray(data.draw(st.lists(codes(), min_size=size, max_size=size), label="X_prev"), dtype=np.int64)
-    X_cur = np.asarray(data.draw(st.lists(codes(), min_size=size, max_size=size), label="X_cur"), dtype=np.int64)
-    h = np.asarray(data.draw(st.lists(grid_values(l, dtype), min_size=size, max_size=size), label="h"), dtype=dtype)
-    gamma = np.asarray(data.draw(st.lists(st.sampled_from([0.5, -0.5]), min_size=size, max_size=size), label="gamma"))
+    X_prev = np.asarray(
+        data.draw(st.lists(codes(), min_size=size, max_size=size), label="X_prev"), dtype=np.int64
+    )
+    X_cur = np.asarray(
+        data.draw(st.lists(codes(), min_size=size, max_size=size), label="X_cur"), dtype=np.int64
+    )
+    h = np.asarray(
+        data.draw(st.lists(grid_values(l, dtype), min_size=size, max_size=size), label="h"), dtype=dtype
+    )
+    gamma = np.asarray(
+        data.draw(st.lists(st.sampled_from([0.5, -0.5]), min_size=size, max_size=size), label="gamma")
+    )
     try:
         X_next, s_prev = oracle.forward_step(X_prev, X_cur, h, gamma, l, compute_dtype=dtype)
     except ValueError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -43,14 +44,15 @@ def _skip_unless_runnable(device: str) -> None:
 
 
 def spread_patterns(fmt: formats.FloatFormat) -> st.SearchStrategy[int]:
-    """Normal values of either sign whose exponents differ by up to ~2p: sums that round, orders that matter."""
+    """Normal values of either sign, exponents up to ~2p apart: sums that round, so order matters."""
     spread = 2 * fmt.precision
+    lowest, highest = max(fmt.emin, -spread), min(fmt.emax, spread)
     return st.builds(
         lambda negative, exponent, significand: (
             (fmt.sign_mask if negative else 0) | (exponent + fmt.bias) << fmt.mantissa_bits | significand
         ),
         st.booleans(),
-        st.integers(-spread, spread),
+        st.integers(lowest, highest),
         st.integers(0, fmt.mantissa_mask),
     )
 
@@ -68,7 +70,49 @@ def test_triton_binary_op_equals_oracle(op: str, device: str, data: st.DataObjec
         bits.to_torch(a_bits, fmt, device), bits.to_torch(b_bits, fmt, device), mode=mode
     )
     expected = getattr(oracle, op)(a_bits, b_bits, fmt, mode=mode)
-    assert_bit_exact(actual, expected, fmt=fmt, nan="bits", msg=f"triton_pam.{op}(a, b, mode={mode!r}) vs oracle")
+    assert_bit_exact(
+        actual, expected, fmt=fmt, nan="bits", msg=f"triton_pam.{op}(a, b, mode={mode!r}) vs oracle"
+    )
+
+
+def boundary_patterns(fmt: formats.FloatFormat) -> list[int]:
+    """±0, ±smallest/largest subnormal and normal, ±1, ±1.5, ±inf (or ±max), NaN: where the cases split."""
+    magnitudes = [
+        0,
+        fmt.min_subnormal,
+        fmt.max_subnormal,
+        fmt.min_normal,
+        fmt.one,
+        fmt.one | 1 << (fmt.mantissa_bits - 1),
+        fmt.max_finite,
+        fmt.overflow_magnitude,
+    ]
+    return sorted({m | s for m in magnitudes for s in (0, fmt.sign_mask)} | {fmt.canonical_nan})
+
+
+@pytest.mark.parametrize("op", BINARY_OPS)
+@given(data=st.data())
+def test_triton_binary_op_on_boundary_values_equals_oracle(op: str, device: str, data: st.DataObject) -> None:
+    _skip_unless_runnable(device)
+    fmt = data.draw(rst.formats(), label="format")
+    mode = data.draw(st.sampled_from(MODES), label="mode")
+    table = boundary_patterns(fmt)
+    size = data.draw(st.integers(1, 8), label="size")
+    a_bits = np.array(
+        data.draw(st.lists(st.sampled_from(table), min_size=size, max_size=size), label="a bits"),
+        dtype=fmt.uint_dtype,
+    )
+    b_bits = np.array(
+        data.draw(st.lists(st.sampled_from(table), min_size=size, max_size=size), label="b bits"),
+        dtype=fmt.uint_dtype,
+    )
+    actual = getattr(triton_pam, op)(
+        bits.to_torch(a_bits, fmt, device), bits.to_torch(b_bits, fmt, device), mode=mode
+    )
+    expected = getattr(oracle, op)(a_bits, b_bits, fmt, mode=mode)
+    assert_bit_exact(
+        actual, expected, fmt=fmt, nan="bits", msg=f"triton_pam.{op}(a, b, mode={mode!r}) vs oracle"
+    )
 
 
 @pytest.mark.parametrize("op", UNARY_OPS)
@@ -80,7 +124,9 @@ def test_triton_unary_op_equals_oracle(op: str, device: str, data: st.DataObject
     x_bits = data.draw(rst.bit_arrays(fmt, data.draw(shapes, label="shape")), label="x bits")
     actual = getattr(triton_pam, op)(bits.to_torch(x_bits, fmt, device), mode=mode)
     expected = getattr(oracle, op)(x_bits, fmt, mode=mode)
-    assert_bit_exact(actual, expected, fmt=fmt, nan="bits", msg=f"triton_pam.{op}(x, mode={mode!r}) vs oracle")
+    assert_bit_exact(
+        actual, expected, fmt=fmt, nan="bits", msg=f"triton_pam.{op}(x, mode={mode!r}) vs oracle"
+    )
 
 
 @given(data=st.data())
@@ -117,7 +163,11 @@ def test_triton_matmul_sequential_equals_oracle(device: str, data: st.DataObject
     expected = oracle.pam_matmul(A_bits, B_bits, fmt, mode=mode)
     acc = oracle.accumulator_format(fmt)
     assert_bit_exact(
-        actual, expected, fmt=acc, nan="bits", msg=f"triton_pam.pam_matmul({fmt.name}, mode={mode!r}) vs oracle"
+        actual,
+        expected,
+        fmt=acc,
+        nan="bits",
+        msg=f"triton_pam.pam_matmul({fmt.name}, mode={mode!r}) vs oracle",
     )
 
 

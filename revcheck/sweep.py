@@ -191,13 +191,11 @@ def chunk_inputs(config: SweepConfig, chunk: int) -> list[npt.NDArray[Any]]:
     """Operand bit patterns of one chunk: one uint array per operand, in flat-index order."""
     fmt = config.fmt
     size = 1 << config.bits_per_chunk
-    index_dtype = np.uint64 if config.input_bits > 32 else np.uint32
-    flat = np.arange(chunk * size, (chunk + 1) * size, dtype=index_dtype)
+    flat: npt.NDArray[np.int64] = np.arange(chunk * size, (chunk + 1) * size, dtype=np.int64)
     if config.arity == 1:
         return [flat.astype(fmt.uint_dtype)]
-    low_mask = index_dtype((1 << fmt.width) - 1)
-    a = (flat >> index_dtype(fmt.width)).astype(fmt.uint_dtype)
-    b = (flat & low_mask).astype(fmt.uint_dtype)
+    a = (flat >> fmt.width).astype(fmt.uint_dtype)
+    b = (flat & ((1 << fmt.width) - 1)).astype(fmt.uint_dtype)
     return [a, b]
 
 
@@ -332,7 +330,7 @@ class _Progress:
 def _duration(seconds: float) -> str:
     if seconds == float("inf"):
         return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 

@@ -39,8 +39,13 @@ def _oracle() -> Any:
 # ---- elementwise ops --------------------------------------------------------------------------
 
 
-def elementwise_spec(name: str, arg_names: tuple[str, ...], summary: str) -> OpSpec:
-    """The spec of an elementwise op ``oracle.pam.<name>(*bit_arrays, fmt, mode=...)``."""
+def elementwise_spec(name: str, arg_names: tuple[str, ...], summary: str, *, exponent_rule: int = 0) -> OpSpec:
+    """The spec of an elementwise op ``oracle.pam.<name>(*bit_arrays, fmt, mode=...)``.
+
+    ``exponent_rule`` is +1 for ops whose result exponent is about Ea + Eb (multiply), -1 for
+    Ea - Eb (divide), 0 otherwise; for the first two, some batches pair operands so that the
+    result lands on the overflow and underflow boundaries, as TestFloat does.
+    """
     args = ", ".join(arg_names)
     return OpSpec(
         name=name,
@@ -48,7 +53,7 @@ def elementwise_spec(name: str, arg_names: tuple[str, ...], summary: str) -> OpS
         summary=summary,
         formats=ALL_FORMATS,
         modes=PAM_MODES,
-        strategy=partial(_elementwise_strategy, arg_names),
+        strategy=partial(_elementwise_strategy, arg_names, exponent_rule),
         call=partial(_elementwise_call, arg_names),
         oracle=partial(_elementwise_oracle, name, arg_names),
         compare=partial(_elementwise_compare, arg_names),
@@ -58,11 +63,49 @@ def elementwise_spec(name: str, arg_names: tuple[str, ...], summary: str) -> OpS
     )
 
 
-def _elementwise_strategy(arg_names: tuple[str, ...], fmt: FloatFormat) -> st.SearchStrategy[Case]:
+def _elementwise_strategy(
+    arg_names: tuple[str, ...], exponent_rule: int, fmt: FloatFormat
+) -> st.SearchStrategy[Case]:
     # One (batch, arity) array split into columns: a single strategy object, built once, keeps drawing cheap.
     shapes = st.integers(1, MAX_BATCH).map(lambda size: (size, len(arg_names)))
-    return rst.bit_arrays(fmt, shapes).map(
+    columns = rst.bit_arrays(fmt, shapes).map(
         lambda table: {name: np.ascontiguousarray(table[:, i]) for i, name in enumerate(arg_names)}
+    )
+    if not exponent_rule:
+        return columns
+    pairs = st.lists(_boundary_pair(fmt, exponent_rule), min_size=1, max_size=MAX_BATCH).map(
+        lambda rows: {
+            name: np.array([row[i] for row in rows], dtype=fmt.uint_dtype) for i, name in enumerate(arg_names)
+        }
+    )
+    return st.one_of(columns, pairs)
+
+
+def _boundary_pair(fmt: FloatFormat, exponent_rule: int) -> st.SearchStrategy[tuple[int, int]]:
+    """Normal (a, b) whose result exponent Ea ± Eb is next to (or far beyond) overflow and underflow."""
+    targets = [fmt.emax - 1, fmt.emax, fmt.emax + 1, fmt.emin - 1, fmt.emin, fmt.emin + 1]
+    targets += [fmt.emin - fmt.mantissa_bits + delta for delta in (-2, -1, 0, 1)]
+    # Far outside the range too: there a fast path's integer sum itself overflows its type.
+    targets += [2 * fmt.emax, 2 * fmt.emax - 1, 2 * fmt.emin - fmt.mantissa_bits]
+
+    def build(a: int, target: int, fraction: int, negative: bool) -> tuple[int, int]:
+        exponent_a = ((a & fmt.magnitude_mask) >> fmt.mantissa_bits) - fmt.bias
+        # Move Ea where some normal Eb reaches the target: Eb = rule * (target - Ea) in [emin, emax].
+        low, high = sorted((target - exponent_rule * fmt.emin, target - exponent_rule * fmt.emax))
+        exponent_a = min(max(exponent_a, low, fmt.emin), high, fmt.emax)
+        a = (a & ~fmt.exponent_mask) | (exponent_a + fmt.bias) << fmt.mantissa_bits
+        a = (a & fmt.sign_mask) | min(a & fmt.magnitude_mask, fmt.max_finite)
+        exponent_b = exponent_rule * (target - exponent_a)
+        biased = min(max(exponent_b + fmt.bias, 1), fmt.emax + fmt.bias)
+        magnitude = min(biased << fmt.mantissa_bits | fraction, fmt.max_finite)
+        return a, magnitude | (fmt.sign_mask if negative else 0)
+
+    return st.builds(
+        build,
+        rst.bit_patterns(fmt, classes=("normal",)),
+        st.sampled_from(list(dict.fromkeys(targets))),
+        st.integers(0, fmt.mantissa_mask),
+        st.booleans(),
     )
 
 
@@ -175,9 +218,28 @@ def _matmul_strategy(fmt: FloatFormat) -> st.SearchStrategy[Case]:
         return {"A": np.ascontiguousarray(table[:, :m].T), "B": np.ascontiguousarray(table[:, m:])}
 
     shapes = st.tuples(st.integers(1, 24), st.integers(2, 8))
-    return st.tuples(rst.bit_arrays(fmt, shapes), st.integers(1, 4)).map(
+    structured = st.tuples(rst.bit_arrays(fmt, shapes), st.integers(1, 4)).map(
         lambda pair: split(pair[0], min(pair[1], pair[0].shape[1] - 1))
     )
+    # Values of similar size, where the order of a sum shows in its rounding (TestFloat-style values
+    # span so many binades that one term usually dominates every sum).
+    similar = st.integers(0, 2**32 - 1).map(lambda seed: _similar_matrices(fmt, np.random.default_rng(seed)))
+    return st.one_of(structured, similar)
+
+
+def _similar_matrices(fmt: FloatFormat, rng: np.random.Generator) -> Case:
+    m, k, n = (int(v) for v in rng.integers(1, [5, 25, 5], endpoint=True))
+    return {"A": _moderate_values(fmt, rng, (m, k)), "B": _moderate_values(fmt, rng, (k, n))}
+
+
+def _moderate_values(fmt: FloatFormat, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray[Any, Any]:
+    """Random normal values within a few binades of 1, all significand bits random."""
+    exponents = np.clip(rng.integers(-4, 5, size=shape) + fmt.bias, 1, fmt.max_biased_exponent - 1)
+    mantissas = rng.integers(0, 1 << fmt.mantissa_bits, size=shape, dtype=np.uint64)
+    signs = rng.integers(0, 2, size=shape, dtype=np.uint64)
+    patterns = (signs << np.uint64(fmt.width - 1)) | (exponents.astype(np.uint64) << np.uint64(fmt.mantissa_bits))
+    patterns = np.minimum(patterns | mantissas, np.uint64(fmt.max_finite) | (signs << np.uint64(fmt.width - 1)))
+    return patterns.astype(fmt.uint_dtype)
 
 
 def _matmul_call(candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str) -> Outputs:
@@ -273,16 +335,4 @@ def _narrow_matmul(case: Case, index: tuple[int, ...]) -> Case:
 
 
 def _matmul_sample(fmt: FloatFormat, rng: np.random.Generator) -> Case:
-    # Finite values of moderate size, so that the order of a sum shows up in its rounding.
-    def matrix(shape: tuple[int, int]) -> np.ndarray[Any, Any]:
-        exponents = rng.integers(-4, 5, size=shape) + fmt.bias
-        exponents = np.clip(exponents, 1, fmt.max_biased_exponent - 1)
-        mantissas = rng.integers(0, 1 << fmt.mantissa_bits, size=shape)
-        signs = rng.integers(0, 2, size=shape)
-        patterns = [
-            (int(s) << (fmt.width - 1)) | (int(e) << fmt.mantissa_bits) | int(m)
-            for s, e, m in zip(signs.ravel(), exponents.ravel(), mantissas.ravel())
-        ]
-        return np.array(patterns, dtype=object).astype(np.uint64).astype(fmt.uint_dtype).reshape(shape)
-
-    return {"A": matrix((8, 256)), "B": matrix((256, 8))}
+    return {"A": _moderate_values(fmt, rng, (8, 256)), "B": _moderate_values(fmt, rng, (256, 8))}

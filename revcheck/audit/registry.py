@@ -23,8 +23,12 @@ class UnknownOpError(KeyError):
 REGISTRY: dict[str, OpSpec] = {
     spec.name: spec
     for spec in (
-        ops_pam.elementwise_spec("pam_mul", ("a", "b"), "PAM multiply a ⊡ b (integer addition of bit patterns)"),
-        ops_pam.elementwise_spec("pam_div", ("a", "b"), "PAM divide a ⊘ b (integer subtraction of bit patterns)"),
+        ops_pam.elementwise_spec(
+            "pam_mul", ("a", "b"), "PAM multiply a ⊡ b (integer addition of bit patterns)", exponent_rule=1
+        ),
+        ops_pam.elementwise_spec(
+            "pam_div", ("a", "b"), "PAM divide a ⊘ b (integer subtraction of bit patterns)", exponent_rule=-1
+        ),
         ops_pam.elementwise_spec("pa_log2", ("x",), "piecewise-affine log2: E + M"),
         ops_pam.elementwise_spec("pa_exp2", ("y",), "piecewise-affine exp2: 2**floor(y) (1 + y - floor(y))"),
         ops_pam.matmul_spec(any_order=False),

@@ -35,6 +35,9 @@ __all__ = ["DEFAULT_MAX_EXAMPLES", "AuditUsageError", "audit", "reproduce"]
 DEFAULT_MAX_EXAMPLES = 100
 DETERMINISM_RUNS = 5
 MAX_SNIPPET_ELEMENTS = 256
+# Shrinking stops this many seconds after the first failure (the counterexample is then the
+# smallest failing case found by that time, still narrowed to one element).
+SHRINK_SECONDS = 3.0
 
 
 class AuditUsageError(ValueError):
@@ -183,6 +186,7 @@ class _Check:
         self.elements = 0
         self.caught_after: int | None = None
         self.failing: tuple[Case, Finding] | None = None
+        self.shrink_cut = False
 
     def run_case(self, case: Case) -> Finding | None:
         return check_case(self.spec, self.candidate, case, self.fmt, self.mode, self.pass_mode, self.device)
@@ -196,15 +200,23 @@ def _elements(case: Case) -> int:
 def _hypothesis_stage(
     check: _Check, max_examples: int, seed: int | None, deadline: float | None
 ) -> tuple[Case, Finding, str | None] | None:
+    first_failure_at: list[float] = []
+
     def body(case: Case) -> None:
         if deadline is not None and time.monotonic() > deadline and check.failing is None:
             return  # out of time: let Hypothesis run out its remaining examples without work
+        if first_failure_at and time.monotonic() - first_failure_at[0] > SHRINK_SECONDS:
+            # Shrinking has had its time: every further candidate "passes", so Hypothesis stops
+            # quickly; the last failing case recorded is the smallest found so far.
+            check.shrink_cut = True
+            return
         check.examples += 1
         check.elements += _elements(case)
         finding = check.run_case(case)
         if finding is not None:
             if check.caught_after is None:
                 check.caught_after = check.examples
+                first_failure_at.append(time.monotonic())
             # Hypothesis replays the minimal example last, so the last one stored is the shrunk one.
             check.failing = (case, finding)
             raise _Mismatch(finding.note or "mismatch")
@@ -225,11 +237,15 @@ def _hypothesis_stage(
     try:
         test()
     except _Mismatch as error:
-        return (*check.failing, _blob(error)) if check.failing else None  # type: ignore[return-value]
+        if check.failing is None:
+            return None
+        return check.failing[0], check.failing[1], None if check.shrink_cut else _blob(error)
     except Exception as error:  # e.g. Hypothesis' FlakyFailure for a kernel that fails only sometimes
         if check.failing is None:
             raise
         case, finding = check.failing
+        if check.shrink_cut:
+            return case, finding, None
         note = f"{finding.note}; " if finding.note else ""
         flaky = Finding(
             finding.index, finding.inputs, finding.expected, finding.actual, finding.labels, finding.ulp_distance,
@@ -267,6 +283,18 @@ def _shape(case: Case) -> tuple[int, ...]:
     return next(value.shape for value in case.values() if isinstance(value, np.ndarray))
 
 
+def _as_floats(outputs: sp.Outputs, fmt: FloatFormat) -> dict[str, Any]:
+    """Bit-pattern outputs as float arrays where NumPy has the format, so differences print as values."""
+    shown: dict[str, Any] = {}
+    for name, array in outputs.items():
+        same_width = [f for f in (fmt, _formats.get("fp32"), _formats.get("fp64")) if f.uint_dtype == array.dtype]
+        if same_width and same_width[0].numpy_float is not None:
+            shown[name] = array.view(same_width[0].numpy_float)
+        else:
+            shown[name] = array
+    return shown
+
+
 def _determinism_stage(check: _Check, seed: int | None, runs: int) -> tuple[Case, Finding] | None:
     rng = np.random.default_rng(0 if seed is None else seed)
     case = check.spec.sample(check.fmt, rng)
@@ -276,7 +304,7 @@ def _determinism_stage(check: _Check, seed: int | None, runs: int) -> tuple[Case
         reference = check.spec.call(call, case, check.fmt, mode, check.device)
         for run in range(1, runs):
             output = check.spec.call(call, case, check.fmt, mode, check.device)
-            difference = first_difference(reference, output)
+            difference = first_difference(_as_floats(reference, check.fmt), _as_floats(output, check.fmt))
             if difference is not None:
                 note = f"not deterministic: run {run} differs from run 0 in {difference.text()}"
                 first = Value(f"output {difference.path} (run 0)", difference.first)

@@ -89,7 +89,10 @@ def _matmul_rows(size: int, quick: bool) -> list[Row]:
         )
         return rows
     cuda_size = 512 if quick else 2048
-    Ac, Bc = torch.randn(cuda_size, cuda_size, device="cuda"), torch.randn(cuda_size, cuda_size, device="cuda")
+    Ac, Bc = (
+        torch.randn(cuda_size, cuda_size, device="cuda"),
+        torch.randn(cuda_size, cuda_size, device="cuda"),
+    )
 
     def triton_matmul() -> None:
         triton_pam.pam_matmul(Ac, Bc)

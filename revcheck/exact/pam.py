@@ -7,14 +7,16 @@ once with :func:`revcheck.exact.rounding.round_fraction`.  The semantic
 decisions are the oracle's (see :mod:`revcheck.oracle.pam`), restated here as
 code: fp8_e4m3fn saturates to ±448 where ±inf would be, NaN results are the
 canonical NaN, ftz flushes subnormal inputs and results whose exact value is
-below ``2^emin``.  ``pam_matmul`` takes small nested sequences of ints.
+below ``2^emin``.  ``pam_matmul`` takes small 2-D arrays (or nested lists) of ints.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from fractions import Fraction
+from typing import Any
+
+import numpy as np
 
 from revcheck import formats
 from revcheck.exact.rounding import Exact, decode, encode_special, floor_log2, max_finite_value, round_fraction
@@ -167,26 +169,22 @@ def _widen(bits: int, source: FloatFormat, target: FloatFormat, mode: str) -> in
     return round_fraction(x.negative, x.magnitude, target, "ieee")
 
 
-def pam_matmul(
-    A: Sequence[Sequence[int]], B: Sequence[Sequence[int]], fmt: object, mode: str = "ieee"
-) -> list[list[int]]:
-    """Sequential PAM matrix product (M×K by K×N, nested sequences of ints) in the accumulator format."""
+def pam_matmul(A: Any, B: Any, fmt: object, mode: str = "ieee") -> list[list[int]]:
+    """Sequential PAM matrix product of an M×K and a K×N array of ints, in the accumulator format."""
     f = _setup(fmt, mode)
     acc = accumulator_format(f)
-    rows = [[int(v) for v in row] for row in A]
-    cols = [[int(v) for v in row] for row in B]
-    depth = len(cols)
-    if any(len(row) != depth for row in rows):
-        raise ValueError("inner dimensions of A and B differ")
-    width = len(cols[0]) if cols else 0
+    A_array, B_array = np.asarray(A, dtype=object), np.asarray(B, dtype=object)
+    if A_array.ndim != 2 or B_array.ndim != 2 or A_array.shape[1] != B_array.shape[0]:
+        raise ValueError(f"need M×K and K×N operands, got shapes {A_array.shape} and {B_array.shape}")
+    (rows, depth), width = A_array.shape, B_array.shape[1]
     result = []
-    for row in rows:
+    for i in range(rows):
         out_row = []
         for j in range(width):
             total = 0  # +0.0
             for k in range(depth):
-                a = _widen(row[k], f, acc, mode)
-                b = _widen(cols[k][j], f, acc, mode)
+                a = _widen(int(A_array[i, k]), f, acc, mode)
+                b = _widen(int(B_array[k, j]), f, acc, mode)
                 total = add(total, pam_mul(a, b, acc, mode), acc, mode)
             out_row.append(total)
         result.append(out_row)

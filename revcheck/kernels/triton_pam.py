@@ -60,7 +60,8 @@ INTERPRETED: bool = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "tr
 
 MODES = ("ieee", "ftz")
 
-_BLOCK = 1024
+# The interpreter pays per program, not per element: few large blocks there, GPU-sized ones on CUDA.
+_BLOCK = 1 << 14 if INTERPRETED else 1024
 _MATMUL_BLOCK = 32
 _LAUNCH_OPTIONS: dict[str, Any] = {"enable_fp_fusion": False}
 
@@ -82,8 +83,9 @@ def _msb_position(m):
 
 
 @triton.jit
-def _decode(bits, MB: tl.constexpr, BIAS: tl.constexpr, EXP_MAX: tl.constexpr, FN: tl.constexpr,
-            FTZ: tl.constexpr):
+def _decode(
+    bits, MB: tl.constexpr, BIAS: tl.constexpr, EXP_MAX: tl.constexpr, FN: tl.constexpr, FTZ: tl.constexpr
+):
     """Split patterns into sign, classes and |x| = 2**E * (1 + F / 2**MB), subnormals normalized.
 
     Under FTZ a subnormal is classified as zero (it keeps its sign).
@@ -100,10 +102,7 @@ def _decode(bits, MB: tl.constexpr, BIAS: tl.constexpr, EXP_MAX: tl.constexpr, F
         is_nan = magnitude > (EXP_MAX << MB)
         is_inf = magnitude == (EXP_MAX << MB)
     subnormal = (exponent_field == 0) & (mantissa != 0)
-    if FTZ:
-        is_zero = (magnitude == 0) | subnormal
-    else:
-        is_zero = magnitude == 0
+    is_zero = (magnitude == 0) | subnormal if FTZ else magnitude == 0
     normalize = MB - _msb_position(tl.maximum(mantissa, 1))
     exponent = tl.where(subnormal, 1 - BIAS - normalize, exponent_field - BIAS)
     fraction = tl.where(subnormal, (mantissa << normalize) & ((1 << MB) - 1), mantissa)
@@ -126,8 +125,17 @@ def _round_shift(significand, shift):
 
 
 @triton.jit
-def _encode(exponent, significand, MB: tl.constexpr, EXTRA: tl.constexpr, BIAS: tl.constexpr,
-            EXP_MAX: tl.constexpr, MAX_FINITE: tl.constexpr, OVERFLOW: tl.constexpr, FTZ: tl.constexpr):
+def _encode(
+    exponent,
+    significand,
+    MB: tl.constexpr,
+    EXTRA: tl.constexpr,
+    BIAS: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    MAX_FINITE: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    FTZ: tl.constexpr,
+):
     """Magnitude pattern of 2**exponent * significand / 2**(MB + EXTRA), rounded once to nearest even.
 
     ``significand`` is normalized: its leading one is bit MB + EXTRA (a sticky bit may
@@ -158,8 +166,16 @@ def _encode(exponent, significand, MB: tl.constexpr, EXTRA: tl.constexpr, BIAS: 
 
 
 @triton.jit
-def _assemble(negative, is_nan, is_inf, is_zero, magnitude, SIGN_MIN: tl.constexpr, NAN: tl.constexpr,
-              OVERFLOW: tl.constexpr):
+def _assemble(
+    negative,
+    is_nan,
+    is_inf,
+    is_zero,
+    magnitude,
+    SIGN_MIN: tl.constexpr,
+    NAN: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+):
     """Signed pattern (as a signed integer of the format's width) from classes and a finite magnitude."""
     magnitude = tl.where(is_zero, 0, magnitude)
     magnitude = tl.where(is_inf, OVERFLOW, magnitude)
@@ -168,10 +184,22 @@ def _assemble(negative, is_nan, is_inf, is_zero, magnitude, SIGN_MIN: tl.constex
 
 
 @triton.jit
-def _pam_mul_fields(a, b, IN_MB: tl.constexpr, IN_BIAS: tl.constexpr, IN_EXP_MAX: tl.constexpr,
-                    IN_FN: tl.constexpr, OUT_MB: tl.constexpr, OUT_BIAS: tl.constexpr,
-                    OUT_EXP_MAX: tl.constexpr, OUT_MAX_FINITE: tl.constexpr, OUT_OVERFLOW: tl.constexpr,
-                    OUT_SIGN_MIN: tl.constexpr, OUT_NAN: tl.constexpr, FTZ: tl.constexpr):
+def _pam_mul_fields(
+    a,
+    b,
+    IN_MB: tl.constexpr,
+    IN_BIAS: tl.constexpr,
+    IN_EXP_MAX: tl.constexpr,
+    IN_FN: tl.constexpr,
+    OUT_MB: tl.constexpr,
+    OUT_BIAS: tl.constexpr,
+    OUT_EXP_MAX: tl.constexpr,
+    OUT_MAX_FINITE: tl.constexpr,
+    OUT_OVERFLOW: tl.constexpr,
+    OUT_SIGN_MIN: tl.constexpr,
+    OUT_NAN: tl.constexpr,
+    FTZ: tl.constexpr,
+):
     """a ⊡ b from input-format patterns to output-format patterns (OUT_MB >= IN_MB: exact widening)."""
     a_neg, a_nan, a_inf, a_zero, a_exp, a_frac = _decode(a, IN_MB, IN_BIAS, IN_EXP_MAX, IN_FN, FTZ)
     b_neg, b_nan, b_inf, b_zero, b_exp, b_frac = _decode(b, IN_MB, IN_BIAS, IN_EXP_MAX, IN_FN, FTZ)
@@ -181,8 +209,17 @@ def _pam_mul_fields(a, b, IN_MB: tl.constexpr, IN_BIAS: tl.constexpr, IN_EXP_MAX
     carry = total >> IN_MB
     exponent = a_exp + b_exp + carry
     fraction = (total - (carry << IN_MB)) << (OUT_MB - IN_MB)
-    magnitude = _encode(exponent, fraction | (1 << OUT_MB), OUT_MB, 0, OUT_BIAS, OUT_EXP_MAX,
-                        OUT_MAX_FINITE, OUT_OVERFLOW, FTZ)
+    magnitude = _encode(
+        exponent,
+        fraction | (1 << OUT_MB),
+        OUT_MB,
+        0,
+        OUT_BIAS,
+        OUT_EXP_MAX,
+        OUT_MAX_FINITE,
+        OUT_OVERFLOW,
+        FTZ,
+    )
     is_nan = a_nan | b_nan | (a_inf & b_zero) | (a_zero & b_inf)
     is_inf = a_inf | b_inf
     is_zero = a_zero | b_zero
@@ -190,9 +227,19 @@ def _pam_mul_fields(a, b, IN_MB: tl.constexpr, IN_BIAS: tl.constexpr, IN_EXP_MAX
 
 
 @triton.jit
-def _pam_div_fields(a, b, MB: tl.constexpr, BIAS: tl.constexpr, EXP_MAX: tl.constexpr, FN: tl.constexpr,
-                    MAX_FINITE: tl.constexpr, OVERFLOW: tl.constexpr, SIGN_MIN: tl.constexpr,
-                    NAN: tl.constexpr, FTZ: tl.constexpr):
+def _pam_div_fields(
+    a,
+    b,
+    MB: tl.constexpr,
+    BIAS: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    FN: tl.constexpr,
+    MAX_FINITE: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    SIGN_MIN: tl.constexpr,
+    NAN: tl.constexpr,
+    FTZ: tl.constexpr,
+):
     """a ⊘ b on patterns of one format: integer subtraction of the fields, rounded once."""
     a_neg, a_nan, a_inf, a_zero, a_exp, a_frac = _decode(a, MB, BIAS, EXP_MAX, FN, FTZ)
     b_neg, b_nan, b_inf, b_zero, b_exp, b_frac = _decode(b, MB, BIAS, EXP_MAX, FN, FTZ)
@@ -208,11 +255,21 @@ def _pam_div_fields(a, b, MB: tl.constexpr, BIAS: tl.constexpr, EXP_MAX: tl.cons
 
 
 @triton.jit
-def _pam_mul_grad_fields(a, b, MB: tl.constexpr, BIAS: tl.constexpr, EXP_MAX: tl.constexpr,
-                         FN: tl.constexpr, MAX_FINITE: tl.constexpr, OVERFLOW: tl.constexpr,
-                         SIGN_MIN: tl.constexpr, NAN: tl.constexpr, FTZ: tl.constexpr):
+def _pam_mul_grad_fields(
+    a,
+    b,
+    MB: tl.constexpr,
+    BIAS: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    FN: tl.constexpr,
+    MAX_FINITE: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    SIGN_MIN: tl.constexpr,
+    NAN: tl.constexpr,
+    FTZ: tl.constexpr,
+):
     """d(a ⊡ b)/da = sign(b) * 2**(Eb + [Ma + Mb >= 1]); zero/inf ``a`` count with their fraction field 0."""
-    a_neg, a_nan, a_inf, a_zero, a_exp, a_frac = _decode(a, MB, BIAS, EXP_MAX, FN, FTZ)
+    _a_neg, a_nan, a_inf, a_zero, _a_exp, a_frac = _decode(a, MB, BIAS, EXP_MAX, FN, FTZ)
     b_neg, b_nan, b_inf, b_zero, b_exp, b_frac = _decode(b, MB, BIAS, EXP_MAX, FN, FTZ)
     a_frac = tl.where(a_zero | a_inf, 0, a_frac)
     carry = (a_frac + b_frac) >> MB
@@ -223,11 +280,20 @@ def _pam_mul_grad_fields(a, b, MB: tl.constexpr, BIAS: tl.constexpr, EXP_MAX: tl
 
 
 @triton.jit
-def _pa_log2_fields(x, MB: tl.constexpr, BIAS: tl.constexpr, EXP_MAX: tl.constexpr, FN: tl.constexpr,
-                    MAX_FINITE: tl.constexpr, OVERFLOW: tl.constexpr, SIGN_MIN: tl.constexpr,
-                    NAN: tl.constexpr, FTZ: tl.constexpr):
+def _pa_log2_fields(
+    x,
+    MB: tl.constexpr,
+    BIAS: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    FN: tl.constexpr,
+    MAX_FINITE: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    SIGN_MIN: tl.constexpr,
+    NAN: tl.constexpr,
+    FTZ: tl.constexpr,
+):
     """E + M of |x|, rounded once; ±0 -> -inf, ±inf -> +inf (±max for saturating formats)."""
-    x_neg, x_nan, x_inf, x_zero, x_exp, x_frac = _decode(x, MB, BIAS, EXP_MAX, FN, FTZ)
+    _x_neg, x_nan, x_inf, x_zero, x_exp, x_frac = _decode(x, MB, BIAS, EXP_MAX, FN, FTZ)
     # E + M = (E * 2**MB + F) / 2**MB exactly: a fixed-point integer, normalized below to
     # MB + 3 fraction bits with everything shifted out kept as a sticky bit.
     fixed = (x_exp << MB) + x_frac
@@ -242,14 +308,25 @@ def _pa_log2_fields(x, MB: tl.constexpr, BIAS: tl.constexpr, EXP_MAX: tl.constex
     magnitude = _encode(top - MB, significand, MB, 3, BIAS, EXP_MAX, MAX_FINITE, OVERFLOW, FTZ)
     finite = ~(x_nan | x_inf | x_zero)
     negative = tl.where(finite, negative, x_zero)
-    return _assemble(negative, x_nan, x_inf | x_zero, finite & (count == 0), magnitude, SIGN_MIN, NAN,
-                     OVERFLOW)
+    return _assemble(
+        negative, x_nan, x_inf | x_zero, finite & (count == 0), magnitude, SIGN_MIN, NAN, OVERFLOW
+    )
 
 
 @triton.jit
-def _pa_exp2_fields(y, MB: tl.constexpr, EB: tl.constexpr, BIAS: tl.constexpr, EXP_MAX: tl.constexpr,
-                    FN: tl.constexpr, MAX_FINITE: tl.constexpr, OVERFLOW: tl.constexpr,
-                    SIGN_MIN: tl.constexpr, NAN: tl.constexpr, FTZ: tl.constexpr):
+def _pa_exp2_fields(
+    y,
+    MB: tl.constexpr,
+    EB: tl.constexpr,
+    BIAS: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    FN: tl.constexpr,
+    MAX_FINITE: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    SIGN_MIN: tl.constexpr,
+    NAN: tl.constexpr,
+    FTZ: tl.constexpr,
+):
     """2**floor(y) * (1 + y - floor(y)), rounded once; -inf -> +0, +inf -> +inf, ±0 -> 1."""
     y_neg, y_nan, y_inf, y_zero, y_exp, y_frac = _decode(y, MB, BIAS, EXP_MAX, FN, FTZ)
     finite = ~(y_nan | y_inf | y_zero)
@@ -289,24 +366,51 @@ def _pa_exp2_fields(y, MB: tl.constexpr, EB: tl.constexpr, BIAS: tl.constexpr, E
 
 
 @triton.jit
-def _pam_mul_kernel(a_ptr, b_ptr, out_ptr, n, MB: tl.constexpr, EB: tl.constexpr, BIAS: tl.constexpr,
-                    EXP_MAX: tl.constexpr, FN: tl.constexpr, MAX_FINITE: tl.constexpr,
-                    OVERFLOW: tl.constexpr, SIGN_MIN: tl.constexpr, NAN: tl.constexpr, FTZ: tl.constexpr,
-                    BLOCK: tl.constexpr):
+def _pam_mul_kernel(
+    a_ptr,
+    b_ptr,
+    out_ptr,
+    n,
+    MB: tl.constexpr,
+    EB: tl.constexpr,
+    BIAS: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    FN: tl.constexpr,
+    MAX_FINITE: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    SIGN_MIN: tl.constexpr,
+    NAN: tl.constexpr,
+    FTZ: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < n
     a = tl.load(a_ptr + offsets, mask=inside, other=0)
     b = tl.load(b_ptr + offsets, mask=inside, other=0)
-    result = _pam_mul_fields(a, b, MB, BIAS, EXP_MAX, FN, MB, BIAS, EXP_MAX, MAX_FINITE, OVERFLOW,
-                             SIGN_MIN, NAN, FTZ)
+    result = _pam_mul_fields(
+        a, b, MB, BIAS, EXP_MAX, FN, MB, BIAS, EXP_MAX, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ
+    )
     tl.store(out_ptr + offsets, result.to(out_ptr.dtype.element_ty), mask=inside)
 
 
 @triton.jit
-def _pam_div_kernel(a_ptr, b_ptr, out_ptr, n, MB: tl.constexpr, EB: tl.constexpr, BIAS: tl.constexpr,
-                    EXP_MAX: tl.constexpr, FN: tl.constexpr, MAX_FINITE: tl.constexpr,
-                    OVERFLOW: tl.constexpr, SIGN_MIN: tl.constexpr, NAN: tl.constexpr, FTZ: tl.constexpr,
-                    BLOCK: tl.constexpr):
+def _pam_div_kernel(
+    a_ptr,
+    b_ptr,
+    out_ptr,
+    n,
+    MB: tl.constexpr,
+    EB: tl.constexpr,
+    BIAS: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    FN: tl.constexpr,
+    MAX_FINITE: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    SIGN_MIN: tl.constexpr,
+    NAN: tl.constexpr,
+    FTZ: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < n
     a = tl.load(a_ptr + offsets, mask=inside, other=0)
@@ -316,10 +420,23 @@ def _pam_div_kernel(a_ptr, b_ptr, out_ptr, n, MB: tl.constexpr, EB: tl.constexpr
 
 
 @triton.jit
-def _pam_mul_grad_kernel(a_ptr, b_ptr, out_ptr, n, MB: tl.constexpr, EB: tl.constexpr,
-                         BIAS: tl.constexpr, EXP_MAX: tl.constexpr, FN: tl.constexpr,
-                         MAX_FINITE: tl.constexpr, OVERFLOW: tl.constexpr, SIGN_MIN: tl.constexpr,
-                         NAN: tl.constexpr, FTZ: tl.constexpr, BLOCK: tl.constexpr):
+def _pam_mul_grad_kernel(
+    a_ptr,
+    b_ptr,
+    out_ptr,
+    n,
+    MB: tl.constexpr,
+    EB: tl.constexpr,
+    BIAS: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    FN: tl.constexpr,
+    MAX_FINITE: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    SIGN_MIN: tl.constexpr,
+    NAN: tl.constexpr,
+    FTZ: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < n
     a = tl.load(a_ptr + offsets, mask=inside, other=0)
@@ -329,10 +446,22 @@ def _pam_mul_grad_kernel(a_ptr, b_ptr, out_ptr, n, MB: tl.constexpr, EB: tl.cons
 
 
 @triton.jit
-def _pa_log2_kernel(x_ptr, out_ptr, n, MB: tl.constexpr, EB: tl.constexpr, BIAS: tl.constexpr,
-                    EXP_MAX: tl.constexpr, FN: tl.constexpr, MAX_FINITE: tl.constexpr,
-                    OVERFLOW: tl.constexpr, SIGN_MIN: tl.constexpr, NAN: tl.constexpr, FTZ: tl.constexpr,
-                    BLOCK: tl.constexpr):
+def _pa_log2_kernel(
+    x_ptr,
+    out_ptr,
+    n,
+    MB: tl.constexpr,
+    EB: tl.constexpr,
+    BIAS: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    FN: tl.constexpr,
+    MAX_FINITE: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    SIGN_MIN: tl.constexpr,
+    NAN: tl.constexpr,
+    FTZ: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < n
     x = tl.load(x_ptr + offsets, mask=inside, other=0)
@@ -341,10 +470,22 @@ def _pa_log2_kernel(x_ptr, out_ptr, n, MB: tl.constexpr, EB: tl.constexpr, BIAS:
 
 
 @triton.jit
-def _pa_exp2_kernel(y_ptr, out_ptr, n, MB: tl.constexpr, EB: tl.constexpr, BIAS: tl.constexpr,
-                    EXP_MAX: tl.constexpr, FN: tl.constexpr, MAX_FINITE: tl.constexpr,
-                    OVERFLOW: tl.constexpr, SIGN_MIN: tl.constexpr, NAN: tl.constexpr, FTZ: tl.constexpr,
-                    BLOCK: tl.constexpr):
+def _pa_exp2_kernel(
+    y_ptr,
+    out_ptr,
+    n,
+    MB: tl.constexpr,
+    EB: tl.constexpr,
+    BIAS: tl.constexpr,
+    EXP_MAX: tl.constexpr,
+    FN: tl.constexpr,
+    MAX_FINITE: tl.constexpr,
+    OVERFLOW: tl.constexpr,
+    SIGN_MIN: tl.constexpr,
+    NAN: tl.constexpr,
+    FTZ: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < n
     y = tl.load(y_ptr + offsets, mask=inside, other=0)
@@ -353,14 +494,39 @@ def _pa_exp2_kernel(y_ptr, out_ptr, n, MB: tl.constexpr, EB: tl.constexpr, BIAS:
 
 
 @triton.jit
-def _pam_matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_ab, stride_am, stride_ak, stride_bb, stride_bk,
-                       stride_bn, stride_cb, stride_cm, stride_cn, IN_MB: tl.constexpr,
-                       IN_BIAS: tl.constexpr, IN_EXP_MAX: tl.constexpr, IN_FN: tl.constexpr,
-                       ACC_MB: tl.constexpr, ACC_BIAS: tl.constexpr, ACC_EXP_MAX: tl.constexpr,
-                       ACC_MAX_FINITE: tl.constexpr, ACC_OVERFLOW: tl.constexpr,
-                       ACC_SIGN_MIN: tl.constexpr, ACC_NAN: tl.constexpr,
-                       ACC_INT: tl.constexpr, ACC_FLOAT: tl.constexpr, FTZ: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _pam_matmul_kernel(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    M,
+    N,
+    K,
+    stride_ab,
+    stride_am,
+    stride_ak,
+    stride_bb,
+    stride_bk,
+    stride_bn,
+    stride_cb,
+    stride_cm,
+    stride_cn,
+    IN_MB: tl.constexpr,
+    IN_BIAS: tl.constexpr,
+    IN_EXP_MAX: tl.constexpr,
+    IN_FN: tl.constexpr,
+    ACC_MB: tl.constexpr,
+    ACC_BIAS: tl.constexpr,
+    ACC_EXP_MAX: tl.constexpr,
+    ACC_MAX_FINITE: tl.constexpr,
+    ACC_OVERFLOW: tl.constexpr,
+    ACC_SIGN_MIN: tl.constexpr,
+    ACC_NAN: tl.constexpr,
+    ACC_INT: tl.constexpr,
+    ACC_FLOAT: tl.constexpr,
+    FTZ: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """One BLOCK_M x BLOCK_N tile of C; every element adds p_0, p_1, ... p_{K-1} in that order."""
     batch = tl.program_id(2)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -373,9 +539,22 @@ def _pam_matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_ab, stride_am, strid
     for k in range(0, K):
         a = tl.load(a_row_ptrs + k * stride_ak, mask=row_inside, other=0)
         b = tl.load(b_col_ptrs + k * stride_bk, mask=col_inside, other=0)
-        product_bits = _pam_mul_fields(a[:, None], b[None, :], IN_MB, IN_BIAS, IN_EXP_MAX, IN_FN, ACC_MB,
-                                       ACC_BIAS, ACC_EXP_MAX, ACC_MAX_FINITE, ACC_OVERFLOW,
-                                       ACC_SIGN_MIN, ACC_NAN, FTZ)
+        product_bits = _pam_mul_fields(
+            a[:, None],
+            b[None, :],
+            IN_MB,
+            IN_BIAS,
+            IN_EXP_MAX,
+            IN_FN,
+            ACC_MB,
+            ACC_BIAS,
+            ACC_EXP_MAX,
+            ACC_MAX_FINITE,
+            ACC_OVERFLOW,
+            ACC_SIGN_MIN,
+            ACC_NAN,
+            FTZ,
+        )
         product = product_bits.to(ACC_INT).to(ACC_FLOAT, bitcast=True)
         accumulator = accumulator + product
         if FTZ:
@@ -385,6 +564,10 @@ def _pam_matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, stride_ab, stride_am, strid
             tiny = (sum_bits & (ACC_EXP_MAX << ACC_MB)) == 0
             sum_bits = tl.where(tiny, sum_bits & ACC_SIGN_MIN, sum_bits)
             accumulator = sum_bits.to(ACC_FLOAT, bitcast=True)
+    # A NaN made by the adds (inf - inf) carries whatever sign the hardware gives it: canonicalize.
+    sum_bits = accumulator.to(ACC_INT, bitcast=True)
+    is_nan = (sum_bits & ~ACC_SIGN_MIN) > (ACC_EXP_MAX << ACC_MB)
+    accumulator = tl.where(is_nan, ACC_NAN, sum_bits).to(ACC_FLOAT, bitcast=True)
     c_ptrs = c_ptr + batch * stride_cb + rows[:, None] * stride_cm + cols[None, :] * stride_cn
     tl.store(c_ptrs, accumulator, mask=row_inside[:, None] & col_inside[None, :])
 
@@ -469,11 +652,12 @@ def _launch_elementwise(kernel: Any, operands: tuple[torch.Tensor, ...], mode: s
         return out
     c = _constants(fmt)
     int_dtype = getattr(torch, fmt.int_dtype.name)
-    kernel[(triton.cdiv(n, _BLOCK),)](
+    block = min(_BLOCK, max(16, triton.next_power_of_2(n)))
+    kernel[(triton.cdiv(n, block),)](
         *(x.contiguous().view(int_dtype) for x in operands), out.view(int_dtype), n,
         MB=c.mantissa_bits, EB=c.exponent_bits, BIAS=c.bias, EXP_MAX=c.exp_max, FN=c.fn,
         MAX_FINITE=c.max_finite, OVERFLOW=c.overflow, SIGN_MIN=c.sign_min, NAN=c.nan, FTZ=ftz,
-        BLOCK=_BLOCK, **_LAUNCH_OPTIONS,
+        BLOCK=block, **_LAUNCH_OPTIONS,
     )  # fmt: skip
     return out
 
@@ -520,6 +704,11 @@ def pam_matmul(A: torch.Tensor, B: torch.Tensor, *, mode: str = "ieee") -> torch
     product of the exactly widened operands, and ``C[i, j]`` is
     ``((0 + p_0) + p_1) + ... + p_{K-1}``, every add rounded to nearest even.
     """
+    return _launch_matmul(_pam_matmul_kernel, A, B, mode)
+
+
+def _launch_matmul(kernel: Any, A: torch.Tensor, B: torch.Tensor, mode: str) -> torch.Tensor:
+    """Checks, batching and launch of a matmul kernel with :func:`_pam_matmul_kernel`'s signature."""
     ftz = _check_mode(mode)
     fmt = _format_of(A, B)
     _check_device(A, B)
@@ -534,9 +723,9 @@ def pam_matmul(A: torch.Tensor, B: torch.Tensor, *, mode: str = "ieee") -> torch
     M, K = A.shape[-2:]
     N = B.shape[-1]
     batch_shape = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    A3 = A.expand(*batch_shape, M, K).reshape(-1, M, K).contiguous()
-    B3 = B.expand(*batch_shape, K, N).reshape(-1, K, N).contiguous()
-    batches = A3.shape[0]
+    batches = batch_shape.numel()
+    A3 = A.expand(*batch_shape, M, K).reshape(batches, M, K).contiguous()
+    B3 = B.expand(*batch_shape, K, N).reshape(batches, K, N).contiguous()
     acc_dtype = getattr(torch, acc.torch_dtype_name)
     C3 = torch.empty((batches, M, N), dtype=acc_dtype, device=A.device)
     if C3.numel() == 0 or K == 0:
@@ -548,11 +737,11 @@ def pam_matmul(A: torch.Tensor, B: torch.Tensor, *, mode: str = "ieee") -> torch
     block_m = min(_MATMUL_BLOCK, triton.next_power_of_2(M))
     block_n = min(_MATMUL_BLOCK, triton.next_power_of_2(N))
     grid = (triton.cdiv(M, block_m), triton.cdiv(N, block_n), batches)
-    _pam_matmul_kernel[grid](
+    kernel[grid](
         A_int, B_int, C3, M, N, K, *A_int.stride(), *B_int.stride(), *C3.stride(),
         IN_MB=ci.mantissa_bits, IN_BIAS=ci.bias, IN_EXP_MAX=ci.exp_max, IN_FN=ci.fn,
-        ACC_MB=ca.mantissa_bits, ACC_BIAS=ca.bias, ACC_EXP_MAX=ca.exp_max, ACC_MAX_FINITE=ca.max_finite, ACC_OVERFLOW=ca.overflow,
-        ACC_SIGN_MIN=ca.sign_min, ACC_NAN=ca.nan,
+        ACC_MB=ca.mantissa_bits, ACC_BIAS=ca.bias, ACC_EXP_MAX=ca.exp_max, ACC_MAX_FINITE=ca.max_finite,
+        ACC_OVERFLOW=ca.overflow, ACC_SIGN_MIN=ca.sign_min, ACC_NAN=ca.nan,
         ACC_INT=getattr(tl, acc.int_dtype.name), ACC_FLOAT=getattr(tl, acc.numpy_float_name or ""),
         FTZ=ftz, BLOCK_M=block_m, BLOCK_N=block_n, **_LAUNCH_OPTIONS,
     )  # fmt: skip

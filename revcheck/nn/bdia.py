@@ -49,6 +49,7 @@ Values that cannot be reconstructed (NaN/inf in ``h``/``y``, codes with
 first offending block.
 """
 
+# ruff: noqa: E741  (``l``, the grid exponent, is the name SPEC and the API contract use)
 from __future__ import annotations
 
 import math
@@ -168,7 +169,12 @@ class _Residual(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x_prev: Tensor, block_term: Tensor, next_codes: Tensor, coef: Tensor | None, stack: BDIAStack
+        ctx: Any,
+        x_prev: Tensor,
+        block_term: Tensor,
+        next_codes: Tensor,
+        coef: Tensor | None,
+        stack: BDIAStack,
     ) -> Tensor:
         ctx.coef = coef
         ctx.set_materialize_grads(False)
@@ -197,6 +203,13 @@ class BDIAStack(nn.Module):
     ``preserve_rng_state`` (default True) saves RNG states so dropout is replayed.
     ``verify_reconstruction`` (default True) checks every reconstructed state
     against a checksum taken in the forward.
+
+    For tests and debugging: ``last_gamma_signs`` holds the (K-1, B) int8 signs of
+    the latest training forward; with ``record_reconstruction = True`` a
+    reversible backward leaves the codes X_0..X_K it reconstructed in
+    ``last_reconstruction``; :meth:`trace` returns every code, side bit and
+    block output of one forward.  In ``eval()`` both modes run ordinary autograd
+    (gamma = 0 cannot be inverted, so there is nothing to reconstruct from).
     """
 
     # Planted-bug switch for the gallery: when False, backward does not restore RNG states.
@@ -225,8 +238,8 @@ class BDIAStack(nn.Module):
             raise ValueError(f"l must be an int with 0 <= l <= {MAX_L}, got {l!r}")
         if compute_dtype not in _COMPUTE_DTYPES:
             raise ValueError(
-                f"compute_dtype must be torch.float32 or torch.float64, got {compute_dtype}; run low-precision "
-                "blocks by giving the blocks that dtype (or autocast), the residual stays fp32/fp64"
+                f"compute_dtype must be torch.float32 or torch.float64, got {compute_dtype}; run "
+                "low-precision blocks by giving them that dtype (or autocast); the residual stays fp32/fp64"
             )
         self.blocks = nn.ModuleList(blocks)
         self.l = l
@@ -245,7 +258,7 @@ class BDIAStack(nn.Module):
         self.last_reconstruction: list[Tensor] | None = None
         self._check_mode()
 
-    # ------------------------------------------------------------------ overridable arithmetic (gallery hooks)
+    # ------------------------------------------------------------ overridable arithmetic (gallery hooks)
 
     def _quantize_codes(self, values: Tensor) -> tuple[Tensor, Tensor]:
         """``(R(values), ok)``: round-half-even codes and a 0-dim flag "finite and |code| < 2**62"."""
@@ -275,10 +288,7 @@ class BDIAStack(nn.Module):
         return codes.to(self.compute_dtype) * (2.0**-self.l)
 
     def _block_dtype(self, block: nn.Module) -> torch.dtype:
-        for tensor in block.parameters():
-            if tensor.is_floating_point():
-                return tensor.dtype
-        for tensor in block.buffers():
+        for tensor in [*block.parameters(), *block.buffers()]:
             if tensor.is_floating_point():
                 return tensor.dtype
         return self.compute_dtype
@@ -288,7 +298,9 @@ class BDIAStack(nn.Module):
         h = block(x.to(self._block_dtype(block)))
         if not isinstance(h, Tensor) or h.shape != x.shape:
             shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
-            raise ValueError(f"BDIAStack block {index} returned {shape}; it must return the input shape {tuple(x.shape)}")
+            raise ValueError(
+                f"BDIAStack block {index} returned {shape}; it must return the input shape {tuple(x.shape)}"
+            )
         return h.to(self.compute_dtype)
 
     def _coefficients(self, signs: Tensor, ndim: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -296,7 +308,9 @@ class BDIAStack(nn.Module):
         return 1.0 - gamma, 1.0 + gamma, gamma
 
     def _input_codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        wide = x if x.dtype == torch.float64 else x.to(torch.float32)  # exact widening; fp16*2**l could overflow
+        wide = (
+            x if x.dtype == torch.float64 else x.to(torch.float32)
+        )  # exact widening; fp16*2**l could overflow
         return self._quantize_codes(wide)
 
     def _check_mode(self) -> None:
@@ -305,7 +319,9 @@ class BDIAStack(nn.Module):
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"BDIAStack input must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
+            raise TypeError(
+                f"BDIAStack input must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}"
+            )
         if x.dim() < 1:
             raise ValueError("BDIAStack input needs a leading batch dimension (B, ...)")
 
@@ -314,7 +330,9 @@ class BDIAStack(nn.Module):
         if gamma_signs is None:
             return self._draw_gamma_signs(count, batch)
         if gamma_signs.shape != (count, batch):
-            raise ValueError(f"gamma_signs must have shape (K-1, B) = ({count}, {batch}), got {tuple(gamma_signs.shape)}")
+            raise ValueError(
+                f"gamma_signs must have shape (K-1, B) = ({count}, {batch}), got {tuple(gamma_signs.shape)}"
+            )
         if gamma_signs.is_floating_point() or not bool(((gamma_signs == 1) | (gamma_signs == -1)).all()):
             raise ValueError("gamma_signs must be integers +1 (gamma = +1/2) or -1 (gamma = -1/2)")
         return gamma_signs.to(device="cpu", dtype=torch.int8)
@@ -328,8 +346,9 @@ class BDIAStack(nn.Module):
             return
         first = int((~ok).nonzero()[0, 0])
         index, what, _ = flags[first]
+        where = "input" if index < 0 else f"block {index}"
         raise BDIARangeError(
-            f"BDIAStack block {index}: {what} -- this value cannot be reconstructed exactly. Codes must be "
+            f"BDIAStack {where}: {what} -- this value cannot be reconstructed exactly. Codes must be "
             f"finite with |X| < 2**62; rescale the block, lower l, or find the NaN/inf in the block"
         )
 
@@ -475,7 +494,7 @@ class _RNGStates:
         if self.cuda_index is not None:
             current.append(torch.cuda.get_rng_state(self.cuda_index))
         width = len(current)
-        if self.states and all(torch.equal(a, b) for a, b in zip(self.states[-width:], current)):
+        if self.states and all(torch.equal(a, b) for a, b in zip(self.states[-width:], current, strict=True)):
             self.which.append(len(self.states) // width - 1)
             return
         self.states.extend(current)
@@ -525,7 +544,13 @@ class _ReversibleBDIA(torch.autograd.Function):
             if stack.preserve_rng_state:
                 rng.capture()
             X_next, s_prev, _, ok = stack._step_codes(index, X_prev, X_cur, signs[index - 1])
-            flags.append((index, f"y_{index} is not finite, or R(y_{index}) or X_{index + 1} is outside |X| < 2**62", ok))
+            flags.append(
+                (
+                    index,
+                    f"y_{index} is not finite, or R(y_{index}) or X_{index + 1} is outside |X| < 2**62",
+                    ok,
+                )
+            )
             packed[index - 1] = pack_bits(s_prev)
             if stack.verify_reconstruction:
                 checks[index - 1] = _checksum(X_prev)
@@ -563,7 +588,9 @@ class _ReversibleBDIA(torch.autograd.Function):
                     x_residual = x_value.detach().requires_grad_(True)  # the (1 - gamma) x_k term
                     h = stack._block_output(index, _Fanin.apply(x_leaf))
                     if index > 0:
-                        one_minus, one_plus, gamma = stack._coefficients(signs[index - 1], X_cur.dim(), X_cur.device)
+                        one_minus, one_plus, gamma = stack._coefficients(
+                            signs[index - 1], X_cur.dim(), X_cur.device
+                        )
                         out = stack._mix(_Fanin.apply(x_residual), h, one_minus, one_plus)
                     else:
                         out = h
@@ -580,11 +607,12 @@ class _ReversibleBDIA(torch.autograd.Function):
                     else:
                         mismatches.append((0, (X_top - X_cur != code).any()))
                 inputs = [x_residual, x_leaf, *block_params] if index > 0 else [x_leaf, *block_params]
+                grads: Sequence[Tensor | None] = [None] * len(inputs)
                 if out.requires_grad and g_top is not None:
                     grads = torch.autograd.grad(out, inputs, grad_outputs=g_top, allow_unused=True)
-                else:
-                    grads = (None,) * len(inputs)
-                for p, g in zip(block_params, grads[-len(block_params) :] if block_params else ()):
+                for p, g in zip(
+                    block_params, grads[-len(block_params) :] if block_params else (), strict=True
+                ):
                     param_grads[slot[id(p)]] = _add(param_grads[slot[id(p)]], g)
                 if index > 0:
                     # Same association as the stored graph: (gamma-path + (1-gamma)-path) + block path.

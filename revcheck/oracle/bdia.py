@@ -27,6 +27,7 @@ never a silently wrong code.
 This module never imports torch.
 """
 
+# ruff: noqa: E741  (``l``, the grid exponent, is the name SPEC and the API contract use)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -56,11 +57,11 @@ MAX_L = 62
 """Largest accepted grid exponent ``l`` (the grid step is ``2**-l``)."""
 
 COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-"""Residual compute dtypes: NumPy has no bf16, and an fp16 residual stream on a 2**-l grid is not supported."""
+"""Residual compute dtypes: NumPy has no bf16, and an fp16 residual stream on a 2**-l grid is unsupported."""
 
 _ALLOWED_GAMMAS = (0.5, -0.5, 0.0)
 
-Block = Union[Callable[[np.ndarray], Any], np.ndarray]
+Block = Union[Callable[[np.ndarray], Any], np.ndarray]  # noqa: UP007  (runtime alias; Python 3.10)
 
 
 class BDIATrace(NamedTuple):
@@ -127,13 +128,15 @@ def _check_gamma(gamma: object, batch: int, *, allow_zero: bool, name: str = "ga
     if array.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real array of +0.5/-0.5 values, got dtype {array.dtype}")
     if array.ndim != 1 or array.shape[0] != batch:
-        raise ValueError(f"{name} must have shape (B,) = ({batch},) (one gamma per sample), got {array.shape}")
+        raise ValueError(
+            f"{name} must have shape (B,) = ({batch},) (one gamma per sample), got {array.shape}"
+        )
     values = array.astype(np.float64)
     allowed = _ALLOWED_GAMMAS if allow_zero else _ALLOWED_GAMMAS[:2]
     ok = np.isin(values, allowed)
     if not np.all(ok):
         bad = values[~ok][0]
-        if bad == 0.0 or not allow_zero and bad in _ALLOWED_GAMMAS:
+        if bad == 0.0 or (not allow_zero and bad in _ALLOWED_GAMMAS):
             raise ValueError(
                 f"{name} contains 0, which is not invertible: X_(k-1) = (X_(k+1) - R(y_k)) / gamma_k needs "
                 "gamma in {+0.5, -0.5}"
@@ -189,7 +192,7 @@ def side_bits(codes: object) -> np.ndarray:
 
 
 def mix(x: np.ndarray, h: np.ndarray, gamma: np.ndarray, compute_dtype: object = np.float32) -> np.ndarray:
-    """``y = fl(fl((1 - gamma) x) + fl((1 + gamma) h))`` in ``compute_dtype``, gamma per sample (shape (B,))."""
+    """``y = fl(fl((1 - gamma) x) + fl((1 + gamma) h))`` in ``compute_dtype``; gamma has shape (B,)."""
     dtype = _check_compute_dtype(compute_dtype)
     gamma_b = _batch_shape(np.asarray(gamma, dtype=np.float64), np.ndim(x))
     one_minus = (1.0 - gamma_b).astype(dtype)
@@ -271,7 +274,9 @@ def inverse_step(
     if bits.dtype.kind not in "biu":
         raise TypeError(f"s_prev must be side bits (uint8 zeros and ones), got dtype {bits.dtype}")
     if bits.shape != cur.shape:
-        raise ValueError(f"s_prev has shape {bits.shape}, but the state has shape {cur.shape}; they must match")
+        raise ValueError(
+            f"s_prev has shape {bits.shape}, but the state has shape {cur.shape}; they must match"
+        )
     if bits.size and not np.all((bits == 0) | (bits == 1)):
         raise ValueError("s_prev must contain only 0 and 1 (side bits X mod 2)")
     g = _check_gamma(gamma, cur.shape[0], allow_zero=False)
@@ -378,7 +383,9 @@ def inverse(
         raise ValueError("a BDIA stack needs at least one block")
     rows = _gamma_rows(gammas, depth, X_cur.shape[0], allow_zero=False)
     if len(side_bits_list) != depth - 1:
-        raise ValueError(f"side_bits_list must hold K-1 = {depth - 1} arrays s_0..s_(K-2), got {len(side_bits_list)}")
+        raise ValueError(
+            f"side_bits_list must hold K-1 = {depth - 1} arrays s_0..s_(K-2), got {len(side_bits_list)}"
+        )
     codes = [X_next, X_cur]
     for k in range(depth - 1, 0, -1):
         h = _block_output(blocks_or_outputs[k], dequantize(X_cur, l, dtype), k, dtype)

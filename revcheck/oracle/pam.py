@@ -170,7 +170,7 @@ def _out_of_range(
     negative = ((a ^ b) >> fmt.uint_dtype.type(fmt.width - 1)).astype(bool)
     # Far out of range needs no rounding: overflow, or below half the smallest subnormal (ftz: below
     # the smallest normal) is zero.  Only the band in between is rounded.
-    lowest_kept = fmt.min_normal if mode == "ftz" else (1 - m - 1) << m
+    lowest_kept = fmt.min_normal if mode == "ftz" else (fmt.emin + fmt.bias - m - 1) << m
     magnitude = np.where(t > fmt.max_finite, np.int64(fmt.overflow_magnitude), np.int64(0))
     band = (t >= lowest_kept) & (t <= fmt.max_finite)
     out = magnitude.astype(fmt.uint_dtype) | np.where(negative, fmt.uint_dtype.type(fmt.sign_mask), 0).astype(

@@ -265,10 +265,18 @@ def pam_matmul(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tensor:
 
 
 def pam_matmul_pairwise(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tensor:
-    """WRONG for pam_matmul (torch.sum's blocked order), fine for pam_matmul_any_order."""
-    products = _products(A, B, mode)
-    total = products.sum(dim=1)
-    return _flush_tiny_sum(total) if mode == "ftz" else total
+    """WRONG for pam_matmul (pairwise tree order over k), fine for pam_matmul_any_order."""
+    terms = list(_products(A, B, mode).unbind(dim=1))
+    if not terms:
+        return torch.zeros(A.shape[0], B.shape[1], dtype=_accumulator_dtype(A.dtype), device=A.device)
+    while len(terms) > 1:
+        paired = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        if mode == "ftz":
+            paired = [_flush_tiny_sum(t) for t in paired]
+        terms = paired + ([terms[-1]] if len(terms) % 2 else [])
+    # + 0.0 as in the sequential order (acc starts at +0.0): turns a lone -0 into +0.
+    total = torch.zeros_like(terms[0]) + terms[0]
+    return total
 
 
 def pam_matmul_random_order(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tensor:
@@ -324,7 +332,8 @@ def pa_log2_float_route(x: Tensor, *, mode: str = "ieee") -> Tensor:
 def pa_exp2_float_route(y: Tensor, *, mode: str = "ieee") -> Tensor:
     """WRONG: 2**floor(y) * (1 + y - floor(y)) evaluated in the input's float dtype, left to right."""
     floor = torch.floor(y)
-    return torch.exp2(floor) * (1 + y - floor)
+    result = torch.exp2(floor) * (1 + y - floor)
+    return torch.where(torch.isinf(y), torch.exp2(y), result)
 
 
 # ---- BDIA kernels ------------------------------------------------------------------------------

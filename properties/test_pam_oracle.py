@@ -1,0 +1,362 @@
+"""The NumPy PAM oracle against the independent exact model, and the laws of SPEC section 2.
+
+Every format, both modes.  "Exact" comparisons are bit for bit (NaN bits too:
+both sides return the canonical NaN).  Laws are measured with exact rationals
+(:mod:`revcheck.exact.rounding`), on inputs and results away from underflow
+and overflow where the law says so.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from revcheck import formats
+from revcheck import strategies as rst
+from revcheck.exact import pam as exact
+from revcheck.exact import rounding as exact_rounding
+from revcheck.oracle import pam as oracle
+from revcheck.testing import assert_bit_exact
+
+FORMATS = formats.names()
+MODES = ("ieee", "ftz")
+BINARY_OPS = ("pam_mul", "pam_div", "pam_mul_grad")
+UNARY_OPS = ("pa_log2", "pa_exp2")
+NORMAL = ("normal",)
+FINITE_NONZERO = ("normal", "subnormal")
+NON_NAN = ("zero", "subnormal", "normal", "inf")
+
+
+def _fmt(name: str) -> formats.FloatFormat:
+    return formats.get(name)
+
+
+def _array(bits: int, fmt: formats.FloatFormat) -> np.ndarray:
+    return np.asarray(bits, dtype=fmt.uint_dtype)
+
+
+def _call(op: str, fmt: formats.FloatFormat, mode: str, *operands: int) -> int:
+    """One oracle call on 0-d arrays, result as a Python int."""
+    return int(getattr(oracle, op)(*(_array(x, fmt) for x in operands), fmt, mode=mode))
+
+
+def _value(bits: int, fmt: formats.FloatFormat) -> Fraction:
+    return exact_rounding.decode(bits, fmt).signed
+
+
+def _is_normal(bits: int, fmt: formats.FloatFormat) -> bool:
+    x = exact_rounding.decode(bits, fmt)
+    return x.kind == "finite" and x.magnitude >= Fraction(2) ** fmt.emin
+
+
+def _finite_classes(fmt: formats.FloatFormat) -> tuple[str, ...]:
+    return tuple(c for c in NON_NAN if c != "inf" or fmt.has_inf)
+
+
+def _split(bits: int, fmt: formats.FloatFormat) -> tuple[int, Fraction]:
+    return exact.split(exact_rounding.decode(bits, fmt).magnitude)
+
+
+# ---- oracle == exact model ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@pytest.mark.parametrize("op", BINARY_OPS)
+@given(data=st.data())
+def test_binary_op_matches_exact_model(op: str, fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    a = data.draw(rst.bit_patterns(fmt), label="a")
+    b = data.draw(rst.bit_patterns(fmt), label="b")
+    expected = getattr(exact, op)(a, b, fmt, mode)
+    assert_bit_exact(
+        getattr(oracle, op)(_array(a, fmt), _array(b, fmt), fmt, mode=mode),
+        expected,
+        fmt=fmt,
+        nan="bits",
+        msg=f"oracle {op}({a:#x}, {b:#x}) in {fmt.name}, mode={mode!r} differs from the exact model",
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@pytest.mark.parametrize("op", UNARY_OPS)
+@given(data=st.data())
+def test_unary_op_matches_exact_model(op: str, fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    x = data.draw(rst.bit_patterns(fmt), label="x")
+    assert_bit_exact(
+        getattr(oracle, op)(_array(x, fmt), fmt, mode=mode),
+        getattr(exact, op)(x, fmt, mode),
+        fmt=fmt,
+        nan="bits",
+        msg=f"oracle {op}({x:#x}) in {fmt.name}, mode={mode!r} differs from the exact model",
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_vectorized_equals_elementwise(fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    a = data.draw(rst.bit_arrays(fmt, (3, 1)), label="a")
+    b = data.draw(rst.bit_arrays(fmt, (1, 4)), label="b")
+    for op in ("pam_mul", "pam_div", "pam_mul_grad"):
+        whole = getattr(oracle, op)(a, b, fmt, mode=mode)
+        assert whole.shape == (3, 4) and whole.dtype == fmt.uint_dtype, f"{op}: shape/dtype {whole.shape}"
+        for i in range(3):
+            for j in range(4):
+                assert int(whole[i, j]) == _call(op, fmt, mode, int(a[i, 0]), int(b[0, j])), (
+                    f"broadcast {op} differs from the scalar call at ({i}, {j})"
+                )
+
+
+# ---- laws of SPEC section 2 ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_mul_relative_error_within_minus_one_ninth_and_zero(fmt_name: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    a = data.draw(rst.bit_patterns(fmt, classes=FINITE_NONZERO), label="a")
+    b = data.draw(rst.bit_patterns(fmt, classes=FINITE_NONZERO), label="b")
+    true = _value(a, fmt) * _value(b, fmt)
+    # The PA value lies in [8/9·true, true]: from 2^(emin+1) up it is normal, below max finite it is finite,
+    # so nothing is rounded.
+    assume(Fraction(2) ** (fmt.emin + 1) <= abs(true) <= exact_rounding.max_finite_value(fmt))
+    r = _call("pam_mul", fmt, "ieee", a, b)
+    relative = (_value(r, fmt) - true) / true
+    assert Fraction(-1, 9) <= relative <= 0, f"relative error {float(relative)} of {a:#x} ⊡ {b:#x}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_mul_exact_iff_an_operand_is_power_of_two_or_zero(fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    a = data.draw(rst.bit_patterns(fmt, classes=("zero", "normal")), label="a")
+    b = data.draw(rst.bit_patterns(fmt, classes=("zero", "normal")), label="b")
+    if data.draw(st.booleans(), label="make a a power of two"):
+        a &= ~fmt.mantissa_mask
+    r = _call("pam_mul", fmt, mode, a, b)
+    a_value, b_value = _value(a, fmt), _value(b, fmt)
+    assume(_is_normal(r, fmt) or a_value == 0 or b_value == 0)
+    assume(exact_rounding.decode(r, fmt).magnitude < exact_rounding.max_finite_value(fmt))
+    simple = a_value == 0 or b_value == 0 or _split(a, fmt)[1] == 0 or _split(b, fmt)[1] == 0
+    assert (_value(r, fmt) == a_value * b_value) == simple, (
+        f"{a:#x} ⊡ {b:#x} = {r:#x}: exact={_value(r, fmt) == a_value * b_value}, "
+        f"an operand ±2^k or 0={simple}"
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_mul_is_commutative(fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    a = data.draw(rst.bit_patterns(fmt), label="a")
+    b = data.draw(rst.bit_patterns(fmt), label="b")
+    assert _call("pam_mul", fmt, mode, a, b) == _call("pam_mul", fmt, mode, b, a), f"{a:#x} ⊡ {b:#x}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_mul_is_associative_without_under_or_overflow(fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    a, b, c = (data.draw(rst.bit_patterns(fmt, classes=NORMAL), label=name) for name in "abc")
+    ab, bc = _call("pam_mul", fmt, mode, a, b), _call("pam_mul", fmt, mode, b, c)
+    left, right = _call("pam_mul", fmt, mode, ab, c), _call("pam_mul", fmt, mode, a, bc)
+    in_range = [_is_normal(x, fmt) and x & fmt.magnitude_mask < fmt.max_finite for x in (ab, bc, left, right)]
+    assume(all(in_range))
+    assert left == right, f"({a:#x} ⊡ {b:#x}) ⊡ {c:#x} = {left:#x} but {a:#x} ⊡ ({b:#x} ⊡ {c:#x}) = {right:#x}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_div_undoes_mul_without_under_or_overflow(fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    a = data.draw(rst.bit_patterns(fmt, classes=NORMAL), label="a")
+    b = data.draw(rst.bit_patterns(fmt, classes=NORMAL), label="b")
+    product = _call("pam_mul", fmt, mode, a, b)
+    assume(_is_normal(product, fmt) and product & fmt.magnitude_mask < fmt.max_finite)
+    back = _call("pam_div", fmt, mode, product, b)
+    assert back == a, f"({a:#x} ⊡ {b:#x}) ⊘ {b:#x} = {back:#x}, not {a:#x}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@pytest.mark.parametrize("op", ("pam_mul", "pam_div"))
+@given(data=st.data())
+def test_sign_is_xor_of_signs(op: str, fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    a = data.draw(rst.bit_patterns(fmt, classes=_finite_classes(fmt)), label="a")
+    b = data.draw(rst.bit_patterns(fmt, classes=_finite_classes(fmt)), label="b")
+    r = _call(op, fmt, mode, a, b)
+    assume(exact_rounding.decode(r, fmt).kind != "nan")
+    expected_sign = (a ^ b) & fmt.sign_mask
+    assert r & fmt.sign_mask == expected_sign, f"{op}({a:#x}, {b:#x}) = {r:#x} has the wrong sign"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_mul_is_monotone_in_each_argument(fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    classes = _finite_classes(fmt)
+    low = data.draw(rst.bit_patterns(fmt, classes=classes), label="low")
+    high = data.draw(rst.bit_patterns(fmt, classes=classes), label="high")
+    other = data.draw(rst.bit_patterns(fmt, classes=classes), label="other")
+    value = exact_rounding.value_of
+    if value(high, fmt) < value(low, fmt):
+        low, high = high, low
+    slope_sign = value(other, fmt)
+    for first in (True, False):
+        lo = _call("pam_mul", fmt, mode, *((low, other) if first else (other, low)))
+        hi = _call("pam_mul", fmt, mode, *((high, other) if first else (other, high)))
+        assume(exact_rounding.decode(lo, fmt).kind != "nan" and exact_rounding.decode(hi, fmt).kind != "nan")
+        lo_value, hi_value = value(lo, fmt), value(hi, fmt)
+        ordered = lo_value <= hi_value if slope_sign >= 0 else lo_value >= hi_value
+        assert ordered, (
+            f"not monotone: {low:#x} <= {high:#x} but products with {other:#x} are {lo:#x}, {hi:#x}"
+        )
+
+
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_div_relative_error_within_zero_and_one_eighth(fmt_name: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    a = data.draw(rst.bit_patterns(fmt, classes=FINITE_NONZERO), label="a")
+    b = data.draw(rst.bit_patterns(fmt, classes=FINITE_NONZERO), label="b")
+    true = _value(a, fmt) / _value(b, fmt)
+    # The PA value lies in [true, 9/8·true]: normal and finite, so not rounded.
+    assume(Fraction(2) ** fmt.emin <= abs(true) and abs(true) * Fraction(9, 8) <= exact_rounding.max_finite_value(fmt))
+    r = _call("pam_div", fmt, "ieee", a, b)
+    relative = (_value(r, fmt) - true) / true
+    assert 0 <= relative <= Fraction(1, 8), f"relative error {float(relative)} of {a:#x} ⊘ {b:#x}"
+
+
+# ---- matrix product ------------------------------------------------------------------------
+
+
+def _matmul_operands(data: st.DataObject, fmt: formats.FloatFormat, finite: bool) -> tuple[np.ndarray, ...]:
+    m = data.draw(st.integers(1, 3), label="M")
+    k = data.draw(st.integers(0, 4), label="K")
+    n = data.draw(st.integers(1, 3), label="N")
+    classes = ("zero", "subnormal", "normal") if finite else None
+    A = data.draw(rst.bit_arrays(fmt, (m, k), classes=classes), label="A")
+    B = data.draw(rst.bit_arrays(fmt, (k, n), classes=classes), label="B")
+    return A, B
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_matmul_matches_exact_sequential_model(fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    A, B = _matmul_operands(data, fmt, finite=data.draw(st.booleans(), label="finite operands only"))
+    expected = np.asarray(exact.pam_matmul(A, B, fmt, mode), dtype=np.uint64).reshape(A.shape[0], B.shape[1])
+    acc = oracle.accumulator_format(fmt)
+    assert_bit_exact(
+        oracle.pam_matmul(A, B, fmt, mode=mode),
+        expected.astype(acc.uint_dtype),
+        fmt=acc,
+        nan="bits",
+        msg=f"oracle pam_matmul ({fmt.name}, {mode}) differs from the exact sequential model",
+    )
+
+
+def _other_orders(A: np.ndarray, B: np.ndarray, fmt: formats.FloatFormat, mode: str) -> dict[str, np.ndarray]:
+    """Results of the same products summed in other orders, computed with the exact model."""
+    acc = exact.accumulator_format(fmt)
+    m, k = A.shape
+    n = B.shape[1]
+
+    def widened(bits: int) -> int:
+        x = exact_rounding.decode(int(bits), fmt, mode)
+        if x.kind != "finite":
+            return exact_rounding.encode_special(x.kind, x.negative, acc)
+        return exact_rounding.round_fraction(x.negative, x.magnitude, acc)
+
+    def pairwise(terms: list[int]) -> int:
+        if not terms:
+            return 0
+        if len(terms) == 1:
+            return terms[0]
+        half = len(terms) // 2
+        return exact.add(pairwise(terms[:half]), pairwise(terms[half:]), acc, mode)
+
+    def reversed_order(terms: list[int]) -> int:
+        total = 0
+        for term in reversed(terms):
+            total = exact.add(total, term, acc, mode)
+        return total
+
+    def rounded_once(terms: list[int]) -> int:
+        if any(exact_rounding.decode(t, acc).kind in ("inf", "nan") for t in terms):
+            return reversed_order(terms)
+        exact_sum = sum((_value(t, acc) for t in terms), Fraction(0))
+        return exact_rounding.round_fraction(exact_sum < 0, abs(exact_sum), acc, mode)
+
+    results = {"reversed": reversed_order, "pairwise": pairwise, "rounded once": rounded_once}
+    out = {name: np.zeros((m, n), dtype=acc.uint_dtype) for name in results}
+    for i in range(m):
+        for j in range(n):
+            terms = [exact.pam_mul(widened(A[i, p]), widened(B[p, j]), acc, mode) for p in range(k)]
+            for name, summation in results.items():
+                out[name][i, j] = summation(terms)
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_other_summation_orders_are_within_bound(fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    A, B = _matmul_operands(data, fmt, finite=True)
+    sequential = oracle.pam_matmul(A, B, fmt, mode=mode)
+    assert oracle.within_bound(sequential, A, B, fmt, mode=mode).all(), "the sequential result is out of bound"
+    for name, result in _other_orders(A, B, fmt, mode).items():
+        inside = oracle.within_bound(result, A, B, fmt, mode=mode)
+        assert inside.all(), f"{name} summation is outside the bound at {np.argwhere(~inside).tolist()}"
+
+
+def _next_value(bits: int, fmt: formats.FloatFormat, up: bool) -> int:
+    """The neighbouring pattern above (``up``) or below, skipping the other zero."""
+    negative, magnitude = bits & fmt.sign_mask, bits & fmt.magnitude_mask
+    if up == (not negative):
+        return negative | (magnitude + 1)
+    if magnitude == 0:
+        return (fmt.sign_mask if not up else 0) | 1
+    return negative | (magnitude - 1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt_name", FORMATS)
+@given(data=st.data())
+def test_result_beyond_the_bound_is_rejected(fmt_name: str, mode: str, data: st.DataObject) -> None:
+    fmt = _fmt(fmt_name)
+    acc = oracle.accumulator_format(fmt)
+    A, B = _matmul_operands(data, fmt, finite=True)
+    exact_sum, bound = oracle.pam_matmul_bound(A, B, fmt, mode=mode)
+    assume(isinstance(exact_sum[0, 0], Fraction))
+    above = data.draw(st.booleans(), label="perturb upwards")
+    target = exact_sum[0, 0] + bound[0, 0] if above else exact_sum[0, 0] - bound[0, 0]
+    # The representable value just beyond the bound, in the chosen direction.
+    bits = exact_rounding.round_fraction(target < 0, abs(target), acc)
+    while exact_rounding.decode(bits, acc).kind in ("finite", "zero") and (
+        (_value(bits, acc) <= target) if above else (_value(bits, acc) >= target)
+    ):
+        bits = _next_value(bits, acc, above)
+    assume(exact_rounding.decode(bits, acc).kind == "finite")
+    perturbed = oracle.pam_matmul(A, B, fmt, mode=mode)
+    perturbed[0, 0] = bits
+    assert not oracle.within_bound(perturbed, A, B, fmt, mode=mode)[0, 0], (
+        f"{exact_rounding.value_of(bits, acc)} is beyond exact sum {exact_sum[0, 0]} ± {bound[0, 0]} "
+        "but within_bound accepted it"
+    )

@@ -1,0 +1,112 @@
+"""The audit against its gallery: every planted bug is flagged with the right class, no false alarms.
+
+Runs with the audit's DEFAULT settings (100 Hypothesis examples per check,
+derandomized, exhaustive where cheap).  The number of examples each bug needed
+is in ``README.audit.md``; ``python -m tests.test_audit_gallery`` prints that table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from revcheck.audit import Counterexample, audit
+from revcheck.audit.registry import REGISTRY
+from tests.gallery.audit_kernels import CORRECT_KERNELS, PLANTED_BUGS, PlantedBug, pam_matmul
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    # The audit's tensors are tiny: thread start-up would dominate, and on a busy 2-core machine
+    # two OpenMP threads spin against each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def meets(counterexample: Counterexample, condition: str) -> bool:
+    """Whether the counterexample satisfies one ``kind:value`` condition of a PlantedBug."""
+    kind, _, value = condition.partition(":")
+    if kind == "input":
+        return counterexample.involves(value)
+    if kind == "label":
+        return value in counterexample.labels
+    observed = counterexample.expected_label if kind == "expected" else counterexample.actual_label
+    return observed == value or observed.lstrip("+-") == value
+
+
+def audit_bug(bug: PlantedBug) -> tuple[Counterexample, int]:
+    report = audit(bug.kernel, bug.op, formats=bug.formats, determinism=bug.determinism)
+    assert not report.passed, f"the audit missed the planted bug:\n{report}"
+    (failed,) = report.failures
+    assert failed.counterexample is not None and failed.caught_after is not None
+    return failed.counterexample, failed.caught_after
+
+
+@pytest.mark.parametrize("name", list(PLANTED_BUGS))
+def test_planted_bug_is_flagged_with_the_right_class(name: str) -> None:
+    bug = PLANTED_BUGS[name]
+    counterexample, _ = audit_bug(bug)
+    unmet = [condition for condition in bug.expect if not meets(counterexample, condition)]
+    assert not unmet, f"{name}: counterexample does not show {unmet}:\n{counterexample.text()}"
+
+
+# One format whose inputs are all enumerated and one where only Hypothesis runs, per op; every
+# format and mode in the slow test below.
+QUICK_FORMATS = {
+    "pam_mul": ("fp8_e4m3fn", "bf16"),
+    "pam_div": ("fp8_e5m2", "fp32"),
+    "pa_log2": ("fp16", "fp64"),
+    "pa_exp2": ("bf16", "fp32"),
+    "pam_matmul": ("fp8_e4m3fn", "fp32"),
+    "pam_matmul_any_order": ("bf16",),
+    "bdia_quantize": ("bf16", "fp32"),
+    "bdia_forward_step": ("fp32",),
+    "bdia_inverse_step": ("fp32",),
+}
+
+
+def test_every_registered_op_has_a_correct_gallery_kernel() -> None:
+    assert set(CORRECT_KERNELS) == set(REGISTRY) == set(QUICK_FORMATS)
+
+
+@pytest.mark.parametrize("op", list(QUICK_FORMATS))
+def test_correct_kernel_passes(op: str) -> None:
+    report = audit(CORRECT_KERNELS[op], op, formats=QUICK_FORMATS[op])
+    assert report.passed, f"false alarm on the correct {op} kernel:\n{report}"
+
+
+def test_correct_matmul_is_deterministic() -> None:
+    report = audit(pam_matmul, "pam_matmul", formats="bf16", max_examples=5, determinism=True)
+    assert report.passed, str(report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", list(QUICK_FORMATS))
+def test_correct_kernel_passes_in_every_format_and_mode(op: str) -> None:
+    report = audit(CORRECT_KERNELS[op], op, formats="all", mode="all")
+    assert report.passed, f"false alarm on the correct {op} kernel:\n{report}"
+
+
+def catch_table() -> str:
+    """Markdown table: each planted bug, its op and format, the examples needed, the counterexample class."""
+    rows = ["| planted bug | op | format | caught after | stage | counterexample class |", "|---|---|---|---|---|---|"]
+    for name, bug in PLANTED_BUGS.items():
+        counterexample, caught_after = audit_bug(bug)
+        unit = {"hypothesis": "examples", "exhaustive": "inputs", "determinism": "runs"}[counterexample.stage]
+        classes = ", ".join(counterexample.labels)
+        if counterexample.expected_label:
+            classes += f"; expected {counterexample.expected_label}, got {counterexample.actual_label}"
+        rows.append(
+            f"| {name} | {bug.op} | {', '.join(bug.formats)} | {caught_after} {unit} | "
+            f"{counterexample.stage} | {classes} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    print(catch_table())
