@@ -38,11 +38,24 @@ class Scale(nn.Module):
         return x * self.factor
 
 
-def mlp_block(width: int, hidden: int, dropout: float, scale: float) -> nn.Module:
-    """A tiny MLP that consumes its input in one operation (its first Linear)."""
-    return nn.Sequential(
+class TwoUseBlock(nn.Module):
+    """``mlp(x) + tanh(x) * scale``: uses its input twice, so gradient summation order matters."""
+
+    def __init__(self, mlp: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.mlp = mlp
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x) + torch.tanh(x) * self.scale
+
+
+def mlp_block(width: int, hidden: int, dropout: float, scale: float, *, two_uses: bool = False) -> nn.Module:
+    """A tiny MLP block; with ``two_uses`` it also reads its input a second time."""
+    mlp = nn.Sequential(
         nn.Linear(width, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, width), Scale(scale)
     )
+    return TwoUseBlock(mlp, scale) if two_uses else mlp
 
 
 @dataclass
@@ -110,14 +123,19 @@ def draw_case(
     scale = data.draw(st.sampled_from([2.0**e for e in exponents]), label="block output scale")
     seed = data.draw(st.integers(0, 2**31 - 1), label="weights seed")
     pattern = data.draw(st.sampled_from(["plus", "minus", "alternate", "random"]), label="gamma pattern")
+    two_uses = data.draw(st.booleans(), label="blocks read their input twice")
     compute_dtype = _COMPUTE_DTYPES[compute_name]
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         blocks = [
-            mlp_block(width, hidden, p, scale).to(device=device, dtype=_BLOCK_DTYPES[block_name])
+            mlp_block(width, hidden, p, scale, two_uses=two_uses).to(
+                device=device, dtype=_BLOCK_DTYPES[block_name]
+            )
             for _ in range(depth)
         ]
+    if depth >= 3 and data.draw(st.booleans(), label="the last block repeats the first (shared parameters)"):
+        blocks[-1] = blocks[0]
     x = (
         torch.tensor(
             input_values(data, batch * width, l, 2.0**6 if block_name == "fp16" else 2.0**40),
@@ -250,7 +268,7 @@ def plain_loop(blocks: Sequence[nn.Module], x: torch.Tensor, case: Case) -> torc
         return codes.to(dtype) * 2.0**-l
 
     def h(k: int, state: torch.Tensor) -> torch.Tensor:
-        block_dtype = next(blocks[k].parameters()).dtype
+        block_dtype = next(iter(blocks[k].parameters())).dtype
         return blocks[k](state.to(block_dtype)).to(dtype)
 
     X_prev = R(x.to(torch.float64 if x.dtype == torch.float64 else torch.float32))
@@ -283,7 +301,7 @@ def check_gradients_equal_plain_autograd_loop(
         torch.manual_seed(case.rng_seed)
         out = plain_loop(blocks, x, case)
         (out * case.loss_weights).sum().backward()
-    want = (out.detach(), x.grad, *[p.grad for b in blocks for p in b.parameters()])
+    want = (out.detach(), x.grad, *[p.grad for p in nn.ModuleList(blocks).parameters()])
     assert_all_bit_exact(got, want, grad_names(stack))
 
 
@@ -310,7 +328,8 @@ def check_eval_matches_oracle_with_zero_gamma(
     case = draw_case(data, device)
     stack = case.stack(stack_class).eval()
     recorded: list[np.ndarray] = []
-    hooks = [b.register_forward_hook(lambda m, i, o: recorded.append(o.detach())) for b in stack.blocks]
+    unique_blocks = list({id(b): b for b in stack.blocks}.values())  # a shared block gets one hook
+    hooks = [b.register_forward_hook(lambda m, i, o: recorded.append(o.detach())) for b in unique_blocks]
     with torch.no_grad():
         got = stack(case.x)
     for hook in hooks:

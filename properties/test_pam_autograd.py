@@ -71,15 +71,20 @@ def normal_near_one(fmt: formats.FloatFormat, shape: tuple[int, ...]) -> st.Sear
     )
 
 
+def numpy_float(fmt: formats.FloatFormat) -> np.dtype:
+    assert fmt.numpy_float is not None, f"{fmt.name} has no NumPy dtype"
+    return fmt.numpy_float
+
+
 def numpy_floats(bit_array: np.ndarray, fmt: formats.FloatFormat) -> np.ndarray:
-    return bit_array.view(fmt.numpy_float)
+    return bit_array.view(numpy_float(fmt))
 
 
 def sequential_sum(terms: list[Fraction], acc: formats.FloatFormat) -> np.floating:
     """+0.0, then fl(acc + t) in order, by NumPy's IEEE addition; each term must be exact in ``acc``."""
-    total = acc.numpy_float.type(0.0)
+    total = numpy_float(acc).type(0.0)
     for term in terms:
-        as_float = acc.numpy_float.type(float(term))
+        as_float = numpy_float(acc).type(float(term))
         assert Fraction(float(as_float)) == term, f"term {term} not exact in {acc.name}: bad test data"
         total = total + as_float
     return total
@@ -108,7 +113,7 @@ def test_exact_backward_is_the_slope_of_the_affine_piece(data: st.DataObject, de
             ]
             for i in range(m)
         ]
-    ).astype(fmt.numpy_float)
+    ).astype(numpy_float(fmt))
     expected_b = np.array(
         [
             [
@@ -117,7 +122,7 @@ def test_exact_backward_is_the_slope_of_the_affine_piece(data: st.DataObject, de
             ]
             for p in range(k)
         ]
-    ).astype(fmt.numpy_float)
+    ).astype(numpy_float(fmt))
     assert a.grad is not None and b.grad is not None
     assert_bit_exact(a.grad, expected_a, msg=f"dA of the exact backward (mode={mode!r}) vs measured slopes")
     assert_bit_exact(b.grad, expected_b, msg=f"dB of the exact backward (mode={mode!r}) vs measured slopes")
@@ -137,11 +142,11 @@ def test_approx_backward_is_the_pam_matmuls_it_claims(data: st.DataObject, devic
     PAMMatmul.apply(a, b, mode, "approx").backward(bits.to_torch(g_bits, acc, device))
 
     def widened(bit_array: np.ndarray) -> np.ndarray:
-        return numpy_floats(bit_array, fmt).astype(acc.numpy_float).view(acc.uint_dtype)
+        return numpy_floats(bit_array, fmt).astype(numpy_float(acc)).view(acc.uint_dtype)
 
     def rounded_to_input(acc_bits: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):  # overflow to inf is the documented rounding
-            return numpy_floats(acc_bits, acc).astype(fmt.numpy_float)
+            return numpy_floats(acc_bits, acc).astype(numpy_float(fmt))
 
     expected_a = oracle.pam_matmul(g_bits, np.ascontiguousarray(widened(b_bits).T), acc, mode=mode)
     expected_b = oracle.pam_matmul(np.ascontiguousarray(widened(a_bits).T), g_bits, acc, mode=mode)

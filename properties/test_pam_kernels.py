@@ -72,11 +72,11 @@ def test_binary_kernel_broadcasts_like_oracle(op: str, device: str, data: st.Dat
 @pytest.mark.parametrize("op", ("pam_mul", "pam_div"))
 @given(data=st.data())
 def test_kernel_on_regular_operands_equals_oracle(op: str, device: str, data: st.DataObject) -> None:
-    """Arrays of normal values near 1 take the kernels' integer fast path; it must agree too."""
+    """Arrays of zeros and normal values near 1 take the kernels' integer fast path; it must agree too."""
     fmt = data.draw(rst.formats(), label="format")
     mode = data.draw(st.sampled_from(MODES), label="mode")
     size = data.draw(st.integers(1, 16), label="size")
-    elements = near_one_patterns(fmt)
+    elements = st.one_of(near_one_patterns(fmt), st.sampled_from([0, fmt.sign_mask]))  # ±0 too
     a_bits = np.array(
         data.draw(st.lists(elements, min_size=size, max_size=size), label="a bits"), fmt.uint_dtype
     )

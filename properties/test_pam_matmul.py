@@ -93,3 +93,47 @@ def test_other_orders_stay_within_the_error_bound(operands, mode: str, order: st
     assert inside.all(), (
         f"order={order!r} ({mode}) outside the oracle's error bound: {'; '.join(outside[:5])}"
     )
+
+
+@given(data=st.data())
+def test_sequential_order_is_kept_where_order_changes_the_result(data: st.DataObject, device: str) -> None:
+    """Sums of 4 to 12 products of spread exponents: here another order differs in most draws."""
+    fmt = data.draw(rst.formats(), label="format")
+    mode = data.draw(st.sampled_from(MODES), label="mode")
+    m = data.draw(st.integers(1, 3), label="M")
+    k = data.draw(st.integers(4, 12), label="K")
+    n = data.draw(st.integers(1, 3), label="N")
+    a_bits = data.draw(spread_normal_arrays(fmt, (m, k)), label="A bits")
+    b_bits = data.draw(spread_normal_arrays(fmt, (k, n)), label="B bits")
+    actual = kernels.pam_matmul(
+        bits.to_torch(a_bits, fmt, device), bits.to_torch(b_bits, fmt, device), mode=mode
+    )
+    assert_bit_exact(
+        actual,
+        oracle.pam_matmul(a_bits, b_bits, fmt, mode=mode),
+        fmt=oracle.accumulator_format(fmt),
+        msg=f"kernels.pam_matmul(A, B, mode={mode!r}) vs oracle: the summation order is not k = 0 … K−1",
+    )
+
+
+NARROW_FORMATS = [
+    fmt for fmt in map(formats.get, formats.names()) if oracle.accumulator_format(fmt) is not fmt
+]
+
+
+@given(data=st.data())
+def test_ftz_flushes_subnormal_inputs_of_their_own_format(data: st.DataObject, device: str) -> None:
+    """fp16/bf16/fp8 subnormals are normal once widened to fp32; ftz must flush them before that."""
+    fmt = data.draw(st.sampled_from(NARROW_FORMATS), label="format (narrower than its accumulator)")
+    m, k, n = (data.draw(st.integers(1, 3), label=name) for name in "MKN")
+    a_bits = data.draw(rst.bit_arrays(fmt, (m, k), classes=("subnormal", "zero")), label="A bits (tiny)")
+    b_bits = data.draw(rst.bit_arrays(fmt, (k, n), classes=("normal",)), label="B bits")
+    actual = kernels.pam_matmul(
+        bits.to_torch(a_bits, fmt, device), bits.to_torch(b_bits, fmt, device), mode="ftz"
+    )
+    assert_bit_exact(
+        actual,
+        oracle.pam_matmul(a_bits, b_bits, fmt, mode="ftz"),
+        fmt=oracle.accumulator_format(fmt),
+        msg=f"kernels.pam_matmul(A, B, mode='ftz') on {fmt.name} subnormals vs oracle",
+    )

@@ -244,11 +244,32 @@ def test_div_relative_error_within_zero_and_one_eighth(fmt_name: str, data: st.D
 # ---- matrix product ------------------------------------------------------------------------
 
 
-def _matmul_operands(data: st.DataObject, fmt: formats.FloatFormat, finite: bool) -> tuple[np.ndarray, ...]:
+def _spread_normals(fmt: formats.FloatFormat, shape: tuple[int, int], seed: int) -> np.ndarray:
+    """Normal values within 2^±4 of 1, random signs and significands (seeded NumPy generator).
+
+    Hypothesis' own integers favour boundary values, whose short sums are exact
+    in any order; these make partial sums round, so the summation order shows.
+    """
+    rng = np.random.default_rng(seed)
+    size = shape[0] * shape[1]
+    spread = min(4, fmt.emax - 1)
+    sign = rng.integers(0, 2, size).astype(np.uint64) << np.uint64(fmt.width - 1)
+    exponent = rng.integers(fmt.bias - spread, fmt.bias + spread + 1, size).astype(np.uint64)
+    significand = rng.integers(0, fmt.mantissa_mask, size, endpoint=True).astype(np.uint64)
+    patterns = sign | exponent << np.uint64(fmt.mantissa_bits) | significand
+    return patterns.astype(fmt.uint_dtype).reshape(shape)
+
+
+def _matmul_operands(data: st.DataObject, fmt: formats.FloatFormat, kinds: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """A (M×K) and B (K×N): any values, finite values, or spread normals (``kinds`` to choose from)."""
     m = data.draw(st.integers(1, 3), label="M")
-    k = data.draw(st.integers(0, 4), label="K")
+    k = data.draw(st.integers(0, 5), label="K")
     n = data.draw(st.integers(1, 3), label="N")
-    classes = ("zero", "subnormal", "normal") if finite else None
+    kind = data.draw(st.sampled_from(kinds), label="operand kind")
+    if kind == "spread":
+        seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+        return _spread_normals(fmt, (m, k), seed), _spread_normals(fmt, (k, n), seed + 1)
+    classes = ("zero", "subnormal", "normal") if kind == "finite" else None
     A = data.draw(rst.bit_arrays(fmt, (m, k), classes=classes), label="A")
     B = data.draw(rst.bit_arrays(fmt, (k, n), classes=classes), label="B")
     return A, B
@@ -259,7 +280,7 @@ def _matmul_operands(data: st.DataObject, fmt: formats.FloatFormat, finite: bool
 @given(data=st.data())
 def test_matmul_matches_exact_sequential_model(fmt_name: str, mode: str, data: st.DataObject) -> None:
     fmt = _fmt(fmt_name)
-    A, B = _matmul_operands(data, fmt, finite=data.draw(st.booleans(), label="finite operands only"))
+    A, B = _matmul_operands(data, fmt, ("any", "finite", "spread"))
     expected = np.asarray(exact.pam_matmul(A, B, fmt, mode), dtype=np.uint64).reshape(A.shape[0], B.shape[1])
     acc = oracle.accumulator_format(fmt)
     assert_bit_exact(
@@ -318,7 +339,7 @@ def _other_orders(A: np.ndarray, B: np.ndarray, fmt: formats.FloatFormat, mode: 
 @given(data=st.data())
 def test_other_summation_orders_are_within_bound(fmt_name: str, mode: str, data: st.DataObject) -> None:
     fmt = _fmt(fmt_name)
-    A, B = _matmul_operands(data, fmt, finite=True)
+    A, B = _matmul_operands(data, fmt, ("finite", "spread"))
     sequential = oracle.pam_matmul(A, B, fmt, mode=mode)
     assert oracle.within_bound(sequential, A, B, fmt, mode=mode).all(), "the sequential result is out of bound"
     for name, result in _other_orders(A, B, fmt, mode).items():
@@ -342,7 +363,7 @@ def _next_value(bits: int, fmt: formats.FloatFormat, up: bool) -> int:
 def test_result_beyond_the_bound_is_rejected(fmt_name: str, mode: str, data: st.DataObject) -> None:
     fmt = _fmt(fmt_name)
     acc = oracle.accumulator_format(fmt)
-    A, B = _matmul_operands(data, fmt, finite=True)
+    A, B = _matmul_operands(data, fmt, ("finite", "spread"))
     exact_sum, bound = oracle.pam_matmul_bound(A, B, fmt, mode=mode)
     assume(isinstance(exact_sum[0, 0], Fraction))
     above = data.draw(st.booleans(), label="perturb upwards")

@@ -4,4 +4,5 @@ import sys
 
 from revcheck.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when imported, e.g. by pytest --doctest-modules
+    sys.exit(main())

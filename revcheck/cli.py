@@ -44,12 +44,17 @@ def _parser() -> _Parser:
     audit.add_argument("target", help="the kernel: MODULE:FUNCTION or path/to/file.py:FUNCTION")
     audit.add_argument("--op", required=True, help="the operation it implements (see `revcheck ops`)")
     audit.add_argument(
-        "--format", dest="formats", action="append", metavar="FORMAT",
+        "--format",
+        dest="formats",
+        action="append",
+        metavar="FORMAT",
         help="format to audit (repeatable, or 'all'; default: every format the op supports)",
     )
     audit.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1 ...")
     audit.add_argument("--mode", default="ieee", help="ieee (default), ftz or all (PAM ops only)")
-    audit.add_argument("--examples", type=int, default=None, help="Hypothesis examples per check (default 100)")
+    audit.add_argument(
+        "--examples", type=int, default=None, help="Hypothesis examples per check (default 100)"
+    )
     audit.add_argument("--exhaustive", action="store_true", help="also enumerate up to 2**32 inputs (slow)")
     audit.add_argument("--seed", type=int, default=None, help="seed Hypothesis (default: derandomized)")
     audit.add_argument("--time-budget", type=float, default=None, help="seconds for the whole audit")
@@ -83,7 +88,9 @@ def _audit(args: argparse.Namespace) -> int:
             with open(args.json_path, "w", encoding="utf-8") as handle:
                 handle.write(report.to_json())
         except OSError as error:
-            raise _UsageError(f"cannot write the JSON report to {args.json_path!r}: {error.strerror}") from None
+            raise _UsageError(
+                f"cannot write the JSON report to {args.json_path!r}: {error.strerror}"
+            ) from None
     return EXIT_OK if report.passed else EXIT_COUNTEREXAMPLE
 
 
@@ -92,7 +99,8 @@ def _ops() -> int:
 
     for spec in REGISTRY.values():
         modes = f"; modes: {', '.join(spec.modes)}" if spec.modes else ""
-        print(f"{spec.name}\n    {spec.signature}\n    {spec.summary}\n    formats: {', '.join(spec.formats)}{modes}")
+        print(f"{spec.name}\n    {spec.signature}\n    {spec.summary}")
+        print(f"    formats: {', '.join(spec.formats)}{modes}")
     return EXIT_OK
 
 

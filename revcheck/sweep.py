@@ -51,6 +51,7 @@ __all__ = [
     "ChunkResult",
     "SweepConfig",
     "SweepResult",
+    "Throughput",
     "UsageError",
     "chunk_inputs",
     "default_chunk_bits",
@@ -127,6 +128,7 @@ class ChunkResult:
     # Each example: operand patterns..., implementation's result, oracle's result (Python ints).
     examples: list[list[int]] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -221,7 +223,7 @@ def check_chunk(config: SweepConfig, chunk: int) -> ChunkResult:
     """Run the implementation and the oracle on every input of ``chunk`` and compare bit patterns."""
     from revcheck.bits import to_bits, to_torch
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fmt = config.fmt
     operands = chunk_inputs(config, chunk)
     expected = np.asarray(_oracle(config)(*operands, fmt, mode=config.mode))
@@ -238,7 +240,14 @@ def check_chunk(config: SweepConfig, chunk: int) -> ChunkResult:
         [*(int(x[i]) for x in operands), int(got[i]), int(expected[i])]
         for i in bad_at[:MAX_EXAMPLES_PER_CHUNK]
     ]
-    return ChunkResult(chunk, int(expected.size), int(bad_at.size), examples, time.perf_counter() - start)
+    return ChunkResult(
+        chunk,
+        int(expected.size),
+        int(bad_at.size),
+        examples,
+        time.perf_counter() - start,
+        time.process_time() - cpu_start,
+    )
 
 
 def _init_worker() -> None:
@@ -297,8 +306,9 @@ def _save(config: SweepConfig, results: Iterable[ChunkResult]) -> None:
 class _Progress:
     """Rate and ETA on stderr: redrawn in place on a terminal, a line every 30 s otherwise."""
 
-    def __init__(self, stream: TextIO, total_inputs: int, enabled: bool) -> None:
+    def __init__(self, stream: TextIO, total_inputs: int, enabled: bool, noun: str) -> None:
         self.stream = stream
+        self.noun = noun
         self.total = total_inputs
         self.enabled = enabled
         self.interactive = stream.isatty()
@@ -317,8 +327,8 @@ class _Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         remaining = (self.total - self.done) / rate if rate > 0 else float("inf")
         text = (
-            f"chunk {chunks_done}/{chunks_total}  {self.done:,}/{self.total:,} inputs  "
-            f"{rate / 1e6:.2f} M/s  elapsed {_duration(elapsed)}  ETA {_duration(remaining)}"
+            f"chunk {chunks_done}/{chunks_total}  {self.done:,}/{self.total:,} {self.noun}  "
+            f"{rate:,.0f} {self.noun}/s  elapsed {_duration(elapsed)}  ETA {_duration(remaining)}"
         )
         if self.interactive:
             self.stream.write("\r" + text + ("\n" if final else ""))
@@ -393,12 +403,28 @@ def _run_chunks(config: SweepConfig, todo: list[int]) -> Iterator[ChunkResult]:
         yield from pool.imap_unordered(_check_chunk_job, [(config, c) for c in todo])
 
 
-def throughput(config: SweepConfig, n_chunks: int) -> float:
-    """Steady-state inputs/s of ``config``'s sweep over ``n_chunks`` chunks spread over the space.
+@dataclass(frozen=True)
+class Throughput:
+    """Sweep speed: wall-clock inputs/s with ``workers`` processes, and inputs per CPU-second."""
+
+    wall_rate: float
+    cpu_rate: float
+    workers: int
+
+    def projected_seconds(self, inputs: int, cores: int | None = None) -> float:
+        """Time for ``inputs`` at the measured wall rate, or on ``cores`` otherwise idle cores."""
+        if cores is None:
+            return inputs / self.wall_rate
+        return inputs / (self.cpu_rate * cores)
+
+
+def throughput(config: SweepConfig, n_chunks: int) -> Throughput:
+    """Steady-state speed of ``config``'s sweep over ``n_chunks`` chunks spread over the space.
 
     Worker start-up and a warm-up chunk per worker are excluded, so the figure
     projects long sweeps (a full 2**32 one runs for minutes; start-up takes seconds).
-    Nothing is recorded in the state dir.
+    The CPU rate (inputs per CPU-second of the workers) does not depend on what else
+    the machine is running.  Nothing is recorded in the state dir.
     """
     _validate(config)
     order = run_order(range(total_chunks(config)), total_chunks(config))
@@ -408,14 +434,16 @@ def throughput(config: SweepConfig, n_chunks: int) -> float:
     if workers == 1:
         _check_chunk_job((config, warm_up[0]))
         start = time.perf_counter()
-        inputs = sum(_check_chunk_job(job).inputs for job in jobs)
-        return inputs / (time.perf_counter() - start)
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker) as pool:
-        pool.map(_check_chunk_job, [(config, c) for c in warm_up], chunksize=1)
-        start = time.perf_counter()
-        inputs = sum(r.inputs for r in pool.imap_unordered(_check_chunk_job, jobs))
-        return inputs / (time.perf_counter() - start)
+        results = [_check_chunk_job(job) for job in jobs]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_init_worker) as pool:
+            pool.map(_check_chunk_job, [(config, c) for c in warm_up], chunksize=1)
+            start = time.perf_counter()
+            results = list(pool.imap_unordered(_check_chunk_job, jobs))
+    elapsed = time.perf_counter() - start
+    inputs = sum(r.inputs for r in results)
+    return Throughput(inputs / elapsed, inputs / sum(r.cpu_seconds for r in results), workers)
 
 
 def run_sweep(config: SweepConfig, *, progress_stream: TextIO | None = None) -> SweepResult:
@@ -432,7 +460,8 @@ def run_sweep(config: SweepConfig, *, progress_stream: TextIO | None = None) -> 
     if config.limit_chunks is not None:
         todo = todo[: config.limit_chunks]
     chunk_size = 1 << config.bits_per_chunk
-    progress = _Progress(progress_stream or sys.stderr, len(todo) * chunk_size, not config.quiet)
+    noun = "pairs" if config.arity == 2 else "inputs"
+    progress = _Progress(progress_stream or sys.stderr, len(todo) * chunk_size, not config.quiet, noun)
     run_now = 0
     last_save = time.perf_counter()
     try:

@@ -1,4 +1,4 @@
-"""Unit tests of ``PAMMatmul`` and ``PAMLinear``: drop-in behaviour of the layer and bit-level gradient claims."""
+"""Unit tests of ``PAMMatmul`` and ``PAMLinear``: drop-in behaviour and bit-level gradient claims."""
 
 from __future__ import annotations
 

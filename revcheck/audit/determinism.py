@@ -75,7 +75,7 @@ def first_difference(reference: Any, other: Any) -> Difference | None:
     left, right = _flatten(reference), _flatten(other)
     if len(left) != len(right):
         return Difference("", (), f"{len(left)} outputs", f"{len(right)} outputs", "number of outputs")
-    for (path, a), (_, b) in zip(left, right):
+    for (path, a), (_, b) in zip(left, right, strict=True):
         a_array, a_kind, fmt = _as_array(a)
         b_array, b_kind, _ = _as_array(b)
         if a_kind != b_kind:
@@ -91,14 +91,22 @@ def first_difference(reference: Any, other: Any) -> Difference | None:
             x, y = a_array[index], b_array[index]
             if fmt is not None:
                 return Difference(path, index, _bits.describe(int(x), fmt), _bits.describe(int(y), fmt))
-            return Difference(path, index, repr(x.item() if hasattr(x, "item") else x), repr(y.item() if hasattr(y, "item") else y))
+            return Difference(
+                path,
+                index,
+                repr(x.item() if hasattr(x, "item") else x),
+                repr(y.item() if hasattr(y, "item") else y),
+            )
     return None
 
 
 def _on_cuda(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     for value in [*args, *kwargs.values()]:
         for _, leaf in _flatten(value):
-            if type(leaf).__module__.startswith("torch") and getattr(getattr(leaf, "device", None), "type", "") == "cuda":
+            if (
+                type(leaf).__module__.startswith("torch")
+                and getattr(getattr(leaf, "device", None), "type", "") == "cuda"
+            ):
                 return True
     return False
 

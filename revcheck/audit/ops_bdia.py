@@ -100,9 +100,11 @@ def _tie_patterns(fmt: FloatFormat, l_value: int) -> st.SearchStrategy[int]:
     """Values exactly halfway between two codes, ``(2k + 1) · 2**-(l + 1)``, and exact grid points."""
     limit = (1 << (fmt.precision - 1)) - 1
     return st.tuples(st.integers(-limit, limit), st.booleans()).map(
-        lambda pair: _exact_pattern(2 * pair[0] + 1, -(l_value + 1), fmt)
-        if pair[1]
-        else _exact_pattern(pair[0], -l_value, fmt)
+        lambda pair: (
+            _exact_pattern(2 * pair[0] + 1, -(l_value + 1), fmt)
+            if pair[1]
+            else _exact_pattern(pair[0], -l_value, fmt)
+        )
     )
 
 
@@ -115,13 +117,17 @@ def _quantize_strategy(fmt: FloatFormat) -> st.SearchStrategy[Case]:
     return st.integers(0, MAX_L).flatmap(for_l)
 
 
-def _quantize_call(candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str) -> Outputs:
+def _quantize_call(
+    candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
+) -> Outputs:
     result = candidate(sp.to_tensor(case["y"], fmt, device), case["l"])
     return {"codes": sp.output_codes(result, case["y"].shape, "the codes")}
 
 
 def _quantize_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
-    return {"codes": np.asarray(_oracle().quantize(_as_numpy_float(case["y"], fmt), case["l"]), dtype=np.int64)}
+    return {
+        "codes": np.asarray(_oracle().quantize(_as_numpy_float(case["y"], fmt), case["l"]), dtype=np.int64)
+    }
 
 
 def _quantize_labels(y_bits: int, l_value: int, fmt: FloatFormat) -> tuple[str, ...]:
@@ -212,7 +218,9 @@ def _step_strategy(fmt: FloatFormat, inverse: bool) -> st.SearchStrategy[Case]:
     )
     # Seeded random states with every bit of large codes and of h random: where the rounding of
     # x = X * 2**-l and of y_k shows (Hypothesis' integers favour small, round values).
-    seeded = st.integers(0, 2**32 - 1).map(lambda seed: _random_step_case(fmt, np.random.default_rng(seed), inverse))
+    seeded = st.integers(0, 2**32 - 1).map(
+        lambda seed: _random_step_case(fmt, np.random.default_rng(seed), inverse)
+    )
     return st.one_of(shapes.flatmap(for_shape), seeded)
 
 
@@ -267,7 +275,9 @@ def _oracle_compute_dtype(fmt: FloatFormat) -> Any:
     return fmt.numpy_float
 
 
-def _forward_call(candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str) -> Outputs:
+def _forward_call(
+    candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
+) -> Outputs:
     result = candidate(
         sp.codes_to_tensor(case["X_prev"], device),
         sp.codes_to_tensor(case["X_cur"], device),
@@ -288,7 +298,9 @@ def _side_bits_output(result: object, shape: tuple[int, ...]) -> np.ndarray[Any,
     import torch
 
     if not isinstance(result, torch.Tensor) or result.dtype.is_floating_point or result.dtype.is_complex:
-        raise sp.BadOutput(f"s_prev must be an integer or bool torch.Tensor, got {getattr(result, 'dtype', result)}")
+        raise sp.BadOutput(
+            f"s_prev must be an integer or bool torch.Tensor, got {getattr(result, 'dtype', result)}"
+        )
     if tuple(result.shape) != tuple(shape):
         raise sp.BadOutput(f"s_prev has shape {tuple(result.shape)}, expected {tuple(shape)}")
     return np.asarray(result.detach().cpu().to(torch.int64).numpy())
@@ -310,7 +322,9 @@ def _forward_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
     return {"X_next": np.asarray(x_next, dtype=np.int64), "s_prev": np.asarray(side).astype(np.int64)}
 
 
-def _step_inputs(case: Case, index: tuple[int, ...], fmt: FloatFormat, names: tuple[str, ...]) -> tuple[Value, ...]:
+def _step_inputs(
+    case: Case, index: tuple[int, ...], fmt: FloatFormat, names: tuple[str, ...]
+) -> tuple[Value, ...]:
     values: list[Value] = []
     for name in names:
         if name == "h":
@@ -352,7 +366,9 @@ def _first_code_mismatch(expected: Outputs, actual: Outputs) -> tuple[int, ...] 
 
 
 def _step_compare(names: tuple[str, ...]) -> Any:
-    def compare(case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None) -> Finding | None:
+    def compare(
+        case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None
+    ) -> Finding | None:
         index = _first_code_mismatch(expected, actual)
         if index is None:
             return None
@@ -408,7 +424,10 @@ def forward_step_spec() -> OpSpec:
             "candidate(X_prev, X_cur: int64 (B, D), h: float (B, D), gamma: float (B,) of ±1/2, l: int, *, "
             "compute_dtype) -> (X_next: int64 (B, D), s_prev: integer (B, D) of 0/1)"
         ),
-        summary="one BDIA block forward: X_next = gamma (X_prev + s_prev) + R(y), y = fl(fl((1-g) x) + fl((1+g) h))",
+        summary=(
+            "one BDIA block forward: X_next = gamma (X_prev + s_prev) + R(y), "
+            "y = fl(fl((1-g) x) + fl((1+g) h))"
+        ),
         formats=STEP_FORMATS,
         modes=(),
         strategy=partial(_step_strategy, inverse=False),
@@ -421,7 +440,9 @@ def forward_step_spec() -> OpSpec:
     )
 
 
-def _inverse_call(candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str) -> Outputs:
+def _inverse_call(
+    candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
+) -> Outputs:
     result = candidate(
         sp.codes_to_tensor(case["X_next"], device),
         sp.codes_to_tensor(case["X_cur"], device),

@@ -39,7 +39,9 @@ def _oracle() -> Any:
 # ---- elementwise ops --------------------------------------------------------------------------
 
 
-def elementwise_spec(name: str, arg_names: tuple[str, ...], summary: str, *, exponent_rule: int = 0) -> OpSpec:
+def elementwise_spec(
+    name: str, arg_names: tuple[str, ...], summary: str, *, exponent_rule: int = 0
+) -> OpSpec:
     """The spec of an elementwise op ``oracle.pam.<name>(*bit_arrays, fmt, mode=...)``.
 
     ``exponent_rule`` is +1 for ops whose result exponent is about Ea + Eb (multiply), -1 for
@@ -110,7 +112,12 @@ def _boundary_pair(fmt: FloatFormat, exponent_rule: int) -> st.SearchStrategy[tu
 
 
 def _elementwise_call(
-    arg_names: tuple[str, ...], candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
+    arg_names: tuple[str, ...],
+    candidate: Candidate,
+    case: Case,
+    fmt: FloatFormat,
+    mode: str | None,
+    device: str,
 ) -> Outputs:
     tensors = [sp.to_tensor(case[name], fmt, device) for name in arg_names]
     keywords = {} if mode is None else {"mode": mode}
@@ -126,7 +133,12 @@ def _elementwise_oracle(
 
 
 def _elementwise_compare(
-    arg_names: tuple[str, ...], case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None
+    arg_names: tuple[str, ...],
+    case: Case,
+    expected: Outputs,
+    actual: Outputs,
+    fmt: FloatFormat,
+    mode: str | None,
 ) -> Finding | None:
     index = sp.first_float_mismatch(expected["result"], actual["result"], fmt)
     if index is None:
@@ -232,17 +244,25 @@ def _similar_matrices(fmt: FloatFormat, rng: np.random.Generator) -> Case:
     return {"A": _moderate_values(fmt, rng, (m, k)), "B": _moderate_values(fmt, rng, (k, n))}
 
 
-def _moderate_values(fmt: FloatFormat, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray[Any, Any]:
+def _moderate_values(
+    fmt: FloatFormat, rng: np.random.Generator, shape: tuple[int, int]
+) -> np.ndarray[Any, Any]:
     """Random normal values within a few binades of 1, all significand bits random."""
     exponents = np.clip(rng.integers(-4, 5, size=shape) + fmt.bias, 1, fmt.max_biased_exponent - 1)
     mantissas = rng.integers(0, 1 << fmt.mantissa_bits, size=shape, dtype=np.uint64)
     signs = rng.integers(0, 2, size=shape, dtype=np.uint64)
-    patterns = (signs << np.uint64(fmt.width - 1)) | (exponents.astype(np.uint64) << np.uint64(fmt.mantissa_bits))
-    patterns = np.minimum(patterns | mantissas, np.uint64(fmt.max_finite) | (signs << np.uint64(fmt.width - 1)))
+    patterns = (signs << np.uint64(fmt.width - 1)) | (
+        exponents.astype(np.uint64) << np.uint64(fmt.mantissa_bits)
+    )
+    patterns = np.minimum(
+        patterns | mantissas, np.uint64(fmt.max_finite) | (signs << np.uint64(fmt.width - 1))
+    )
     return patterns.astype(fmt.uint_dtype)
 
 
-def _matmul_call(candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str) -> Outputs:
+def _matmul_call(
+    candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
+) -> Outputs:
     keywords = {} if mode is None else {"mode": mode}
     result = candidate(sp.to_tensor(case["A"], fmt, device), sp.to_tensor(case["B"], fmt, device), **keywords)
     shape = (case["A"].shape[0], case["B"].shape[1])
@@ -251,7 +271,11 @@ def _matmul_call(candidate: Candidate, case: Case, fmt: FloatFormat, mode: str |
 
 
 def _matmul_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
-    return {"C": np.asarray(_oracle().pam_matmul(case["A"], case["B"], fmt, order="sequential", mode=mode or "ieee"))}
+    return {
+        "C": np.asarray(
+            _oracle().pam_matmul(case["A"], case["B"], fmt, order="sequential", mode=mode or "ieee")
+        )
+    }
 
 
 def _matmul_bound_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:

@@ -94,7 +94,9 @@ class Counterexample:
 
     def text(self) -> str:
         """Several lines: inputs, expected, actual, distance, class and how to reproduce."""
-        lines = [f"counterexample ({self.stage}) for {self.op} [{self.format}, {self.device}, mode={self.mode}]"]
+        lines = [
+            f"counterexample ({self.stage}) for {self.op} [{self.format}, {self.device}, mode={self.mode}]"
+        ]
         if self.note:
             lines.append(f"  note:     {self.note}")
         if self.index:
@@ -179,7 +181,11 @@ class AuditReport:
     def result(self, format: str, mode: str | None = None, device: str | None = None) -> CheckResult:
         """The check of ``format`` (and ``mode``/``device`` where several were audited)."""
         for candidate in self.results:
-            if candidate.format == format and mode in (None, candidate.mode) and device in (None, candidate.device):
+            if (
+                candidate.format == format
+                and mode in (None, candidate.mode)
+                and device in (None, candidate.device)
+            ):
                 return candidate
         audited = ", ".join(f"{r.format}/{r.mode}/{r.device}" for r in self.results)
         raise KeyError(f"no check of format={format!r} mode={mode!r} device={device!r}; audited: {audited}")
@@ -206,7 +212,10 @@ class AuditReport:
             for r in self.results
         ]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in [header, *rows]
+        ]
         lines.insert(1, "  ".join("-" * width for width in widths))
         return "\n".join(lines)
 

@@ -93,7 +93,9 @@ def _resolve_modes(spec: OpSpec, mode: str | Sequence[str] | None) -> list[str |
     requested = list(spec.modes) if mode == "all" else [mode] if isinstance(mode, str) else list(mode)
     for name in requested:
         if name not in spec.modes:
-            raise AuditUsageError(f"unknown mode {name!r} for {spec.name}; use one of {', '.join(spec.modes)} or 'all'")
+            raise AuditUsageError(
+                f"unknown mode {name!r} for {spec.name}; use one of {', '.join(spec.modes)} or 'all'"
+            )
     return list(dict.fromkeys(requested))
 
 
@@ -156,7 +158,13 @@ def _case_values(case: Case, fmt: FloatFormat) -> tuple[Value, ...]:
 
 
 def check_case(
-    spec: OpSpec, candidate: Callable[..., Any], case: Case, fmt: FloatFormat, mode: str | None, pass_mode: bool, device: str
+    spec: OpSpec,
+    candidate: Callable[..., Any],
+    case: Case,
+    fmt: FloatFormat,
+    mode: str | None,
+    pass_mode: bool,
+    device: str,
 ) -> Finding | None:
     """Run the candidate on one case and compare with the oracle; None when bit-exact."""
     try:
@@ -177,10 +185,21 @@ class _Check:
     """State of one (op, format, device, mode) check."""
 
     def __init__(
-        self, spec: OpSpec, candidate: Callable[..., Any], fmt: FloatFormat, mode: str | None, pass_mode: bool, device: str
+        self,
+        spec: OpSpec,
+        candidate: Callable[..., Any],
+        fmt: FloatFormat,
+        mode: str | None,
+        pass_mode: bool,
+        device: str,
     ) -> None:
         self.spec, self.candidate, self.fmt, self.mode, self.pass_mode, self.device = (
-            spec, candidate, fmt, mode, pass_mode, device,
+            spec,
+            candidate,
+            fmt,
+            mode,
+            pass_mode,
+            device,
         )
         self.examples = 0
         self.elements = 0
@@ -248,8 +267,14 @@ def _hypothesis_stage(
             return case, finding, None
         note = f"{finding.note}; " if finding.note else ""
         flaky = Finding(
-            finding.index, finding.inputs, finding.expected, finding.actual, finding.labels, finding.ulp_distance,
-            note + f"the failure did not reproduce on a re-run ({type(error).__name__}): the kernel is nondeterministic",
+            finding.index,
+            finding.inputs,
+            finding.expected,
+            finding.actual,
+            finding.labels,
+            finding.ulp_distance,
+            f"{note}the failure did not reproduce on a re-run ({type(error).__name__}): "
+            "the kernel is nondeterministic",
         )
         return case, flaky, None
     return None
@@ -263,10 +288,13 @@ def _blob(error: BaseException) -> str | None:
     return None
 
 
-def _exhaustive_stage(check: _Check, plan: sp.ExhaustivePlan, deadline: float | None) -> tuple[Case, Finding] | None | str:
+def _exhaustive_stage(
+    check: _Check, plan: sp.ExhaustivePlan, deadline: float | None
+) -> tuple[Case, Finding] | str | None:
     checked = 0
     for chunk in plan.chunks():
         if deadline is not None and time.monotonic() > deadline:
+            check.elements += checked
             return f"exhaustive stage stopped by the time budget after {checked} of {plan.size} inputs"
         finding = check.run_case(chunk)
         if finding is not None:
@@ -287,7 +315,9 @@ def _as_floats(outputs: sp.Outputs, fmt: FloatFormat) -> dict[str, Any]:
     """Bit-pattern outputs as float arrays where NumPy has the format, so differences print as values."""
     shown: dict[str, Any] = {}
     for name, array in outputs.items():
-        same_width = [f for f in (fmt, _formats.get("fp32"), _formats.get("fp64")) if f.uint_dtype == array.dtype]
+        same_width = [
+            f for f in (fmt, _formats.get("fp32"), _formats.get("fp64")) if f.uint_dtype == array.dtype
+        ]
         if same_width and same_width[0].numpy_float is not None:
             shown[name] = array.view(same_width[0].numpy_float)
         else:
@@ -309,8 +339,12 @@ def _determinism_stage(check: _Check, seed: int | None, runs: int) -> tuple[Case
                 note = f"not deterministic: run {run} differs from run 0 in {difference.text()}"
                 first = Value(f"output {difference.path} (run 0)", difference.first)
                 other = Value(f"output {difference.path} (run {run})", difference.other)
-                inputs = (Value("inputs", f"the op's sample case ({_elements(case)} elements, seed {seed or 0})"),)
-                return case, Finding(difference.index, inputs, (first,), (other,), ("nondeterministic",), note=note)
+                inputs = (
+                    Value("inputs", f"the op's sample case ({_elements(case)} elements, seed {seed or 0})"),
+                )
+                return case, Finding(
+                    difference.index, inputs, (first,), (other,), ("nondeterministic",), note=note
+                )
     except (_CandidateRaised, sp.BadOutput) as error:
         return case, Finding((), (), (), (), ("raised",), note=f"during the determinism runs: {error}")
     return None
@@ -327,7 +361,9 @@ def _minimal_case(check: _Check, case: Case, finding: Finding) -> tuple[Case, Fi
     alone = check.run_case(narrowed)
     if alone is None:
         return case, finding
-    return narrowed, Finding(alone.index, alone.inputs, alone.expected, alone.actual, alone.labels, alone.ulp_distance, alone.note)
+    return narrowed, Finding(
+        alone.index, alone.inputs, alone.expected, alone.actual, alone.labels, alone.ulp_distance, alone.note
+    )
 
 
 def _value_label(values: tuple[Value, ...]) -> str:
@@ -341,7 +377,9 @@ def _value_label(values: tuple[Value, ...]) -> str:
     return sp.label(values[0].bits, fmt)
 
 
-def _snippet(candidate_ref: str, spec: OpSpec, fmt: FloatFormat, case: Case, mode: str | None, device: str) -> str:
+def _snippet(
+    candidate_ref: str, spec: OpSpec, fmt: FloatFormat, case: Case, mode: str | None, device: str
+) -> str:
     if _elements(case) > MAX_SNIPPET_ELEMENTS:
         return f"re-run the same audit (same seed); the failing input has {_elements(case)} elements"
     target = candidate_ref if ":" in candidate_ref and "<" not in candidate_ref else "YOUR_KERNEL"
@@ -354,7 +392,13 @@ def _snippet(candidate_ref: str, spec: OpSpec, fmt: FloatFormat, case: Case, mod
 
 
 def _counterexample(
-    check: _Check, case: Case, finding: Finding, stage: str, candidate_ref: str, seed: int | None, blob: str | None
+    check: _Check,
+    case: Case,
+    finding: Finding,
+    stage: str,
+    candidate_ref: str,
+    seed: int | None,
+    blob: str | None,
 ) -> Counterexample:
     if stage != "determinism":
         case, finding = _minimal_case(check, case, finding)
@@ -448,8 +492,18 @@ def audit(
         for chosen_mode in modes:
             results.append(
                 _run_check(
-                    spec, candidate, fmt, chosen_mode, pass_mode, device, examples, exhaustive, seed, deadline,
-                    determinism, candidate_ref,
+                    spec,
+                    candidate,
+                    fmt,
+                    chosen_mode,
+                    pass_mode,
+                    device,
+                    examples,
+                    exhaustive,
+                    seed,
+                    deadline,
+                    determinism,
+                    candidate_ref,
                 )
             )
     return AuditReport(candidate_ref, spec.name, results, seed, time.monotonic() - started)
@@ -490,7 +544,9 @@ def _run_check(
             result.exhaustive = True
             if exhaustive_found is not None:
                 case, finding = exhaustive_found
-                counterexample = _counterexample(check, case, finding, "exhaustive", candidate_ref, seed, None)
+                counterexample = _counterexample(
+                    check, case, finding, "exhaustive", candidate_ref, seed, None
+                )
     elif counterexample is None and exhaustive and plan is None:
         result.notes.append(f"exhaustive checking is not feasible for {spec.name} in {fmt.name}")
     if counterexample is None and determinism:

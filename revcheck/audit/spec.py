@@ -62,12 +62,12 @@ class OpSpec:
     formats: tuple[str, ...]
     modes: tuple[str, ...]
     strategy: Callable[[FloatFormat], st.SearchStrategy[Case]]
-    call: Callable[[Candidate, Case, FloatFormat, "str | None", str], Outputs]
-    oracle: Callable[[Case, FloatFormat, "str | None"], Outputs]
-    compare: Callable[[Case, Outputs, Outputs, FloatFormat, "str | None"], "Finding | None"]
+    call: Callable[[Candidate, Case, FloatFormat, str | None, str], Outputs]
+    oracle: Callable[[Case, FloatFormat, str | None], Outputs]
+    compare: Callable[[Case, Outputs, Outputs, FloatFormat, str | None], Finding | None]
     narrow: Callable[[Case, tuple[int, ...]], Case]
     sample: Callable[[FloatFormat, np.random.Generator], Case]
-    exhaustive: Callable[[FloatFormat], "ExhaustivePlan | None"]
+    exhaustive: Callable[[FloatFormat], ExhaustivePlan | None]
 
     def describe(self) -> str:
         return f"{self.name}: {self.signature}\n    {self.summary}\n    formats: {', '.join(self.formats)}"
@@ -122,7 +122,9 @@ def output_bits(result: object, fmt: FloatFormat, shape: tuple[int, ...], what: 
     import torch
 
     if not isinstance(result, torch.Tensor):
-        raise BadOutput(f"{what} is a {type(result).__name__}, expected a torch.Tensor of {fmt.torch_dtype_name}")
+        raise BadOutput(
+            f"{what} is a {type(result).__name__}, expected a torch.Tensor of {fmt.torch_dtype_name}"
+        )
     expected_dtype = getattr(torch, fmt.torch_dtype_name)
     if result.dtype != expected_dtype:
         raise BadOutput(f"{what} has dtype {result.dtype}, expected {expected_dtype}")
@@ -131,7 +133,9 @@ def output_bits(result: object, fmt: FloatFormat, shape: tuple[int, ...], what: 
     return _bits.to_bits(result)
 
 
-def output_codes(result: object, shape: tuple[int, ...], what: str, dtype: str = "int64") -> np.ndarray[Any, Any]:
+def output_codes(
+    result: object, shape: tuple[int, ...], what: str, dtype: str = "int64"
+) -> np.ndarray[Any, Any]:
     """A candidate's integer output as a NumPy array, after checking type, dtype and shape."""
     import torch
 
@@ -164,10 +168,7 @@ def literal(case: Case) -> str:
     """The case as a Python literal: hex for bit patterns, decimal for codes and ints."""
     parts = []
     for name, value in case.items():
-        if isinstance(value, np.ndarray):
-            text = _array_literal(value)
-        else:
-            text = repr(value)
+        text = _array_literal(value) if isinstance(value, np.ndarray) else repr(value)
         parts.append(f"{name!r}: {text}")
     return "{" + ", ".join(parts) + "}"
 

@@ -35,9 +35,8 @@ def load_target(target: str) -> Callable[..., Any]:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            available = sorted(name for name in dir(module) if not name.startswith("_"))
             raise TargetError(
-                f"{module_part} has no attribute {attribute!r}; it defines: {', '.join(available) or 'nothing'}"
+                f"{module_part} has no attribute {attribute!r}; its functions are: {_functions_of(module)}"
             ) from None
     if not callable(obj):
         raise TargetError(f"{target} is a {type(obj).__name__}, not a function; name a callable kernel")
@@ -51,13 +50,17 @@ def _import(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except Exception as error:  # any failure while importing the user's module is a usage error
-        raise TargetError(f"cannot import module {name!r}: {type(error).__name__}: {_one_line(error)}") from None
+        raise TargetError(
+            f"cannot import module {name!r}: {type(error).__name__}: {_one_line(error)}"
+        ) from None
 
 
 def _load_file(path_text: str) -> Any:
     path = Path(path_text)
     if not path.is_file():
-        raise TargetError(f"no such file {path_text!r}; give an existing .py file or an importable module name")
+        raise TargetError(
+            f"no such file {path_text!r}; give an existing .py file or an importable module name"
+        )
     module_name = f"_revcheck_target_{path.stem}_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -68,8 +71,22 @@ def _load_file(path_text: str) -> Any:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[module_name]
-        raise TargetError(f"cannot import {path_text!r}: {type(error).__name__}: {_one_line(error)}") from None
+        raise TargetError(
+            f"cannot import {path_text!r}: {type(error).__name__}: {_one_line(error)}"
+        ) from None
     return module
+
+
+def _functions_of(module: Any) -> str:
+    names = sorted(
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and callable(value)
+        and getattr(value, "__module__", None) == module.__name__
+    )
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return shown or "none"
 
 
 def _one_line(error: BaseException) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,6 +17,7 @@ from revcheck.bench._harness import Row, ratio_row
 TITLE = "PAM"
 
 SWEEP_TARGET_MINUTES = 15.0
+SWEEP_TARGET_CORES = 2
 
 
 @contextlib.contextmanager
@@ -119,19 +119,26 @@ def _sweep_rows(n_chunks: int) -> list[Row]:
     from revcheck.sweep import SweepConfig, throughput
 
     config = SweepConfig(op="pam_mul", format="bf16", impl="torch", quiet=True)
-    rate = throughput(config, n_chunks)
-    workers = min(os.cpu_count() or 1, n_chunks)
-    minutes = 2.0**32 / rate / 60.0
+    speed = throughput(config, n_chunks)
+    wall_minutes = speed.projected_seconds(2**32) / 60.0
+    cpu_minutes = speed.projected_seconds(2**32, cores=SWEEP_TARGET_CORES) / 60.0
+    target = f"<= {SWEEP_TARGET_MINUTES:g} min"
     return [
         Row(
-            f"sweep bf16 pam_mul torch vs oracle ({n_chunks} x 2^20 pairs, {workers} processes)",
-            f"{rate / 1e6:.2f} M pairs/s",
+            f"sweep bf16 pam_mul torch vs oracle ({n_chunks} x 2^20 pairs, {speed.workers} processes)",
+            f"{speed.wall_rate / 1e6:.2f} M pairs/s wall, {speed.cpu_rate / 1e6:.2f} M pairs/CPU-s",
         ),
         Row(
-            "sweep bf16 pam_mul, all 2^32 pairs (projected from the row above)",
-            f"{minutes:.1f} min",
-            f"<= {SWEEP_TARGET_MINUTES:g} min",
-            minutes <= SWEEP_TARGET_MINUTES,
+            "sweep bf16 pam_mul, 2^32 pairs at the measured wall rate",
+            f"{wall_minutes:.1f} min",
+            target,
+            wall_minutes <= SWEEP_TARGET_MINUTES,
+        ),
+        Row(
+            f"sweep bf16 pam_mul, 2^32 pairs on {SWEEP_TARGET_CORES} idle cores (from CPU time)",
+            f"{cpu_minutes:.1f} min",
+            target,
+            cpu_minutes <= SWEEP_TARGET_MINUTES,
         ),
     ]
 

@@ -320,8 +320,9 @@ def _pam_mul_general(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat, mode: s
 def _pam_mul_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> torch.Tensor | None:
     """I(|a|) + I(|b|) − I(1.0) in the format's own integer width, or None if some element is irregular.
 
-    When every input is normal and every result provably normal (checked on the
-    magnitude ranges) the integer sum is the SPEC's PAM product; it needs a few
+    When every input is normal or zero and every product of nonzero operands is
+    provably normal (checked on the magnitude ranges) the integer sum is the
+    SPEC's PAM product (a signed zero where an operand is zero); it needs a few
     narrow-integer passes instead of the general path's dozens of int64 ones.
     """
     if a.shape != b.shape:
@@ -329,21 +330,32 @@ def _pam_mul_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> torc
     int_dtype = _int_view_dtype(fmt)
     a_bits = a.contiguous().view(int_dtype)
     b_bits = b.contiguous().view(int_dtype)
-    a_mag = a_bits & fmt.magnitude_mask
-    b_mag = b_bits & fmt.magnitude_mask
-    if a_mag.numel() == 0:
+    if a_bits.numel() == 0:
         return None
-    a_min, a_max = (int(v) for v in torch.aminmax(a_mag))
-    b_min, b_max = (int(v) for v in torch.aminmax(b_mag))
-    # Normal inputs: magnitudes in [min_normal, max_finite]; normal results: sums minus one in that range too.
+    # Two buffers only, updated in place: fresh allocations cost page faults that dominate at this size.
+    result = torch.bitwise_and(a_bits, fmt.magnitude_mask)
+    scratch = torch.bitwise_and(b_bits, fmt.magnitude_mask)
     lowest, highest = fmt.min_normal, fmt.max_finite
+    a_min, a_max = (int(v) for v in torch.aminmax(result))
+    b_min, b_max = (int(v) for v in torch.aminmax(scratch))
+    zeros = None
+    if min(a_min, b_min) == 0:
+        # Zeros (ReLU outputs...) give signed zeros; the range test then looks at the nonzero operands only.
+        a_zero, b_zero = result == 0, scratch == 0
+        zeros = a_zero | b_zero
+        a_min = int(torch.where(a_zero, highest, result).min()) if a_min == 0 else a_min
+        b_min = int(torch.where(b_zero, highest, scratch).min()) if b_min == 0 else b_min
+    # Normal inputs: magnitudes in [min_normal, max_finite]; normal results: sums minus one in that range too.
     if not (lowest <= a_min and lowest <= b_min and a_max <= highest and b_max <= highest):
         return None
     if not (a_min + b_min - fmt.one >= lowest and a_max + b_max - fmt.one <= highest):
         return None
-    result = a_mag.sub_(fmt.one).add_(b_mag)
-    sign_value = -(1 << (fmt.width - 1))
-    result |= (a_bits ^ b_bits) & sign_value
+    result.sub_(fmt.one).add_(scratch)
+    if zeros is not None:
+        result.masked_fill_(zeros, 0)
+    torch.bitwise_xor(a_bits, b_bits, out=scratch)
+    scratch.bitwise_and_(-(1 << (fmt.width - 1)))
+    result.bitwise_or_(scratch)
     return result.view(_float_dtype(fmt))
 
 

@@ -33,6 +33,7 @@ import torch
 
 from revcheck import formats
 from revcheck.formats import FloatFormat
+from revcheck.oracle.pam import accumulator_format
 
 try:
     import triton
@@ -55,8 +56,17 @@ __all__ = [
     "supported_formats",
 ]
 
+
+def _interpreter_on() -> bool:
+    # Ask triton itself (it decides when @triton.jit runs); older versions only had the variable.
+    try:
+        return bool(triton.knobs.runtime.interpret)
+    except AttributeError:
+        return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+
+
 #: Whether the kernels were defined for Triton's CPU interpreter (``TRITON_INTERPRET=1`` at import).
-INTERPRETED: bool = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+INTERPRETED: bool = _interpreter_on()
 
 MODES = ("ieee", "ftz")
 
@@ -616,13 +626,14 @@ def _check_mode(mode: str) -> bool:
 
 
 def _format_of(*tensors: torch.Tensor) -> FloatFormat:
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        given = ", ".join(type(t).__name__ for t in tensors)
+        raise TypeError(f"operands must be torch tensors, got {given}; use torch.as_tensor(...) first")
     dtypes = {t.dtype for t in tensors}
     if len(dtypes) != 1:
         raise TypeError(
             f"operands have different dtypes {sorted(map(str, dtypes))}; convert them to one dtype first"
         )
-    if not all(isinstance(t, torch.Tensor) for t in tensors):
-        raise TypeError("operands must be torch tensors")
     return formats.get(tensors[0].dtype)
 
 
@@ -691,11 +702,6 @@ def pa_exp2(y: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     return _launch_elementwise(_pa_exp2_kernel, (y,), mode)
 
 
-def _accumulator_format(fmt: FloatFormat) -> FloatFormat:
-    # Same rule as revcheck.oracle.pam.accumulator_format (SPEC.md section 2).
-    return formats.get("fp64") if fmt.name == "fp64" else formats.get("fp32")
-
-
 def pam_matmul(A: torch.Tensor, B: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     """PAM matrix product A ⊡ B in the accumulator dtype, summed in the canonical sequential order.
 
@@ -719,7 +725,7 @@ def _launch_matmul(kernel: Any, A: torch.Tensor, B: torch.Tensor, mode: str) -> 
         )
     if A.shape[-1] != B.shape[-2]:
         raise ValueError(f"inner dimensions differ: A is {tuple(A.shape)}, B is {tuple(B.shape)}")
-    acc = _accumulator_format(fmt)
+    acc = accumulator_format(fmt)
     M, K = A.shape[-2:]
     N = B.shape[-1]
     batch_shape = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])

@@ -35,11 +35,15 @@ the caller's RNG state is untouched), reconstruct ``X_{k-1}`` with integer
 arithmetic, backpropagate through ``y_k`` with a straight-through gradient at
 ``R`` and pass ``gamma_k * dL/dx_{k+1}`` on to ``x_{k-1}``.
 
-``mode="stored"`` runs the same per-block code under ordinary autograd.  Each
-activation's gradient is assembled from at most two partial sums (block and
-residual path; IEEE addition is commutative), so both modes give bit-identical
-gradients.  Exception: a parameter shared by several blocks and used more than
-once inside one block is summed in another order by the two modes.
+``mode="stored"`` is the plain loop under ordinary autograd: per block the same
+code, with ``x_{k+1} = STE(X_{k+1} * 2**-l <- gamma_k x_{k-1} + y_k)`` (first
+block: ``x_0 + h_0``).  The reversible backward sums every gradient in the order
+ordinary autograd does (the contribution from the blocks above is injected into
+the recomputed block's graph ahead of the local ones, see ``_Inject``), so
+gradients of the input and of every parameter -- shared ones included -- equal
+the stored mode's, and those of a hand-written loop of the same forward, bit
+for bit.  ``gamma_k dL/dx_{k+1}`` is one rounded multiplication (exact unless it
+underflows).
 
 Blocks must be deterministic given the RNG state (same kernels, shapes and
 dtype) and free of side effects (BatchNorm running statistics would be updated
@@ -136,18 +140,6 @@ def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     return a + b
 
 
-class _Fanin(torch.autograd.Function):
-    """Identity whose node gathers all uses of a value into one partial gradient sum."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return grad
-
-
 class _Input(torch.autograd.Function):
     """``x_0 = X_0 * 2**-l``; straight-through gradient to the (possibly other-dtype) input."""
 
@@ -161,31 +153,34 @@ class _Input(torch.autograd.Function):
         return grad.to(ctx.in_dtype), None, None
 
 
-class _Residual(torch.autograd.Function):
-    """``x_{k+1}`` from the codes; gradient ``g`` to the block term and ``coef * g`` to ``x_prev``.
+class _StraightThrough(torch.autograd.Function):
+    """Value ``X * 2**-l`` from the codes; the gradient goes unchanged to the unquantized expression."""
 
-    ``coef`` is gamma_k (BDIA step) or None (first block / inference step, coefficient 1).
+    @staticmethod
+    def forward(ctx: Any, expression: Tensor, codes: Tensor, stack: BDIAStack) -> Tensor:
+        return stack._dequantize(codes)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return grad, None, None
+
+
+class _Inject(torch.autograd.Function):
+    """Identity on ``root`` whose backward first hands ``extras[i]`` to ``targets[i]``.
+
+    A recomputed block's local graph is rooted here, so these gradients (from the
+    blocks above) reach each target's buffer before any local one: the same
+    order of summation as ordinary autograd through the whole stack.
     """
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        x_prev: Tensor,
-        block_term: Tensor,
-        next_codes: Tensor,
-        coef: Tensor | None,
-        stack: BDIAStack,
-    ) -> Tensor:
-        ctx.coef = coef
-        ctx.set_materialize_grads(False)
-        return stack._dequantize(next_codes)
+    def forward(ctx: Any, root: Tensor, extras: list[Tensor | None], *targets: Tensor) -> Tensor:
+        ctx.extras = extras
+        return root.view_as(root)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, Tensor | None, None, None, None]:
-        if grad is None:
-            return None, None, None, None, None
-        to_prev = grad if ctx.coef is None else ctx.coef * grad
-        return to_prev, grad, None, None, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        return (grad, None, *ctx.extras)
 
 
 # ----------------------------------------------------------------------------- the module
@@ -389,12 +384,12 @@ class BDIAStack(nn.Module):
         flags.append((-1, "the input x_0 is not finite or too large", ok))
         x_cur = _Input.apply(x, X_cur, self)
         for index in range(len(self.blocks)):
-            h = self._block_output(index, _Fanin.apply(x_cur))
+            h = self._block_output(index, x_cur)
             code_h, ok = self._quantize_codes(h)
             flags.append((index, f"h_{index}(x_{index}) is not finite or |R(h)| >= 2**62", ok))
             X_next = X_cur + code_h
             flags.append((index, f"X_{index + 1} is outside |X| < 2**62", (X_next.abs() < CODE_LIMIT).all()))
-            x_cur = _Residual.apply(_Fanin.apply(x_cur), h, X_next, None, self)
+            x_cur = _StraightThrough.apply(x_cur + h, X_next, self)
             X_cur = X_next
         self._raise_range(flags)
         return x_cur
@@ -405,24 +400,22 @@ class BDIAStack(nn.Module):
         X_prev, ok = self._input_codes(x)
         flags.append((-1, "the input x_0 is not finite or too large", ok))
         x_prev = _Input.apply(x, X_prev, self)
-        residual_prev = _Fanin.apply(x_prev)  # collects the residual-path gradients of x_0
-        h0 = self._block_output(0, _Fanin.apply(x_prev))
+        h0 = self._block_output(0, x_prev)
         code_h, ok = self._quantize_codes(h0)
         flags.append((0, "h_0(x_0) is not finite or |R(h_0)| >= 2**62", ok))
         X_cur = X_prev + code_h
         flags.append((0, "X_1 is outside |X| < 2**62", (X_cur.abs() < CODE_LIMIT).all()))
-        x_cur = _Residual.apply(residual_prev, h0, X_cur, None, self)
+        x_cur = _StraightThrough.apply(x_prev + h0, X_cur, self)
         for index in range(1, len(self.blocks)):
             one_minus, one_plus, gamma = self._coefficients(signs[index - 1], x.dim(), x.device)
-            residual_cur = _Fanin.apply(x_cur)  # gathers the (1-gamma) x_k and gamma x_k gradients
-            y = self._mix(residual_cur, self._block_output(index, _Fanin.apply(x_cur)), one_minus, one_plus)
+            y = self._mix(x_cur, self._block_output(index, x_cur), one_minus, one_plus)
             code_y, ok = self._quantize_codes(y)
             flags.append((index, f"y_{index} is not finite or |R(y_{index})| >= 2**62", ok))
             half = (X_prev + self._side_bits(X_prev, X_cur)) >> 1
             X_next = torch.where(signs[index - 1].to(x.device).reshape(gamma.shape) > 0, half, -half) + code_y
             flags.append((index, f"X_{index + 1} is outside |X| < 2**62", (X_next.abs() < CODE_LIMIT).all()))
-            x_next = _Residual.apply(residual_prev, y, X_next, gamma, self)
-            X_prev, X_cur, residual_prev, x_cur = X_cur, X_next, residual_cur, x_next
+            x_next = _StraightThrough.apply(gamma * x_prev + y, X_next, self)
+            X_prev, X_cur, x_prev, x_cur = X_cur, X_next, x_cur, x_next
         self._raise_range(flags)
         return x_cur
 
@@ -574,8 +567,9 @@ class _ReversibleBDIA(torch.autograd.Function):
         depth = len(stack.blocks)
         mismatches: list[tuple[int, Tensor]] = []
         reconstructed = [X_top, X_cur] if stack.record_reconstruction else None
-        g_top: Tensor | None = grad_out  # dL/dx_{k+1}, complete
-        g_below: Tensor | None = None  # residual-path part of dL/dx_k
+        g_top: Tensor = grad_out  # dL/dx_{k+1}, complete
+        g_below: Tensor | None = None  # the part of dL/dx_k that comes from above block k (gamma path)
+        g_input: Tensor | None = None
         replay = stack.preserve_rng_state and stack._replay_rng
         with torch.random.fork_rng(devices=ctx.rng.devices(), enabled=replay), torch.autocast(**ctx.autocast):
             for index in range(depth - 1, -1, -1):
@@ -583,46 +577,43 @@ class _ReversibleBDIA(torch.autograd.Function):
                 if replay:
                     ctx.rng.restore(index, rng_states)
                 with torch.enable_grad():
-                    x_value = stack._dequantize(X_cur)
-                    x_leaf = x_value.detach().requires_grad_(True)  # block input
-                    x_residual = x_value.detach().requires_grad_(True)  # the (1 - gamma) x_k term
-                    h = stack._block_output(index, _Fanin.apply(x_leaf))
+                    x_leaf = stack._dequantize(X_cur).requires_grad_(True)
+                    h = stack._block_output(index, x_leaf)
                     if index > 0:
                         one_minus, one_plus, gamma = stack._coefficients(
                             signs[index - 1], X_cur.dim(), X_cur.device
                         )
-                        out = stack._mix(_Fanin.apply(x_residual), h, one_minus, one_plus)
+                        quantized = stack._mix(x_leaf, h, one_minus, one_plus)  # y_k
+                        expression = quantized
                     else:
-                        out = h
+                        quantized = h
+                        expression = x_leaf + h  # the first block's x_0 + h_0(x_0)
+                    targets = [x_leaf, *block_params]
+                    extras = [g_below, *[param_grads[slot[id(p)]] for p in block_params]]
+                    if any(extra is not None for extra in extras):
+                        expression = _Inject.apply(expression, extras, *targets)
                 with torch.no_grad():
-                    code, _ = stack._quantize_codes(out.detach())
+                    code, _ = stack._quantize_codes(quantized.detach())
                     if index > 0:
                         s_prev = unpack_bits(packed[index - 1], ctx.shape).to(torch.int64)
-                        diff = X_top - code
-                        twice = diff * 2
+                        twice = (X_top - code) * 2
                         sign = signs[index - 1].to(X_cur.device).reshape(gamma.shape)
                         X_prev = torch.where(sign > 0, twice, -twice) - s_prev
                         if stack.verify_reconstruction:
                             mismatches.append((index, (_checksum(X_prev) != checks[index - 1]).any()))
                     else:
                         mismatches.append((0, (X_top - X_cur != code).any()))
-                inputs = [x_residual, x_leaf, *block_params] if index > 0 else [x_leaf, *block_params]
-                grads: Sequence[Tensor | None] = [None] * len(inputs)
-                if out.requires_grad and g_top is not None:
-                    grads = torch.autograd.grad(out, inputs, grad_outputs=g_top, allow_unused=True)
-                for p, g in zip(
-                    block_params, grads[-len(block_params) :] if block_params else (), strict=True
-                ):
-                    param_grads[slot[id(p)]] = _add(param_grads[slot[id(p)]], g)
+                grads = torch.autograd.grad(expression, targets, grad_outputs=g_top, allow_unused=True)
+                for p, g in zip(block_params, grads[1:], strict=True):
+                    param_grads[slot[id(p)]] = g  # includes what the blocks above contributed
                 if index > 0:
-                    # Same association as the stored graph: (gamma-path + (1-gamma)-path) + block path.
-                    to_prev = None if g_top is None else gamma * g_top
-                    g_top, g_below = _add(_add(g_below, grads[0]), grads[1]), to_prev
+                    assert grads[0] is not None  # x_leaf enters y_k through (1 - gamma) x_k
+                    g_top, g_below = grads[0], gamma * g_top
                     X_top, X_cur = X_cur, X_prev
                     if reconstructed is not None:
                         reconstructed.append(X_prev)
                 else:
-                    g_input = _add(_add(g_top, g_below), grads[0])
+                    g_input = grads[0]
         _raise_mismatch(mismatches)
         if reconstructed is not None:
             reconstructed.reverse()

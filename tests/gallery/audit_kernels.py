@@ -189,7 +189,9 @@ def pa_log2(x: Tensor, *, mode: str = "ieee") -> Tensor:
     negative = fixed < 0
     magnitude = encode_magnitude(fixed.abs(), torch.full_like(fixed, -m), fmt, mode)
     magnitude = torch.where(d.inf | d.zero, torch.full_like(magnitude, fmt.overflow_magnitude), magnitude)
-    negative = torch.where(d.inf, torch.zeros_like(negative), torch.where(d.zero, torch.ones_like(negative), negative))
+    negative = torch.where(
+        d.inf, torch.zeros_like(negative), torch.where(d.zero, torch.ones_like(negative), negative)
+    )
     negative = negative & ~d.nan
     magnitude = torch.where(d.nan, _nan_pattern(fmt, magnitude), magnitude)
     return assemble(negative, magnitude, fmt, x.dtype)
@@ -206,12 +208,16 @@ def pa_exp2(y: Tensor, *, mode: str = "ieee") -> Tensor:
     extra = m + 3  # fraction bits kept, plus a sticky bit below them (round to odd, then RNE)
     fraction_bits = (m - d.exponent).clamp(0, 200)
     integer = torch.where(
-        d.exponent >= m, d.significand << (d.exponent - m).clamp(0, 20), d.significand >> fraction_bits.clamp(0, 62)
+        d.exponent >= m,
+        d.significand << (d.exponent - m).clamp(0, 20),
+        d.significand >> fraction_bits.clamp(0, 62),
     )
     low = d.significand & ((1 << fraction_bits.clamp(0, 62)) - 1)
     down = (fraction_bits - extra).clamp(0, 62)
     sticky = ((low & ((1 << down) - 1)) != 0).to(torch.int64)
-    fraction = torch.where(fraction_bits <= extra, low << (extra - fraction_bits).clamp(0, 62), (low >> down) | sticky)
+    fraction = torch.where(
+        fraction_bits <= extra, low << (extra - fraction_bits).clamp(0, 62), (low >> down) | sticky
+    )
     has_fraction = fraction != 0
     floor = torch.where(d.negative, -integer - has_fraction.to(torch.int64), integer)
     fraction = torch.where(d.negative & has_fraction, (1 << extra) - fraction, fraction)
@@ -234,7 +240,9 @@ def _accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _flush_tiny_sum(total: Tensor) -> Tensor:
     smallest_normal = torch.finfo(total.dtype).tiny
-    return torch.where((total.abs() < smallest_normal) & (total != 0), torch.zeros_like(total).copysign(total), total)
+    return torch.where(
+        (total.abs() < smallest_normal) & (total != 0), torch.zeros_like(total).copysign(total), total
+    )
 
 
 def _products(A: Tensor, B: Tensor, mode: str) -> Tensor:
@@ -291,6 +299,15 @@ def pam_matmul_random_order(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tens
     return total
 
 
+def pam_matmul_input_dtype_accumulator(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG even for pam_matmul_any_order: products and partial sums rounded to the INPUT dtype."""
+    products = _products(A, B, mode).to(A.dtype)
+    total = torch.zeros(products.shape[0], products.shape[2], dtype=A.dtype, device=A.device)
+    for k in range(products.shape[1]):
+        total = total + products[:, k, :]
+    return total.to(_accumulator_dtype(A.dtype))
+
+
 # ---- planted PAM bugs ------------------------------------------------------------------------
 
 
@@ -339,22 +356,24 @@ def pa_exp2_float_route(y: Tensor, *, mode: str = "ieee") -> Tensor:
 # ---- BDIA kernels ------------------------------------------------------------------------------
 
 
-def bdia_quantize(y: Tensor, l: int) -> Tensor:
-    """Correct quantizer: the scaling by 2**l is exact in float64, torch.round ties to even."""
-    return torch.round(y.to(torch.float64) * 2.0**l).to(torch.int64)
+def bdia_quantize(y: Tensor, grid_bits: int) -> Tensor:
+    """Correct quantizer: the scaling by 2**grid_bits is exact in float64, torch.round ties to even."""
+    return torch.round(y.to(torch.float64) * 2.0**grid_bits).to(torch.int64)
 
 
-def bdia_quantize_half_up(y: Tensor, l: int) -> Tensor:
-    """WRONG: floor(y * 2**l + 0.5) rounds ties up instead of to even."""
-    return torch.floor(y.to(torch.float64) * 2.0**l + 0.5).to(torch.int64)
+def bdia_quantize_half_up(y: Tensor, grid_bits: int) -> Tensor:
+    """WRONG: floor(y * 2**grid_bits + 0.5) rounds ties up instead of to even."""
+    return torch.floor(y.to(torch.float64) * 2.0**grid_bits + 0.5).to(torch.int64)
 
 
 def _gamma_column(gamma: Tensor, like: Tensor) -> Tensor:
     return gamma.to(like.dtype).reshape(gamma.shape + (1,) * (like.dim() - 1))
 
 
-def _mix(X_cur: Tensor, h: Tensor, gamma: Tensor, l: int, compute_dtype: torch.dtype, fused: bool) -> Tensor:
-    x = X_cur.to(compute_dtype) * 2.0**-l
+def _mix(
+    X_cur: Tensor, h: Tensor, gamma: Tensor, grid_bits: int, compute_dtype: torch.dtype, fused: bool
+) -> Tensor:
+    x = X_cur.to(compute_dtype) * 2.0**-grid_bits
     g = _gamma_column(gamma, x)
     if fused:  # one rounding at the end, as an FMA-contracting compiler would produce
         wide = (1 - g.double()) * x.double() + (1 + g.double()) * h.double()
@@ -362,52 +381,106 @@ def _mix(X_cur: Tensor, h: Tensor, gamma: Tensor, l: int, compute_dtype: torch.d
     return (1 - g) * x + (1 + g) * h.to(compute_dtype)
 
 
-def _forward(X_prev: Tensor, X_cur: Tensor, h: Tensor, gamma: Tensor, l: int, compute_dtype: torch.dtype,
-             *, fused: bool = False, side_from: str = "prev") -> tuple[Tensor, Tensor]:
-    y = _mix(X_cur, h, gamma, l, compute_dtype, fused)
-    code_y = bdia_quantize(y, l)
+def _forward(
+    X_prev: Tensor,
+    X_cur: Tensor,
+    h: Tensor,
+    gamma: Tensor,
+    grid_bits: int,
+    compute_dtype: torch.dtype,
+    *,
+    fused: bool = False,
+    side_from: str = "prev",
+) -> tuple[Tensor, Tensor]:
+    y = _mix(X_cur, h, gamma, grid_bits, compute_dtype, fused)
+    code_y = bdia_quantize(y, grid_bits)
     side = (X_prev if side_from == "prev" else X_cur) & 1
     half = (X_prev + side) >> 1
     signed = torch.where(_gamma_column(gamma, y) > 0, half, -half)
     return signed + code_y, side.to(torch.uint8)
 
 
-def bdia_forward_step(X_prev: Tensor, X_cur: Tensor, h: Tensor, gamma: Tensor, l: int, *,
-                      compute_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+def bdia_forward_step(
+    X_prev: Tensor,
+    X_cur: Tensor,
+    h: Tensor,
+    gamma: Tensor,
+    grid_bits: int,
+    *,
+    compute_dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
     """Correct BDIA forward step."""
-    return _forward(X_prev, X_cur, h, gamma, l, compute_dtype)
+    return _forward(X_prev, X_cur, h, gamma, grid_bits, compute_dtype)
 
 
-def bdia_forward_step_fma(X_prev: Tensor, X_cur: Tensor, h: Tensor, gamma: Tensor, l: int, *,
-                          compute_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+def bdia_forward_step_fma(
+    X_prev: Tensor,
+    X_cur: Tensor,
+    h: Tensor,
+    gamma: Tensor,
+    grid_bits: int,
+    *,
+    compute_dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
     """WRONG: y_k contracted (computed in float64, rounded once) instead of fl(fl(t1) + fl(t2))."""
-    return _forward(X_prev, X_cur, h, gamma, l, compute_dtype, fused=True)
+    return _forward(X_prev, X_cur, h, gamma, grid_bits, compute_dtype, fused=True)
 
 
-def bdia_forward_step_wrong_side_bit(X_prev: Tensor, X_cur: Tensor, h: Tensor, gamma: Tensor, l: int, *,
-                                     compute_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+def bdia_forward_step_wrong_side_bit(
+    X_prev: Tensor,
+    X_cur: Tensor,
+    h: Tensor,
+    gamma: Tensor,
+    grid_bits: int,
+    *,
+    compute_dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
     """WRONG: the side bit is taken from X_cur instead of X_prev."""
-    return _forward(X_prev, X_cur, h, gamma, l, compute_dtype, side_from="cur")
+    return _forward(X_prev, X_cur, h, gamma, grid_bits, compute_dtype, side_from="cur")
 
 
-def _inverse(X_next: Tensor, X_cur: Tensor, h: Tensor, gamma: Tensor, s_prev: Tensor, l: int,
-             compute_dtype: torch.dtype, subtract_side: bool) -> Tensor:
-    y = _mix(X_cur, h, gamma, l, compute_dtype, fused=False)
-    difference = X_next - bdia_quantize(y, l)
+def _inverse(
+    X_next: Tensor,
+    X_cur: Tensor,
+    h: Tensor,
+    gamma: Tensor,
+    s_prev: Tensor,
+    grid_bits: int,
+    compute_dtype: torch.dtype,
+    subtract_side: bool,
+) -> Tensor:
+    y = _mix(X_cur, h, gamma, grid_bits, compute_dtype, fused=False)
+    difference = X_next - bdia_quantize(y, grid_bits)
     signed = torch.where(_gamma_column(gamma, y) > 0, 2 * difference, -2 * difference)
     return signed - s_prev.to(torch.int64) if subtract_side else signed
 
 
-def bdia_inverse_step(X_next: Tensor, X_cur: Tensor, h: Tensor, gamma: Tensor, s_prev: Tensor, l: int, *,
-                      compute_dtype: torch.dtype = torch.float32) -> Tensor:
+def bdia_inverse_step(
+    X_next: Tensor,
+    X_cur: Tensor,
+    h: Tensor,
+    gamma: Tensor,
+    s_prev: Tensor,
+    grid_bits: int,
+    *,
+    compute_dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """Correct BDIA inverse step."""
-    return _inverse(X_next, X_cur, h, gamma, s_prev, l, compute_dtype, subtract_side=True)
+    return _inverse(X_next, X_cur, h, gamma, s_prev, grid_bits, compute_dtype, subtract_side=True)
 
 
-def bdia_inverse_step_ignores_side_bit(X_next: Tensor, X_cur: Tensor, h: Tensor, gamma: Tensor, s_prev: Tensor,
-                                       l: int, *, compute_dtype: torch.dtype = torch.float32) -> Tensor:
+def bdia_inverse_step_ignores_side_bit(
+    X_next: Tensor,
+    X_cur: Tensor,
+    h: Tensor,
+    gamma: Tensor,
+    s_prev: Tensor,
+    grid_bits: int,
+    *,
+    compute_dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """WRONG: forgets to subtract the stored side bit."""
-    return _inverse(X_next, X_cur, h, gamma, s_prev, l, compute_dtype, subtract_side=False)
+    return _inverse(X_next, X_cur, h, gamma, s_prev, grid_bits, compute_dtype, subtract_side=False)
 
 
 # ---- the catalogue ---------------------------------------------------------------------------------
@@ -441,9 +514,7 @@ class PlantedBug(NamedTuple):
 
 
 PLANTED_BUGS: dict[str, PlantedBug] = {
-    "flushed subnormals": PlantedBug(
-        pam_mul_flushes_subnormals, "pam_mul", ("bf16",), ("input:subnormal",)
-    ),
+    "flushed subnormals": PlantedBug(pam_mul_flushes_subnormals, "pam_mul", ("bf16",), ("input:subnormal",)),
     "flushed subnormals (divide)": PlantedBug(
         pam_div_flushes_subnormals, "pam_div", ("fp16",), ("input:subnormal",)
     ),
@@ -471,10 +542,15 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
     "inverse ignores the side bit": PlantedBug(
         bdia_inverse_step_ignores_side_bit, "bdia_inverse_step", ("fp32",), ("label:s_prev=1",)
     ),
-    "pairwise summation order": PlantedBug(
-        pam_matmul_pairwise, "pam_matmul", ("fp32",), ("input:normal",)
+    "pairwise summation order": PlantedBug(pam_matmul_pairwise, "pam_matmul", ("fp32",), ("input:normal",)),
+    "accumulator in the input dtype": PlantedBug(
+        pam_matmul_input_dtype_accumulator, "pam_matmul_any_order", ("bf16",), ("input:normal",)
     ),
     "random summation order": PlantedBug(
-        pam_matmul_random_order, "pam_matmul_any_order", ("fp32",), ("label:nondeterministic",), determinism=True
+        pam_matmul_random_order,
+        "pam_matmul_any_order",
+        ("fp32",),
+        ("label:nondeterministic",),
+        determinism=True,
     ),
 }

@@ -24,6 +24,7 @@ _pam_mul = oracle.pam_mul
 _pam_div = oracle.pam_div
 _pam_mul_grad = oracle.pam_mul_grad
 _pa_log2 = oracle.pa_log2
+_pa_exp2 = oracle.pa_exp2
 _pam_matmul = oracle.pam_matmul
 
 
@@ -112,7 +113,7 @@ def _elementwise(scalar: Callable[[int, formats.FloatFormat, str], int]) -> Call
 def _exp2_truncating_floor(y_bits: int, fmt: formats.FloatFormat, mode: str) -> int:
     """2^trunc(y)·(1 + y - trunc(y)): int() instead of floor for negative y."""
     y = exact_rounding.decode(y_bits, fmt, mode)
-    real = int(oracle.pa_exp2(np.asarray(y_bits, dtype=fmt.uint_dtype), fmt, mode=mode))
+    real = int(_pa_exp2(np.asarray(y_bits, dtype=fmt.uint_dtype), fmt, mode=mode))
     if y.kind != "finite" or not y.negative or y.magnitude > 64 or y.magnitude.denominator == 1:
         return real
     n = math.trunc(y.signed)

@@ -246,13 +246,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "pairwise instead of sequential accumulation",
         (kernels, "pam_matmul"),
         matmul_pairwise_always,
-        ((MATMUL, "test_sequential_pam_matmul_equals_oracle", {}),),
+        ((MATMUL, "test_sequential_order_is_kept_where_order_changes_the_result", {}),),
     ),
     Mutant(
         "ftz flushes inputs after widening",
         (kernels, "pam_matmul"),
         matmul_flushes_after_widening,
-        ((MATMUL, "test_sequential_pam_matmul_equals_oracle", {}),),
+        ((MATMUL, "test_ftz_flushes_subnormal_inputs_of_their_own_format", {}),),
     ),
     Mutant(
         "pairwise partial sums kept in bf16",

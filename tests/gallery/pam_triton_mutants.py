@@ -5,22 +5,29 @@ and names the property tests of ``properties/test_pam_triton.py`` that must fail
 with it in place (``tests/test_triton_pam.py`` patches each in and runs them,
 and also runs the exhaustive fp8 / fixed-case unit checks against it).  Mutants
 reuse the real kernels' pieces for everything they do not break, so each has
-exactly one bug.  Import this module only after ``TRITON_INTERPRET`` is decided.
+exactly one bug.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import torch
-import triton
-import triton.language as tl
 
-from revcheck import formats
-from revcheck.kernels import triton_pam
-from revcheck.kernels.triton_pam import _pam_mul_fields
+# Same rule as the tests: this module may be the first to import the kernels (doctest collection).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+triton = pytest.importorskip("triton", reason="triton is not installed (pip install 'revcheck[triton]')")
+tl = triton.language
+
+from revcheck import formats  # noqa: E402
+from revcheck.kernels import triton_pam  # noqa: E402
+from revcheck.kernels.triton_pam import _pam_mul_fields  # noqa: E402
 
 REAL: dict[str, Callable[..., Any]] = {
     name: getattr(triton_pam, name)

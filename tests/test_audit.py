@@ -1,0 +1,219 @@
+"""Unit tests of revcheck.audit: registry, runner stages, report, reproduction, argument errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from revcheck.audit import AuditFailure, AuditUsageError, audit, reproduce
+from revcheck.audit.registry import REGISTRY, UnknownOpError, get
+from tests.gallery import audit_kernels as gallery
+
+REQUIRED_OPS = (
+    "pam_mul",
+    "pam_div",
+    "pa_exp2",
+    "pa_log2",
+    "pam_matmul",
+    "pam_matmul_any_order",
+    "bdia_quantize",
+    "bdia_forward_step",
+    "bdia_inverse_step",
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_registry_has_every_required_op_with_a_documented_signature() -> None:
+    assert set(REQUIRED_OPS) <= set(REGISTRY)
+    for spec in REGISTRY.values():
+        assert spec.signature.startswith("candidate("), spec.name
+        assert spec.formats, spec.name
+
+
+def test_unknown_op_names_the_registered_ones() -> None:
+    with pytest.raises(UnknownOpError, match="pam_mul"):
+        get("pam_mull")
+    with pytest.raises(AuditUsageError, match=r"unknown op 'pam_mull'.*registered ops are"):
+        audit(gallery.pam_mul, "pam_mull")
+
+
+def test_exhaustive_plans_follow_the_input_space_size() -> None:
+    mul, log2 = get("pam_mul"), get("pa_log2")
+    assert mul.exhaustive(_fmt("fp8_e5m2")).by_default  # 2**16 pairs
+    assert not mul.exhaustive(_fmt("bf16")).by_default and mul.exhaustive(_fmt("bf16")).size == 2**32
+    assert mul.exhaustive(_fmt("fp32")) is None
+    assert log2.exhaustive(_fmt("fp16")).by_default and log2.exhaustive(_fmt("fp16")).size == 2**16
+
+
+def _fmt(name: str):  # type: ignore[no-untyped-def]
+    from revcheck import formats
+
+    return formats.get(name)
+
+
+def test_correct_kernel_passes_and_8_bit_formats_are_enumerated() -> None:
+    report = audit(gallery.pam_mul, "pam_mul", formats=["fp8_e5m2", "bf16"], max_examples=20)
+    assert report.passed, str(report)
+    fp8, bf16 = report.result("fp8_e5m2"), report.result("bf16")
+    assert fp8.exhaustive and fp8.elements >= 2**16
+    assert not bf16.exhaustive and bf16.examples == 20
+    report.raise_for_failures()  # does not raise
+    assert "PASSED" in str(report) and "fp8_e5m2" in report.table()
+
+
+def test_failure_report_has_bits_ulps_class_and_reproduction() -> None:
+    report = audit(gallery.pam_mul_flushes_subnormals, "pam_mul", formats="bf16")
+    assert not report.passed
+    counterexample = report.result("bf16").counterexample
+    assert counterexample is not None
+    assert counterexample.involves("subnormal")
+    assert all("[0x" in value.text for value in counterexample.inputs + counterexample.expected)
+    assert counterexample.seed is None and counterexample.stage == "hypothesis"
+    assert "FAILED" in str(report) and "reproduce:" in str(report)
+    with pytest.raises(AuditFailure) as raised:
+        report.raise_for_failures()
+    assert isinstance(raised.value, AssertionError) and raised.value.report is report
+    parsed = json.loads(report.to_json())
+    assert parsed["passed"] is False
+    assert parsed["results"][0]["counterexample"]["labels"] == list(counterexample.labels)
+    # The printed one-liner re-runs exactly this input: it fails on the bug, passes on the fix.
+    with pytest.raises(AssertionError, match="differs from the oracle"):
+        exec(counterexample.snippet, {})
+    reproduce(gallery.pam_mul, "pam_mul", "bf16", counterexample.case)
+
+
+def test_ulp_distance_is_reported_for_float_results() -> None:
+    report = audit(gallery.pam_mul_unsigned_zero, "pam_mul", formats="fp32")
+    counterexample = report.counterexamples[0]
+    assert (counterexample.expected_label, counterexample.actual_label) == ("-zero", "+zero")
+    assert counterexample.ulp_distance == 1
+
+
+def test_exhaustive_stage_finds_what_hypothesis_misses() -> None:
+    # Wrong on exactly one of the 65536 fp8 pairs: only enumeration can be sure to find it.
+    def one_wrong_pair(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+        result = gallery.pam_mul(a, b, mode=mode)
+        target = (a.view(torch.uint8) == 0x35) & (b.view(torch.uint8) == 0x4B)
+        return torch.where(target, torch.zeros_like(result), result)
+
+    report = audit(one_wrong_pair, "pam_mul", formats="fp8_e4m3fn", max_examples=10)
+    counterexample = report.counterexamples[0]
+    assert counterexample.stage == "exhaustive"
+    assert counterexample.case == {"a": [0x35], "b": [0x4B]}
+    assert report.result("fp8_e4m3fn").caught_after == 0x35 * 256 + 0x4B + 1
+
+
+def test_seed_makes_runs_repeatable() -> None:
+    first = audit(gallery.pam_mul_unsigned_zero, "pam_mul", formats="fp16", seed=3)
+    second = audit(gallery.pam_mul_unsigned_zero, "pam_mul", formats="fp16", seed=3)
+    assert first.counterexamples[0].case == second.counterexamples[0].case
+    assert first.results[0].caught_after == second.results[0].caught_after
+    assert first.counterexamples[0].seed == 3
+
+
+def test_mode_is_passed_only_to_candidates_that_take_it() -> None:
+    seen: list[str] = []
+
+    def with_mode(a: torch.Tensor, b: torch.Tensor, *, mode: str) -> torch.Tensor:
+        seen.append(mode)
+        return gallery.pam_mul(a, b, mode=mode)
+
+    def without_mode(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return gallery.pam_mul(a, b)
+
+    assert audit(with_mode, "pam_mul", formats="fp8_e5m2", mode="all", max_examples=5).passed
+    assert set(seen) == {"ieee", "ftz"}
+    assert audit(without_mode, "pam_mul", formats="fp8_e5m2", max_examples=5).passed
+    with pytest.raises(AuditUsageError, match="takes no `mode` keyword"):
+        audit(without_mode, "pam_mul", formats="fp8_e5m2", mode="ftz")
+
+
+def test_ftz_kernel_in_ieee_mode_is_caught_on_subnormals() -> None:
+    def always_ftz(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+        return gallery.pam_mul(a, b, mode="ftz")
+
+    report = audit(always_ftz, "pam_mul", formats="fp16", mode="all")
+    assert report.result("fp16", mode="ftz").passed
+    assert report.result("fp16", mode="ieee").counterexample.involves("subnormal")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"formats": "bf17"}, "unknown format 'bf17'"),
+        ({"formats": "fp8_e5m2", "mode": "rtz"}, "unknown mode 'rtz'"),
+        ({"formats": "fp16", "max_examples": 0}, "at least 1"),
+        ({"device": "cpux"}, "unknown device"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(AuditUsageError, match=message):
+        audit(gallery.pam_mul, "pam_mul", **kwargs)  # type: ignore[arg-type]
+
+
+def test_unsupported_format_for_the_op() -> None:
+    with pytest.raises(AuditUsageError, match="does not support format bf16; use one of fp32, fp64"):
+        audit(gallery.bdia_forward_step, "bdia_forward_step", formats="bf16")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where CUDA is missing")
+def test_cuda_without_cuda_is_a_usage_error() -> None:
+    with pytest.raises(AuditUsageError, match="CUDA is not available"):
+        audit(gallery.pam_mul, "pam_mul", device="cuda")
+
+
+@pytest.mark.cuda
+def test_audit_on_cuda() -> None:
+    assert audit(gallery.pam_mul, "pam_mul", formats="bf16", device="cuda", max_examples=20).passed
+
+
+def test_candidate_that_raises_or_returns_the_wrong_dtype_is_a_finding() -> None:
+    def raises(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("kernel not compiled for this dtype")
+
+    def wrong_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return gallery.pam_mul(a, b).float()
+
+    raised = audit(raises, "pam_mul", formats="fp16").counterexamples[0]
+    assert "raised" in raised.labels and "kernel not compiled" in raised.note
+    bad = audit(wrong_dtype, "pam_mul", formats="fp16").counterexamples[0]
+    assert "bad output" in bad.labels and "torch.float32, expected torch.float16" in bad.note
+
+
+def test_candidate_given_as_target_text() -> None:
+    report = audit("tests.gallery.audit_kernels:pa_log2", "pa_log2", formats="fp8_e5m2", max_examples=5)
+    assert report.passed and report.candidate == "tests.gallery.audit_kernels:pa_log2"
+    with pytest.raises(AuditUsageError, match="cannot import module"):
+        audit("no_such_module_xyz:f", "pa_log2")
+
+
+def test_time_budget_skips_checks_it_has_no_time_for() -> None:
+    report = audit(gallery.pam_mul, "pam_mul", formats=["fp16", "bf16"], time_budget=0.0)
+    assert [r.status for r in report.results] == ["skipped", "skipped"]
+    assert report.passed and "time budget" in str(report)
+
+
+def test_determinism_option_flags_a_nondeterministic_kernel_and_passes_a_deterministic_one() -> None:
+    flagged = audit(gallery.pam_matmul_random_order, "pam_matmul_any_order", formats="fp32", determinism=True)
+    counterexample = flagged.counterexamples[0]
+    assert counterexample.stage == "determinism" and "nondeterministic" in counterexample.labels
+    assert "run 1 differs from run 0" in counterexample.note
+    without = audit(gallery.pam_matmul_random_order, "pam_matmul_any_order", formats="fp32", max_examples=10)
+    assert without.passed  # inside the bound: only the determinism check can see this bug
+
+
+def test_bdia_counterexample_is_narrowed_to_one_element() -> None:
+    report = audit(gallery.bdia_forward_step_wrong_side_bit, "bdia_forward_step", formats="fp32")
+    case = report.counterexamples[0].case
+    assert np.shape(case["X_prev"]) == (1, 1) and np.shape(case["gamma"]) == (1,)
