@@ -1,7 +1,20 @@
 """revcheck: prove or refute bit-exactness claims of efficient-training arithmetic."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from revcheck import formats
 from revcheck.testing import BitMismatchError, assert_bit_exact
 
-__all__ = ["BitMismatchError", "assert_bit_exact", "formats"]
+__all__ = ["BitMismatchError", "assert_bit_exact", "assert_deterministic", "formats"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The audit pulls in Hypothesis and torch; `import revcheck` should not.
+    if name == "assert_deterministic":
+        import importlib
+
+        return importlib.import_module("revcheck.audit.determinism").assert_deterministic
+    raise AttributeError(f"module 'revcheck' has no attribute {name!r}")

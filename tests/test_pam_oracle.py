@@ -195,7 +195,9 @@ E4M3_CASES = [
 
 @pytest.mark.parametrize(("op", "args", "expected"), E4M3_CASES)
 @pytest.mark.parametrize("mode", MODES)
-def test_fp8_e4m3fn_saturates_instead_of_infinity(op: str, args: tuple[int, ...], expected: int, mode: str) -> None:
+def test_fp8_e4m3fn_saturates_instead_of_infinity(
+    op: str, args: tuple[int, ...], expected: int, mode: str
+) -> None:
     result = getattr(oracle, op)(*(np.uint8(x) for x in args), E4M3, mode=mode)
     assert_bit_exact(result, expected, fmt=E4M3, nan="bits", msg=f"{op}{tuple(hex(x) for x in args)}")
 
@@ -203,7 +205,9 @@ def test_fp8_e4m3fn_saturates_instead_of_infinity(op: str, args: tuple[int, ...]
 @pytest.mark.parametrize("fmt_name", formats.names())
 def test_one_times_anything_normal_is_itself_in_every_format(fmt_name: str) -> None:
     fmt = formats.get(fmt_name)
-    patterns = np.array([fmt.one, fmt.min_normal, fmt.max_finite, fmt.sign_mask | fmt.one], dtype=fmt.uint_dtype)
+    patterns = np.array(
+        [fmt.one, fmt.min_normal, fmt.max_finite, fmt.sign_mask | fmt.one], dtype=fmt.uint_dtype
+    )
     one = np.asarray(fmt.one, dtype=fmt.uint_dtype)
     assert_bit_exact(oracle.pam_mul(patterns, one, fmt), patterns, fmt=fmt, nan="bits")
     assert_bit_exact(oracle.pam_div(patterns, one, fmt), patterns, fmt=fmt, nan="bits")
@@ -364,5 +368,7 @@ def test_fp8_all_pairs_exhaustive_against_exact_model(op: str, fmt_name: str, mo
     fmt = formats.get(fmt_name)
     a = np.repeat(np.arange(256, dtype=np.uint8), 256)
     b = np.tile(np.arange(256, dtype=np.uint8), 256)
-    expected = np.array([getattr(exact, op)(int(x), int(y), fmt, mode) for x, y in zip(a, b)], dtype=np.uint8)
+    expected = np.array(
+        [getattr(exact, op)(int(x), int(y), fmt, mode) for x, y in zip(a, b, strict=True)], dtype=np.uint8
+    )
     assert_bit_exact(getattr(oracle, op)(a, b, fmt, mode=mode), expected, fmt=fmt, nan="bits")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -163,7 +163,7 @@ def training_step(model: nn.Module, idx: Tensor, targets: Tensor) -> Callable[[]
 
 
 def interleaved_times(
-    candidates: dict[str, Callable[[], object]], *, repeat: int, min_time: float
+    candidates: Mapping[str, Callable[[], object]], *, repeat: int, min_time: float
 ) -> dict[str, float]:
     """Median seconds per call of each candidate, timed in alternating rounds.
 

@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from revcheck import formats
-from revcheck.exact.rounding import Exact, decode, encode_special, floor_log2, max_finite_value, round_fraction
+from revcheck.exact.rounding import (
+    Exact,
+    decode,
+    encode_special,
+    floor_log2,
+    max_finite_value,
+    round_fraction,
+)
 from revcheck.formats import FloatFormat
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "pam_matmul",
     "pam_mul",
     "pam_mul_grad",
+    "pam_mul_value",
     "split",
 ]
 
@@ -52,6 +60,20 @@ def split(magnitude: Fraction) -> tuple[int, Fraction]:
 def accumulator_format(fmt: object) -> FloatFormat:
     """fp64 for fp64, fp32 for every narrower format."""
     return formats.get("fp64") if formats.get(fmt).mantissa_bits > 23 else formats.get("fp32")
+
+
+def pam_mul_value(a: int, b: int, fmt: object) -> Fraction:
+    """The exact (unrounded) signed value of ``a ⊡ b`` for finite nonzero operands."""
+    x, y = decode(a, fmt), decode(b, fmt)
+    if x.kind != "finite" or y.kind != "finite":
+        raise ValueError("pam_mul_value needs finite nonzero operands")
+    ea, ma = split(x.magnitude)
+    eb, mb = split(y.magnitude)
+    if ma + mb < 1:
+        value = Fraction(2) ** (ea + eb) * (1 + ma + mb)
+    else:
+        value = Fraction(2) ** (ea + eb + 1) * (ma + mb)
+    return -value if x.negative != y.negative else value
 
 
 def pam_mul(a: int, b: int, fmt: object, mode: str = "ieee") -> int:

@@ -21,7 +21,15 @@ from fractions import Fraction
 from revcheck import formats
 from revcheck.formats import FloatFormat
 
-__all__ = ["Exact", "decode", "encode_special", "floor_log2", "max_finite_value", "round_fraction", "value_of"]
+__all__ = [
+    "Exact",
+    "decode",
+    "encode_special",
+    "floor_log2",
+    "max_finite_value",
+    "round_fraction",
+    "value_of",
+]
 
 
 @dataclass(frozen=True)

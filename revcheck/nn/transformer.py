@@ -166,8 +166,9 @@ def _make_stack(kind: str, blocks: list[nn.Module], *, l: int, seed: int | None)
     if kind in ("bdia", "bdia-stored"):
         from revcheck.nn.bdia import BDIAStack
 
-        mode = "reversible" if kind == "bdia" else "stored"
-        return BDIAStack(blocks, l=l, mode=mode, seed=seed)
+        if kind == "bdia":
+            return BDIAStack(blocks, l=l, mode="reversible", seed=seed)
+        return BDIAStack(blocks, l=l, mode="stored", seed=seed)
     raise ValueError(f"stack={kind!r} is not a stack kind; use one of {', '.join(STACK_KINDS)}")
 
 

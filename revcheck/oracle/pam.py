@@ -163,10 +163,8 @@ def _out_of_range(
     mag_b = (b & magnitude_mask).astype(np.int64)
     normal = (mag_a >= fmt.min_normal) & (mag_a <= fmt.max_finite)
     normal &= (mag_b >= fmt.min_normal) & (mag_b <= fmt.max_finite)
-    if divide:
-        t = mag_a - mag_b + np.int64(fmt.one)
-    else:
-        t = mag_a + mag_b - np.int64(fmt.one)
+    one = np.int64(fmt.one)
+    t = mag_a - mag_b + one if divide else mag_a + mag_b - one
     negative = ((a ^ b) >> fmt.uint_dtype.type(fmt.width - 1)).astype(bool)
     # Far out of range needs no rounding: overflow, or below half the smallest subnormal (ftz: below
     # the smallest normal) is zero.  Only the band in between is rounded.
@@ -373,16 +371,18 @@ class _ProductSums:
         # value / quantum = significand · 2^(E - emin), an integer (subnormals are multiples of it).
         shift = np.where(finite, decoded.exponent - acc.emin, 0).astype(object)
         significand = decoded.significand(acc).astype(object)
-        units = np.where(shift >= 0, significand * (2**np.maximum(shift, 0)), 0)
+        units = np.where(shift >= 0, significand * (2 ** np.maximum(shift, 0)), 0)
         units = np.where(shift < 0, significand // (2 ** np.maximum(-shift, 0)), units)
         units = np.where(finite, units, 0)
         signed = np.where(decoded.negative, -units, units)
         self.sum = signed.sum(axis=-2)
         self.positive = np.where(decoded.negative, 0, units).sum(axis=-2)
         self.negative = np.where(decoded.negative, units, 0).sum(axis=-2)
-        self.has_nan = decoded.is_nan.any(axis=-2)
-        self.has_pos_inf = (decoded.is_inf & ~decoded.negative).any(axis=-2)
-        self.has_neg_inf = (decoded.is_inf & decoded.negative).any(axis=-2)
+        self.has_nan: npt.NDArray[np.bool_] = np.asarray(decoded.is_nan.any(axis=-2))
+        self.has_pos_inf: npt.NDArray[np.bool_] = np.asarray(
+            (decoded.is_inf & ~decoded.negative).any(axis=-2)
+        )
+        self.has_neg_inf: npt.NDArray[np.bool_] = np.asarray((decoded.is_inf & decoded.negative).any(axis=-2))
 
     def bound_of(self, absolute_units: object, mode: str) -> Fraction:
         """``γ_{K-1}·Σ|p|`` plus, in ftz, ``(K-1)·2^emin·(1 + γ_{K-1})`` for flushed partial sums."""
@@ -429,7 +429,9 @@ def pam_matmul_bound(
     return exact, bound
 
 
-def within_bound(C_acc_bits: object, A_bits: object, B_bits: object, fmt: object, *, mode: str = "ieee") -> Any:
+def within_bound(
+    C_acc_bits: object, A_bits: object, B_bits: object, fmt: object, *, mode: str = "ieee"
+) -> Any:
     """Whether each ``C[..., i, j]`` (accumulator-format bits) is a possible result of SOME summation order.
 
     Finite ``C``: ``|c - s| <= bound`` (:func:`pam_matmul_bound`), compared in

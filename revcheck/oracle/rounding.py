@@ -100,7 +100,9 @@ def check_bits(bits: object, fmt: FloatFormat, name: str) -> UIntArray:
             hint = "pass bit patterns instead: revcheck.bits.to_bits(x)"
         else:
             hint = f"use {fmt.uint_dtype} bit patterns of {fmt.name} (revcheck.bits.to_bits)"
-        raise TypeError(f"{name} has dtype {dtype}, but {fmt.name} bit patterns must be {fmt.uint_dtype}; {hint}")
+        raise TypeError(
+            f"{name} has dtype {dtype}, but {fmt.name} bit patterns must be {fmt.uint_dtype}; {hint}"
+        )
     raise TypeError(
         f"{name} is a {type(bits).__name__}; the oracle takes NumPy arrays of {fmt.uint_dtype} "
         f"({fmt.name} bit patterns), e.g. np.asarray(x, dtype=np.{fmt.uint_dtype})"
@@ -154,7 +156,7 @@ def decode(bits: UIntArray, fmt: FloatFormat, mode: str) -> Decoded:
     return Decoded(negative, exponent, fraction, is_zero, is_inf, is_nan)
 
 
-def special_bits(negative: BoolArray, magnitude: int, fmt: FloatFormat) -> UIntArray:
+def special_bits(negative: BoolArray | np.bool_, magnitude: int, fmt: FloatFormat) -> UIntArray:
     """Patterns ``±magnitude`` with the sign of ``negative``."""
     dtype = fmt.uint_dtype.type
     return np.where(negative, dtype(fmt.sign_mask | magnitude), dtype(magnitude))
