@@ -10,6 +10,7 @@ string, e.g. a CUDA index URL through PIP_INDEX_URL).
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -19,6 +20,12 @@ nox.options.reuse_venv = "yes"
 PYTHON = os.environ.get("REVCHECK_PYTHON", "3.11")
 TORCH_REQUIREMENT = os.environ.get("REVCHECK_TORCH", "torch==2.13.0")
 TRITON_REQUIREMENT = os.environ.get("REVCHECK_TRITON", "triton>=3.0,<4")
+
+
+def interpret_triton_without_gpu(session: nox.Session) -> None:
+    """Run Triton kernels on the CPU interpreter where there is no NVIDIA GPU (TRITON_INTERPRET=1)."""
+    if shutil.which("nvidia-smi") is None:
+        session.env.setdefault("TRITON_INTERPRET", "1")
 
 
 def install(session: nox.Session, *extras: str, triton: bool = True) -> None:
@@ -33,7 +40,7 @@ def install(session: nox.Session, *extras: str, triton: bool = True) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests of the toolkit, README examples included (Triton under TRITON_INTERPRET=1)."""
     install(session, "test")
-    session.env.setdefault("TRITON_INTERPRET", "1")
+    interpret_triton_without_gpu(session)
     session.run("pytest", *(session.posargs or ["tests", "revcheck", "README.md"]))
 
 
@@ -44,7 +51,7 @@ def properties(session: nox.Session) -> None:
     nox -s properties -- --device cuda --hypothesis-profile thorough
     """
     install(session, "test")
-    session.env.setdefault("TRITON_INTERPRET", "1")
+    interpret_triton_without_gpu(session)
     session.run("pytest", "properties", "-p", "no:cacheprovider", *session.posargs)
 
 
@@ -61,7 +68,7 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, printed as ratios measured in one run: ``nox -s bench -- --only pam``."""
     install(session)
-    session.env.setdefault("TRITON_INTERPRET", "1")
+    interpret_triton_without_gpu(session)
     session.run("python", "-m", "revcheck.bench", *session.posargs)
 
 
@@ -69,4 +76,5 @@ def bench(session: nox.Session) -> None:
 def sweep(session: nox.Session) -> None:
     """Exhaustive PAM sweeps: ``nox -s sweep -- --op pam_mul --format bf16 --shard 0/2``."""
     install(session)
+    interpret_triton_without_gpu(session)
     session.run("python", "-m", "revcheck.sweep", *session.posargs)

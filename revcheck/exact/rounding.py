@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from revcheck import formats
 from revcheck.formats import FloatFormat
@@ -49,6 +50,7 @@ def _fmt(fmt: object) -> FloatFormat:
     return formats.get(fmt)
 
 
+@lru_cache(maxsize=1 << 17)
 def decode(bits: int, fmt: object, mode: str = "ieee") -> Exact:
     """The exact value of one bit pattern of ``fmt``."""
     f = _fmt(fmt)
@@ -97,6 +99,7 @@ def floor_log2(value: Fraction) -> int:
     return e
 
 
+@lru_cache(maxsize=None)
 def max_finite_value(fmt: object) -> Fraction:
     """The largest finite value of ``fmt``."""
     f = _fmt(fmt)

@@ -225,6 +225,7 @@ def _round_magnitude(
     sticky: torch.Tensor | None,
     fmt: FloatFormat,
     mode: str,
+    leading: int | None = None,
 ) -> torch.Tensor:
     """Magnitude bits of (significand + sticky·δ) · 2**exp2 rounded once to ``fmt`` (RNE).
 
@@ -232,12 +233,13 @@ def _round_magnitude(
     strictly above ``significand`` (by less than one unit), and callers only set
     it when the significand has more than m + 2 bits.  Overflow gives the
     format's overflow magnitude (inf or max finite); in mode ``"ftz"`` an exact
-    value below the smallest normal gives 0.
+    value below the smallest normal gives 0.  ``leading``: floor(log2(significand))
+    when the caller knows it for every nonzero element (saves the bit search).
     """
     m = fmt.mantissa_bits
-    leading = _floor_log2(significand)
+    leading_bit = _floor_log2(significand) if leading is None else torch.full_like(significand, leading)
     # Bits to drop: down to p bits for normal results, down to the subnormal quantum below emin.
-    drop = torch.maximum(leading - m, (fmt.emin - m) - exp2)
+    drop = torch.maximum(leading_bit - m, (fmt.emin - m) - exp2)
     drop_right = drop.clamp(min=0, max=63)
     kept = significand >> drop_right
     remainder = significand - (kept << drop_right)
@@ -257,7 +259,7 @@ def _round_magnitude(
     if sticky is not None:
         is_zero = is_zero & ~sticky
     if mode == "ftz":
-        is_zero = is_zero | (leading + exp2 < fmt.emin)
+        is_zero = is_zero | (leading_bit + exp2 < fmt.emin)
     return torch.where(is_zero, 0, magnitude)
 
 
@@ -305,7 +307,7 @@ def _mul_fields(
     # Ma + Mb < 1: 2**(Ea+Eb) (1 + Ma + Mb); else 2**(Ea+Eb+1) (Ma + Mb): either way p = m + 1 bits, exact.
     significand = torch.where(carry == 1, fraction_sum, fraction_sum + (1 << m))
     exp2 = a.exponent + b.exponent + carry - m
-    magnitude = _round_magnitude(significand, exp2, None, fmt, mode)
+    magnitude = _round_magnitude(significand, exp2, None, fmt, mode, leading=m)
     nan = a.is_nan | b.is_nan | (a.is_inf & b.is_zero) | (a.is_zero & b.is_inf)
     inf = a.is_inf | b.is_inf
     zero = a.is_zero | b.is_zero
@@ -396,7 +398,7 @@ def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Te
     borrow = (difference < 0).to(torch.int64)
     significand = torch.where(borrow == 1, difference + (2 << m), difference + (1 << m))
     exp2 = da.exponent - db.exponent - borrow - m
-    magnitude = _round_magnitude(significand, exp2, None, fmt, mode)
+    magnitude = _round_magnitude(significand, exp2, None, fmt, mode, leading=m)
     nan = da.is_nan | db.is_nan | (da.is_zero & db.is_zero) | (da.is_inf & db.is_inf)
     inf = da.is_inf | db.is_zero
     zero = da.is_zero | db.is_inf
@@ -424,7 +426,7 @@ def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> tor
     carry = (a_fraction + db.fraction) >> fmt.mantissa_bits
     exp2 = db.exponent + carry
     negative = db.negative.expand(torch.broadcast_shapes(a.shape, b.shape))
-    magnitude = _round_magnitude(torch.ones_like(exp2), exp2, None, fmt, mode)
+    magnitude = _round_magnitude(torch.ones_like(exp2), exp2, None, fmt, mode, leading=0)
     nan = da.is_nan | db.is_nan | (da.is_inf & db.is_zero) | (da.is_zero & db.is_inf)
     inf = db.is_inf
     zero = db.is_zero

@@ -106,7 +106,10 @@ def pam_matmul_exact_grads(
 
 
 class PAMMatmul(torch.autograd.Function):
-    """``C = A ⊡@ B`` with a PAM backward: ``PAMMatmul.apply(A, B, mode="ieee", backward="approx")``.
+    """``C = A ⊡@ B`` with a PAM backward: ``PAMMatmul.apply(A, B, mode, backward)``.
+
+    ``apply`` takes positional arguments only; ``mode`` defaults to ``"ieee"`` and
+    ``backward`` to ``"approx"``.
 
     A is (..., M, K), B is (K, N), both of one supported dtype; C is (..., M, N)
     in the accumulator dtype.  See the module docstring for both backwards.
