@@ -68,7 +68,7 @@ def check_char_lm_output(output: str, vocab_hint: int = 200) -> list[str]:
     reason="revcheck.nn.bdia (BDIAStack) is not there yet",
 )
 def test_bdia_char_lm_trains_both_models() -> None:
-    output = _run_char_lm("--quick", "--steps", "30", "--log-every", "10", "--depth", "3")
+    output = _run_char_lm("--quick", "--steps", "20", "--log-every", "5", "--depth", "3")
     assert check_char_lm_output(output) == [], output
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BDIAStack", "PAMLinear", "PAMMatmul", "PreNormTransformerBlock"]
+__all__ = ["BDIAStack", "PAMLinear", "PAMMatmul", "PreNormTransformerBlock", "TinyGPT"]
 
 _HOMES = {
     "PAMLinear": "revcheck.nn.pam",
     "PAMMatmul": "revcheck.nn.pam",
     "BDIAStack": "revcheck.nn.bdia",
     "PreNormTransformerBlock": "revcheck.nn.transformer",
+    "TinyGPT": "revcheck.nn.transformer",
 }
 
 
