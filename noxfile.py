@@ -45,6 +45,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def slow(session: nox.Session) -> None:
+    """The heavy unit tests left out of ``tests`` (exhaustive fp8 pairs, every format x mode audits)."""
+    install(session, "test")
+    interpret_triton_without_gpu(session)
+    session.run("pytest", "tests", "-m", "slow", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def properties(session: nox.Session) -> None:
     """Hypothesis property suites.  Pass pytest options after ``--``:
 

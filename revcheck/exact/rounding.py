@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from revcheck import formats
 from revcheck.formats import FloatFormat
@@ -99,7 +99,7 @@ def floor_log2(value: Fraction) -> int:
     return e
 
 
-@lru_cache(maxsize=None)
+@cache
 def max_finite_value(fmt: object) -> Fraction:
     """The largest finite value of ``fmt``."""
     f = _fmt(fmt)

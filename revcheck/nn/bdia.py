@@ -23,7 +23,7 @@ tensor                     shape / dtype                               bytes
 X_K, X_{K-1}               2 x state, int64                            16 per element
 side bits s_0..s_{K-2}     (K-1, ceil(N/8)) uint8, 8 bits per byte     ~1/8 per element per block
 gamma signs                (K-1, B) int8                               1 per sample per block
-checksums of X_0..X_{K-2}  (K-1, 2) int64 (reconstruction check)       16 per block
+checksums of X_0..X_{K-2}  (K-1,) int64 (reconstruction check)         8 per block
 RNG states                 one CPU (and CUDA) state per block that     ~5 KiB per distinct state
                            changed it (deduplicated), for dropout
 =========================  ==========================================  =====================
@@ -57,6 +57,7 @@ first offending block.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -78,7 +79,6 @@ __all__ = [
 Mode = Literal["reversible", "stored"]
 _MODES = ("reversible", "stored")
 _COMPUTE_DTYPES = (torch.float32, torch.float64)
-_CHECK_MASK = (1 << 20) - 1
 
 
 class BDIARangeError(ValueError):
@@ -107,11 +107,28 @@ def pack_bits(bits: Tensor) -> Tensor:
     flat = bits.reshape(-1).to(torch.uint8)
     if flat.numel() and bool(((flat != 0) & (flat != 1)).any()):
         raise ValueError("pack_bits takes only 0/1 values")
+    return _pack_bits_unchecked(flat)
+
+
+def _pack_bits_unchecked(bits: Tensor) -> Tensor:
+    """:func:`pack_bits` without the 0/1 validation (the stack's side bits are parity by construction)."""
+    flat = bits.reshape(-1).to(torch.uint8)
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    shifts = torch.arange(8, device=flat.device, dtype=torch.uint8)
-    return (flat.view(-1, 8) << shifts).sum(dim=1, dtype=torch.uint8)
+    if sys.byteorder != "little":
+        shifts = torch.arange(8, device=flat.device, dtype=torch.uint8)
+        return (flat.view(-1, 8) << shifts).sum(dim=1, dtype=torch.uint8)
+    if flat.storage_offset() % 8:
+        flat = flat.clone()  # an int64 view needs 8-byte alignment
+    # Eight 0/1 bytes read as one little-endian word hold bit i at position 8 i; three shift-ors
+    # fold them into the low byte (the word is non-negative, so no sign bits shift in).  About
+    # 8x fewer element operations than shifting and summing the bytes.
+    word = flat.view(torch.int64)
+    word = word | (word >> 7)
+    word |= word >> 14
+    word |= word >> 28
+    return word.to(torch.uint8)  # integer narrowing keeps the low byte
 
 
 def unpack_bits(packed: Tensor, shape: Sequence[int] | torch.Size) -> Tensor:
@@ -130,6 +147,26 @@ def unpack_bits(packed: Tensor, shape: Sequence[int] | torch.Size) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- autograd pieces
+
+
+@dataclass(frozen=True)
+class _Coefficients:
+    """gamma-dependent factors, shape (K-1, B, 1, ...): compute dtype, then int64 signs and 2 x signs."""
+
+    one_minus: Tensor
+    one_plus: Tensor
+    gamma: Tensor
+    sign: Tensor
+    twice_sign: Tensor
+
+
+def _within_code_limit(values: Tensor) -> Tensor:
+    """0-dim flag: every value finite with ``|value| < 2**62`` (one pass: min and max, no temporaries)."""
+    if values.numel() == 0:
+        return torch.ones((), dtype=torch.bool, device=values.device)
+    low, high = torch.aminmax(values)
+    limit = CODE_LIMIT if not values.is_floating_point() else float(CODE_LIMIT)
+    return (low > -limit) & (high < limit)  # NaN compares False
 
 
 def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
@@ -259,8 +296,7 @@ class BDIAStack(nn.Module):
         """``(R(values), ok)``: round-half-even codes and a 0-dim flag "finite and |code| < 2**62"."""
         scaled = values * float(2**self.l)  # exact: power-of-two scaling in fp32/fp64
         rounded = torch.round(scaled)  # round half to even
-        ok = (rounded.abs() < float(CODE_LIMIT)).all()  # NaN compares False
-        return rounded.to(torch.int64), ok
+        return rounded.to(torch.int64), _within_code_limit(rounded)  # NaN compares False
 
     def _mix(self, x: Tensor, h: Tensor, one_minus: Tensor, one_plus: Tensor) -> Tensor:
         """``y = fl(fl((1-gamma) x) + fl((1+gamma) h))``: separate kernels, no fused multiply-add."""
@@ -288,9 +324,10 @@ class BDIAStack(nn.Module):
                 return tensor.dtype
         return self.compute_dtype
 
-    def _block_output(self, index: int, x: Tensor) -> Tensor:
+    def _block_output(self, index: int, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """``h_index(x)`` in ``compute_dtype``; ``dtype``: the block's dtype if already known."""
         block = self.blocks[index]
-        h = block(x.to(self._block_dtype(block)))
+        h = block(x.to(self._block_dtype(block) if dtype is None else dtype))
         if not isinstance(h, Tensor) or h.shape != x.shape:
             shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
             raise ValueError(
@@ -301,6 +338,15 @@ class BDIAStack(nn.Module):
     def _coefficients(self, signs: Tensor, ndim: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         gamma = signs.to(device=device, dtype=self.compute_dtype).reshape((-1,) + (1,) * (ndim - 1)) * 0.5
         return 1.0 - gamma, 1.0 + gamma, gamma
+
+    def _coefficient_table(self, signs: Tensor, ndim: int, device: torch.device) -> _Coefficients:
+        """Per-block coefficients of all K-1 gamma rows at once (row ``k - 1`` belongs to block ``k``)."""
+        one_minus, one_plus, gamma = self._coefficients(signs.reshape(-1), ndim, device)
+        shape = (*signs.shape, *(1,) * (ndim - 1))
+        sign = signs.to(device=device, dtype=torch.int64).reshape(shape)
+        return _Coefficients(
+            one_minus.reshape(shape), one_plus.reshape(shape), gamma.reshape(shape), sign, sign * 2
+        )
 
     def _input_codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
         wide = (
@@ -388,7 +434,7 @@ class BDIAStack(nn.Module):
             code_h, ok = self._quantize_codes(h)
             flags.append((index, f"h_{index}(x_{index}) is not finite or |R(h)| >= 2**62", ok))
             X_next = X_cur + code_h
-            flags.append((index, f"X_{index + 1} is outside |X| < 2**62", (X_next.abs() < CODE_LIMIT).all()))
+            flags.append((index, f"X_{index + 1} is outside |X| < 2**62", _within_code_limit(X_next)))
             x_cur = _StraightThrough.apply(x_cur + h, X_next, self)
             X_cur = X_next
         self._raise_range(flags)
@@ -404,17 +450,18 @@ class BDIAStack(nn.Module):
         code_h, ok = self._quantize_codes(h0)
         flags.append((0, "h_0(x_0) is not finite or |R(h_0)| >= 2**62", ok))
         X_cur = X_prev + code_h
-        flags.append((0, "X_1 is outside |X| < 2**62", (X_cur.abs() < CODE_LIMIT).all()))
+        flags.append((0, "X_1 is outside |X| < 2**62", _within_code_limit(X_cur)))
         x_cur = _StraightThrough.apply(x_prev + h0, X_cur, self)
+        table = self._coefficient_table(signs, x.dim(), x.device)
         for index in range(1, len(self.blocks)):
-            one_minus, one_plus, gamma = self._coefficients(signs[index - 1], x.dim(), x.device)
-            y = self._mix(x_cur, self._block_output(index, x_cur), one_minus, one_plus)
+            row = index - 1
+            y = self._mix(x_cur, self._block_output(index, x_cur), table.one_minus[row], table.one_plus[row])
             code_y, ok = self._quantize_codes(y)
             flags.append((index, f"y_{index} is not finite or |R(y_{index})| >= 2**62", ok))
             half = (X_prev + self._side_bits(X_prev, X_cur)) >> 1
-            X_next = torch.where(signs[index - 1].to(x.device).reshape(gamma.shape) > 0, half, -half) + code_y
-            flags.append((index, f"X_{index + 1} is outside |X| < 2**62", (X_next.abs() < CODE_LIMIT).all()))
-            x_next = _StraightThrough.apply(gamma * x_prev + y, X_next, self)
+            X_next = half * table.sign[row] + code_y
+            flags.append((index, f"X_{index + 1} is outside |X| < 2**62", _within_code_limit(X_next)))
+            x_next = _StraightThrough.apply(table.gamma[row] * x_prev + y, X_next, self)
             X_prev, X_cur, x_prev, x_cur = X_cur, X_next, x_cur, x_next
         self._raise_range(flags)
         return x_cur
@@ -445,17 +492,33 @@ class BDIAStack(nn.Module):
         self._raise_range(flags)
         return BDIAStackTrace(codes, bits, outputs, signs)
 
-    def _step_codes(self, index: int, X_prev: Tensor, X_cur: Tensor, sign_row: Tensor) -> tuple:
-        """One no-grad BDIA step on codes: (X_next, s_prev, h, ok)."""
+    def _step_codes(
+        self,
+        index: int,
+        X_prev: Tensor,
+        X_cur: Tensor,
+        sign_row: Tensor,
+        table: _Coefficients | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple:
+        """One no-grad BDIA step on codes: (X_next, s_prev, h, ok).
+
+        ``table``: :meth:`_coefficient_table` of all signs (else computed from ``sign_row``);
+        ``dtype``: the block's dtype if already known.
+        """
         x_cur = self._dequantize(X_cur)
-        one_minus, one_plus, gamma = self._coefficients(sign_row, X_cur.dim(), X_cur.device)
-        h = self._block_output(index, x_cur)
-        y = self._mix(x_cur, h, one_minus, one_plus)
+        if table is None:
+            table = self._coefficient_table(sign_row.reshape(1, -1), X_cur.dim(), X_cur.device)
+            row = 0
+        else:
+            row = index - 1
+        h = self._block_output(index, x_cur, dtype)
+        y = self._mix(x_cur, h, table.one_minus[row], table.one_plus[row])
         code_y, ok_y = self._quantize_codes(y)
         s_prev = self._side_bits(X_prev, X_cur)
-        half = (X_prev + s_prev) >> 1
-        X_next = torch.where(sign_row.to(X_cur.device).reshape(gamma.shape) > 0, half, -half) + code_y
-        ok = ok_y & (X_next.abs() < CODE_LIMIT).all()
+        # gamma (X_{k-1} + s_{k-1}) as sign * ((X + s) >> 1): exact, |half| <= 2**61
+        X_next = ((X_prev + s_prev) >> 1) * table.sign[row] + code_y
+        ok = ok_y & _within_code_limit(X_next)
         return X_next, s_prev, h, ok
 
     def extra_repr(self) -> str:
@@ -469,7 +532,13 @@ class BDIAStack(nn.Module):
 
 
 def _checksum(codes: Tensor) -> Tensor:
-    return torch.stack([(codes & _CHECK_MASK).sum(), ((codes >> 20) & _CHECK_MASK).sum()])
+    """Wrapping int64 sum of the codes: any change of a single code (|X| < 2**62) changes it.
+
+    One reduction per block in forward and in backward -- cheap enough to stay on by default,
+    and it names the block whose recomputation differs (a changed state also drifts every
+    state below it, and the first block's check ``X_1 - X_0 == R(h_0)`` catches it at the end).
+    """
+    return codes.sum(dtype=torch.int64)
 
 
 class _RNGStates:
@@ -519,24 +588,31 @@ class _ReversibleBDIA(torch.autograd.Function):
         depth = len(stack.blocks)
         rng = _RNGStates(x.device)
         ctx.autocast = _autocast_state(x.device.type)
+        # Looked up once per call: walking every block's parameters per step costs more than the
+        # integer arithmetic of a small block.
+        dtypes = [stack._block_dtype(block) for block in stack.blocks]
         flags: list[tuple[int, str, Tensor]] = []
         X_prev, ok = stack._input_codes(x)
         flags.append((-1, "the input x_0 is not finite or too large", ok))
         if stack.preserve_rng_state:
             rng.capture()
-        h0 = stack._block_output(0, stack._dequantize(X_prev))
+        h0 = stack._block_output(0, stack._dequantize(X_prev), dtypes[0])
         code_h, ok = stack._quantize_codes(h0)
         flags.append((0, "h_0(x_0) is not finite or |R(h_0)| >= 2**62", ok))
         X_cur = X_prev + code_h
-        flags.append((0, "X_1 is outside |X| < 2**62", (X_cur.abs() < CODE_LIMIT).all()))
+        flags.append((0, "X_1 is outside |X| < 2**62", _within_code_limit(X_cur)))
         del h0, code_h
         numel = X_cur.numel()
+        table = stack._coefficient_table(signs, x.dim(), x.device)
         packed = torch.empty((depth - 1, (numel + 7) // 8), dtype=torch.uint8, device=x.device)
-        checks = torch.empty((depth - 1, 2), dtype=torch.int64, device=x.device)
+        verify = stack.verify_reconstruction
+        checks = torch.empty((depth - 1 if verify else 0,), dtype=torch.int64, device=x.device)
         for index in range(1, depth):
             if stack.preserve_rng_state:
                 rng.capture()
-            X_next, s_prev, _, ok = stack._step_codes(index, X_prev, X_cur, signs[index - 1])
+            X_next, s_prev, _, ok = stack._step_codes(
+                index, X_prev, X_cur, signs[index - 1], table, dtypes[index]
+            )
             flags.append(
                 (
                     index,
@@ -544,8 +620,8 @@ class _ReversibleBDIA(torch.autograd.Function):
                     ok,
                 )
             )
-            packed[index - 1] = pack_bits(s_prev)
-            if stack.verify_reconstruction:
+            packed[index - 1] = _pack_bits_unchecked(s_prev)
+            if verify:
                 checks[index - 1] = _checksum(X_prev)
             X_prev, X_cur = X_cur, X_next
         stack._raise_range(flags)
@@ -553,7 +629,7 @@ class _ReversibleBDIA(torch.autograd.Function):
         ctx.rng = rng
         ctx.shape = X_cur.shape
         ctx.in_dtype = x.dtype
-        ctx.num_params = len(params)
+        ctx.dtypes = dtypes
         ctx.save_for_backward(X_cur, X_prev, packed, signs, checks, *rng.states)
         return stack._dequantize(X_cur)
 
@@ -561,15 +637,19 @@ class _ReversibleBDIA(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         stack: BDIAStack = ctx.stack
         X_top, X_cur, packed, signs, checks, *rng_states = ctx.saved_tensors
+        # rebuilt from the saved signs (a few tiny ops) so that everything kept is in saved_tensors
+        table = stack._coefficient_table(signs, X_cur.dim(), X_cur.device)
         params = [p for p in stack.parameters() if p.requires_grad]
         slot = {id(p): i for i, p in enumerate(params)}
         param_grads: list[Tensor | None] = [None] * len(params)
         depth = len(stack.blocks)
-        mismatches: list[tuple[int, Tensor]] = []
+        verify = checks.numel() > 0
+        reconstructed_sums: list[Tensor] = []  # checksums of X_{K-2} .. X_0, compared once at the end
         reconstructed = [X_top, X_cur] if stack.record_reconstruction else None
         g_top: Tensor = grad_out  # dL/dx_{k+1}, complete
         g_below: Tensor | None = None  # the part of dL/dx_k that comes from above block k (gamma path)
         g_input: Tensor | None = None
+        first_block_differs: Tensor | None = None
         replay = stack.preserve_rng_state and stack._replay_rng
         with torch.random.fork_rng(devices=ctx.rng.devices(), enabled=replay), torch.autocast(**ctx.autocast):
             for index in range(depth - 1, -1, -1):
@@ -578,12 +658,10 @@ class _ReversibleBDIA(torch.autograd.Function):
                     ctx.rng.restore(index, rng_states)
                 with torch.enable_grad():
                     x_leaf = stack._dequantize(X_cur).requires_grad_(True)
-                    h = stack._block_output(index, x_leaf)
+                    h = stack._block_output(index, x_leaf, ctx.dtypes[index])
                     if index > 0:
-                        one_minus, one_plus, gamma = stack._coefficients(
-                            signs[index - 1], X_cur.dim(), X_cur.device
-                        )
-                        quantized = stack._mix(x_leaf, h, one_minus, one_plus)  # y_k
+                        row = index - 1
+                        quantized = stack._mix(x_leaf, h, table.one_minus[row], table.one_plus[row])  # y_k
                         expression = quantized
                     else:
                         quantized = h
@@ -595,26 +673,25 @@ class _ReversibleBDIA(torch.autograd.Function):
                 with torch.no_grad():
                     code, _ = stack._quantize_codes(quantized.detach())
                     if index > 0:
-                        s_prev = unpack_bits(packed[index - 1], ctx.shape).to(torch.int64)
-                        twice = (X_top - code) * 2
-                        sign = signs[index - 1].to(X_cur.device).reshape(gamma.shape)
-                        X_prev = torch.where(sign > 0, twice, -twice) - s_prev
-                        if stack.verify_reconstruction:
-                            mismatches.append((index, (_checksum(X_prev) != checks[index - 1]).any()))
+                        s_prev = unpack_bits(packed[index - 1], ctx.shape)
+                        # X_{k-1} = (X_{k+1} - R(y_k)) / gamma_k - s_{k-1}; 1/gamma = 2 sign, exact in int64
+                        X_prev = (X_top - code) * table.twice_sign[index - 1] - s_prev
+                        if verify:
+                            reconstructed_sums.append(_checksum(X_prev))
                     else:
-                        mismatches.append((0, (X_top - X_cur != code).any()))
+                        first_block_differs = (X_top - X_cur != code).any()
                 grads = torch.autograd.grad(expression, targets, grad_outputs=g_top, allow_unused=True)
                 for p, g in zip(block_params, grads[1:], strict=True):
                     param_grads[slot[id(p)]] = g  # includes what the blocks above contributed
                 if index > 0:
                     assert grads[0] is not None  # x_leaf enters y_k through (1 - gamma) x_k
-                    g_top, g_below = grads[0], gamma * g_top
+                    g_top, g_below = grads[0], table.gamma[index - 1] * g_top
                     X_top, X_cur = X_cur, X_prev
                     if reconstructed is not None:
                         reconstructed.append(X_prev)
                 else:
                     g_input = grads[0]
-        _raise_mismatch(mismatches)
+        _raise_mismatch(checks, reconstructed_sums, first_block_differs)
         if reconstructed is not None:
             reconstructed.reverse()
             stack.last_reconstruction = reconstructed
@@ -622,13 +699,20 @@ class _ReversibleBDIA(torch.autograd.Function):
         return (None, None, grad_x, *param_grads)
 
 
-def _raise_mismatch(mismatches: list[tuple[int, Tensor]]) -> None:
-    if not mismatches:
+def _raise_mismatch(checks: Tensor, reconstructed_sums: list[Tensor], first_block_differs: Tensor | None) -> None:
+    """One host sync per backward: compare every reconstructed checksum and the first block's recomputation."""
+    flags = [] if first_block_differs is None else [first_block_differs.reshape(1)]
+    if reconstructed_sums:
+        # reconstructed_sums runs from X_{K-2} down to X_0; report the highest block that differs
+        # (every state below a wrong one is wrong as well)
+        flags.insert(0, torch.stack(reconstructed_sums) != checks.flip(0)[: len(reconstructed_sums)])
+    if not flags:
         return
-    bad = torch.stack([flag for _, flag in mismatches])
+    bad = torch.cat(flags)
     if not bool(bad.any()):
         return
-    index = mismatches[int(bad.nonzero()[0, 0])][0]
+    position = int(bad.nonzero()[0, 0])
+    index = len(reconstructed_sums) - position if position < len(reconstructed_sums) else 0
     if index == 0:
         what = "block 0 recomputed h_0(x_0) differently in backward (X_1 - X_0 != R(h_0))"
     else:

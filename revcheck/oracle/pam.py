@@ -257,8 +257,10 @@ def pa_exp2(y_bits: object, fmt: object, *, mode: str = "ieee") -> UIntArray:
     y = decode(y_array, fmt_, mode)
     finite = y.is_finite_nonzero
     significand = y.significand(fmt_)
-    # |y| >= 2^(exponent_bits + 1) exceeds emax + 1 and emin - m - 2: overflow or +0 whatever the bits.
-    huge = finite & (y.exponent >= fmt_.exponent_bits + 1)
+    # From |y| >= 2^T on, y >= emax + 2 (overflow) or y <= emin - m - 3 (+0: below half the smallest
+    # subnormal), whatever the other bits.
+    threshold = max(fmt_.emax + 2, fmt_.bias + m + 3).bit_length()
+    huge = finite & (y.exponent >= threshold)
     exponent = np.where(huge, np.int64(0), y.exponent)
     # |y| = significand / 2^k: k fractional bits.
     k = np.int64(m) - exponent

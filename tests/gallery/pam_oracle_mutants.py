@@ -2,7 +2,10 @@
 properties of ``properties/test_pam_oracle.py`` catch each one.
 
 Every mutant has the signature of the oracle function it replaces (its
-``target`` in :data:`MUTANTS`) and differs from it in one plausible bug.
+``target`` in :data:`MUTANTS`) and differs from it in one plausible bug.  A mutant lists only the
+properties that caught it in 10 of 10 trial runs of the default profile.  (The exact-model comparison
+of ``pam_div`` caught ``pam_div_missing_borrow`` in only about 2 of 3 runs of 100 examples: normal
+operands with Ma < Mb and a normal quotient are a small share of its draws.)
 """
 
 from __future__ import annotations
@@ -180,7 +183,6 @@ MUTANTS: dict[str, Mutant] = {
         pam_div_missing_borrow,
         "pam_div",
         (
-            ("test_binary_op_matches_exact_model", {"op": "pam_div", "fmt_name": "fp16", "mode": "ieee"}),
             ("test_div_relative_error_within_zero_and_one_eighth", {"fmt_name": "fp32"}),
             ("test_div_undoes_mul_without_under_or_overflow", {"fmt_name": "bf16", "mode": "ieee"}),
         ),
