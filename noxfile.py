@@ -67,8 +67,8 @@ def properties(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff and mypy, both must be clean."""
     install(session, "dev")
-    session.run("ruff", "check", "revcheck", "tests", "properties", "noxfile.py")
-    session.run("ruff", "format", "--check", "revcheck", "tests", "properties", "noxfile.py")
+    session.run("ruff", "check", "revcheck", "tests", "properties", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "revcheck", "tests", "properties", "examples", "noxfile.py")
     session.run("mypy")
 
 

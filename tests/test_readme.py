@@ -62,7 +62,9 @@ def test_console_block_output(block: str) -> None:
     last_status: int | None = None
     for command, shown in _console_steps(block):
         if command == "echo $?":
-            assert str(last_status) == shown.strip(), f"exit status {last_status}, README says {shown.strip()}"
+            assert str(last_status) == shown.strip(), (
+                f"exit status {last_status}, README says {shown.strip()}"
+            )
             continue
         argv = shlex.split(command)
         assert argv[0] == "revcheck", f"README console command not runnable here: {command}"

@@ -19,8 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
     args = parser.parse_args(argv)
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA"
-    print(f"# revcheck benchmarks: torch {torch.__version__}, {platform.machine()}, "
-          f"{torch.get_num_threads()} threads, {cuda}")
+    print(
+        f"# revcheck benchmarks: torch {torch.__version__}, {platform.machine()}, "
+        f"{torch.get_num_threads()} threads, {cuda}"
+    )
     for family in args.only or FAMILIES:
         module = importlib.import_module(f"revcheck.bench.{family}")
         print_table(module.TITLE, module.run(args))

@@ -39,8 +39,14 @@ def best_time(fn: Callable[[], object], *, repeat: int = 5, min_time: float = 0.
     return statistics.median(samples)
 
 
-def ratio_row(case: str, candidate: Callable[[], object], baseline: Callable[[], object],
-              *, target: float | None = None, **timing: float) -> Row:
+def ratio_row(
+    case: str,
+    candidate: Callable[[], object],
+    baseline: Callable[[], object],
+    *,
+    target: float | None = None,
+    **timing: float,
+) -> Row:
     """Time both in this run and report candidate/baseline (lower is better)."""
     t_candidate = best_time(candidate, **timing)  # type: ignore[arg-type]
     t_baseline = best_time(baseline, **timing)  # type: ignore[arg-type]
