@@ -68,7 +68,7 @@ FULL = BenchShape(
     vocab=64,
     depths=(6, 12, 24, 48),
     timed_depths=(24,),
-    repeat=3,
+    repeat=5,  # median of 5 interleaved rounds: robust to load from other processes
     min_time=0.3,
 )
 QUICK = BenchShape(

@@ -34,8 +34,10 @@ Decisions (beyond the letter of SPEC section 2):
 
 Speed: ``pam_mul``/``pam_div`` first compute every element by the integer
 identity ``I(|a|) ± I(|b|) ∓ I(1.0)`` in the patterns' own width (wrapping
-arithmetic, see :func:`_affine_fast`), then redo the elements where an input
-or the result is not normal through the general path.
+arithmetic, see :func:`_affine_fast`), prove from the operands' magnitude
+extremes that every input and result is normal (the common case, a few
+passes), else test each element and redo those where an input or the result
+is not normal through the general path.
 """
 
 from __future__ import annotations
@@ -89,18 +91,45 @@ def _prepare(arrays: dict[str, object], fmt: object, mode: object) -> tuple[Floa
     return fmt_, [check_bits(array, fmt_, name) for name, array in arrays.items()]
 
 
+# Reductions over a float view are faster than over the unsigned one; only for widths NumPy has natively.
+_FLOAT_VIEWS = {np.dtype(np.uint32): np.dtype(np.float32), np.dtype(np.uint64): np.dtype(np.float64)}
+
+
+def _magnitude_extremes(x: UIntArray, fmt: FloatFormat, scratch: UIntArray) -> tuple[int, int]:
+    """Smallest and largest ``I(|x|)`` over all elements (``scratch``: a buffer of ``x``'s size).
+
+    Nonnegative patterns order like the floats they encode, so min/max may run on a
+    float view.  A NaN magnitude makes both float reductions NaN, whose pattern
+    exceeds ``max_finite``: callers then see a non-normal largest magnitude, as they
+    should.  (Flush-denormal CPU modes can only make a subnormal win the minimum.)
+    """
+    scratch = scratch[: x.size].reshape(x.shape)
+    np.bitwise_and(x, fmt.uint_dtype.type(fmt.magnitude_mask), out=scratch)
+    float_dtype = _FLOAT_VIEWS.get(scratch.dtype)
+    if float_dtype is None:
+        return int(scratch.min()), int(scratch.max())
+    floats = scratch.view(float_dtype)
+    low, high = floats.min(), floats.max()
+    return int(low.view(scratch.dtype)), int(high.view(scratch.dtype))
+
+
 def _affine_fast(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool) -> tuple[UIntArray, Any]:
     """Integer identity for normal operands with a normal result; returns (bits, valid).
 
     ``r = a ± b ∓ I(1)`` in wrapping ``width``-bit arithmetic: the sign bit of
     ``r`` is the XOR of the signs unless the magnitude part ``t = I(|a|) ±
-    I(|b|) ∓ I(1)`` left ``[0, 2**(width-1))``.  ``t`` lies in an interval
-    narrower than ``2**width``, so ``v = r XOR (sign(a) XOR sign(b))`` is
-    ``t mod 2**width`` and ``(v - min_normal) mod 2**width <= max_finite -
-    min_normal`` says exactly that ``t`` is a normal code; the same test on
-    ``I(|a|)`` says that ``a`` is normal.  ``valid`` is ``True`` when every
-    element passed, else a boolean array.  In-place steps keep temporaries few:
-    this is the hot path of exhaustive sweeps.
+    I(|b|) ∓ I(1)`` left ``[0, 2**(width-1))``.
+
+    Cheap test first: from the extremes of ``I(|a|)`` and ``I(|b|)`` (one
+    masking pass and two reductions per operand) the range of every ``t`` is
+    bounded; if both operands are normal everywhere and that range lies in the
+    normal codes, every element is valid.  Otherwise the exact per-element
+    test: ``t`` lies in an interval narrower than ``2**width``, so ``v = r XOR
+    (sign(a) XOR sign(b))`` is ``t mod 2**width`` and ``(v - min_normal) mod
+    2**width <= max_finite - min_normal`` says exactly that ``t`` is a normal
+    code; the same test on ``I(|x|)`` says that ``x`` is normal.  ``valid`` is
+    ``True`` when every element passed, else a boolean array.  In-place steps
+    keep temporaries few: this is the hot path of exhaustive sweeps.
     """
     dtype = fmt.uint_dtype.type
     magnitude_mask, one, sign_mask = dtype(fmt.magnitude_mask), dtype(fmt.one), dtype(fmt.sign_mask)
@@ -111,14 +140,26 @@ def _affine_fast(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool) -> 
     else:
         result = np.add(a, b)
         result -= one
-    # Normality of a, of b, and of t: (|x| - min_normal) wrapped <= span.  One scratch buffer, reused,
-    # because fresh multi-megabyte temporaries cost more in page faults than the arithmetic.
+    # One scratch buffer, reused, because fresh multi-megabyte temporaries cost more in page faults than
+    # the arithmetic.
     scratch = np.empty(result.shape, dtype=result.dtype)
+    flat_scratch = scratch.reshape(-1)
+    if result.size:
+        a_low, a_high = _magnitude_extremes(a, fmt, flat_scratch)
+        b_low, b_high = _magnitude_extremes(b, fmt, flat_scratch)
+        operands_normal = min(a_low, b_low) >= fmt.min_normal and max(a_high, b_high) <= fmt.max_finite
+        if divide:
+            t_low, t_high = a_low - b_high + fmt.one, a_high - b_low + fmt.one
+        else:
+            t_low, t_high = a_low + b_low - fmt.one, a_high + b_high - fmt.one
+        if operands_normal and fmt.min_normal <= t_low and t_high <= fmt.max_finite:
+            return result, True
     worst = dtype(0)
     for operand in (a, b):
-        np.bitwise_and(operand, magnitude_mask, out=scratch)
-        scratch -= low
-        worst = max(worst, scratch.max(initial=dtype(0)))
+        operand_scratch = flat_scratch[: operand.size].reshape(operand.shape)
+        np.bitwise_and(operand, magnitude_mask, out=operand_scratch)
+        operand_scratch -= low
+        worst = max(worst, operand_scratch.max(initial=dtype(0)))
     # t mod 2**width is r with the expected sign stripped.
     np.bitwise_xor(a, b, out=scratch)
     scratch &= sign_mask
