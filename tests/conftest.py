@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from revcheck.pytest_plugin import ensure_registered
+from tests.mutation import hunting_profile
 
 # pytester runs pytest inside tests, to test revcheck's pytest plugin.
 pytest_plugins = ["pytester"]
@@ -14,3 +17,10 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     # Registers revcheck's plugin (--device, the device fixture, profiles) when running from a checkout
     # where the pytest11 entry point is not installed.
     ensure_registered(pluginmanager)
+
+
+@pytest.fixture(name="hunting_profile")
+def _hunting_profile() -> Iterator[None]:
+    """See :func:`tests.mutation.hunting_profile`."""
+    with hunting_profile():
+        yield

@@ -7,55 +7,17 @@ shrinking, no example database): it must fail with an assertion.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.mutation import gallery_module, property_module
 
-
-def _load(path: Path, name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mutants = _load(ROOT / "tests" / "gallery" / "pam_torch_mutants.py", "revcheck_gallery_pam_torch_mutants")
+mutants = gallery_module("pam_torch_mutants")
 
 
 def _property(module_name: str, test_name: str) -> object:
-    module = _load(ROOT / "properties" / f"{module_name}.py", f"revcheck_properties_{module_name}")
-    return getattr(module, test_name)
-
-
-@pytest.fixture
-def hunting_profile() -> Iterator[None]:
-    """The current profile without shrinking or database: a failure is all this test needs to see."""
-    previous = settings.get_current_profile_name()
-    settings.register_profile(
-        "revcheck-mutant-hunt",
-        settings.get_profile(previous),
-        phases=[Phase.explicit, Phase.generate],
-        database=None,
-        report_multiple_bugs=False,
-        suppress_health_check=list(HealthCheck),
-    )
-    settings.load_profile("revcheck-mutant-hunt")
-    try:
-        yield
-    finally:
-        settings.load_profile(previous)
+    return getattr(property_module(module_name), test_name)
 
 
 CASES = [

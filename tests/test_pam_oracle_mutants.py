@@ -8,52 +8,13 @@ properties pass on the real oracle (``properties/test_pam_oracle.py``).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
-
 import pytest
-from hypothesis import HealthCheck, Phase, settings
 
 from revcheck.oracle import pam as oracle
+from tests.mutation import gallery_module, property_module
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(path: Path, name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mutants = _load(ROOT / "tests" / "gallery" / "pam_oracle_mutants.py", "revcheck_gallery_pam_oracle_mutants")
-properties = _load(ROOT / "properties" / "test_pam_oracle.py", "revcheck_properties_test_pam_oracle")
-
-
-@pytest.fixture
-def hunting_profile() -> Iterator[None]:
-    """The current profile without shrinking or database: a failure is all this test needs to see."""
-    previous = settings.get_current_profile_name()
-    settings.register_profile(
-        "revcheck-oracle-mutant-hunt",
-        settings.get_profile(previous),
-        phases=[Phase.explicit, Phase.generate],
-        database=None,
-        report_multiple_bugs=False,
-        suppress_health_check=list(HealthCheck),
-    )
-    settings.load_profile("revcheck-oracle-mutant-hunt")
-    try:
-        yield
-    finally:
-        settings.load_profile(previous)
+mutants = gallery_module("pam_oracle_mutants")
+properties = property_module("test_pam_oracle")
 
 
 CASES = [

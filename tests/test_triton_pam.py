@@ -8,13 +8,11 @@ whole module is skipped with the reason.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -28,11 +26,11 @@ triton_pam = pytest.importorskip(
     "revcheck.kernels.triton_pam", reason="triton is not installed (pip install 'revcheck[triton]')"
 )
 
-from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
 from revcheck import bits, formats  # noqa: E402
 from revcheck.oracle import pam as oracle  # noqa: E402
 from revcheck.testing import BitMismatchError, assert_bit_exact  # noqa: E402
+from tests.mutation import gallery_module, property_module  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 
@@ -43,18 +41,7 @@ BINARY_OPS = ("pam_mul", "pam_div", "pam_mul_grad")
 UNARY_OPS = ("pa_log2", "pa_exp2")
 
 
-def _load(path: Path, name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mutants = _load(ROOT / "tests" / "gallery" / "pam_triton_mutants.py", "revcheck_gallery_pam_triton_mutants")
+mutants = gallery_module("pam_triton_mutants")
 
 
 @pytest.fixture(autouse=True)
@@ -214,25 +201,6 @@ def test_import_without_triton_raises_import_error_saying_what_to_do() -> None:
 # ---- the checks catch the planted bugs ---------------------------------------------------------------
 
 
-@pytest.fixture
-def hunting_profile() -> Iterator[None]:
-    """The current profile without shrinking or database: a failure is all these tests need to see."""
-    previous = settings.get_current_profile_name()
-    settings.register_profile(
-        "revcheck-triton-mutant-hunt",
-        settings.get_profile(previous),
-        phases=[Phase.explicit, Phase.generate],
-        database=None,
-        report_multiple_bugs=False,
-        suppress_health_check=list(HealthCheck),
-    )
-    settings.load_profile("revcheck-triton-mutant-hunt")
-    try:
-        yield
-    finally:
-        settings.load_profile(previous)
-
-
 PROPERTY_CASES = [
     pytest.param(mutant, test_name, kwargs, id=f"{mutant.name} / {test_name}")
     for mutant in mutants.MUTANTS
@@ -250,9 +218,7 @@ def test_property_catches_mutant(
     hunting_profile: None,
 ) -> None:
     monkeypatch.setattr(triton_pam, mutant.attribute, mutant.replacement)
-    module = _load(
-        ROOT / "properties" / f"{mutants.PROPERTIES}.py", f"revcheck_properties_{mutants.PROPERTIES}"
-    )
+    module = property_module(mutants.PROPERTIES)
     with pytest.raises(AssertionError):
         getattr(module, test_name)(device=device, **kwargs)
 

@@ -322,10 +322,12 @@ def _pam_mul_general(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat, mode: s
 def _pam_mul_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> torch.Tensor | None:
     """I(|a|) + I(|b|) − I(1.0) in the format's own integer width, or None if some element is irregular.
 
-    When every input is normal or zero and every product of nonzero operands is
-    provably normal (checked on the magnitude ranges) the integer sum is the
-    SPEC's PAM product (a signed zero where an operand is zero); it needs a few
-    narrow-integer passes instead of the general path's dozens of int64 ones.
+    Proof first, from the extremes of the magnitude bits (one masking pass and
+    one ``aminmax`` per operand): if every input is normal and every possible
+    ``I(|a|) + I(|b|) − I(1.0)`` is a normal code, the plain wrapping sum
+    ``a + b − I(1.0)`` of the full patterns is the SPEC's PAM product, sign bit
+    included (the signs add mod 2, and the magnitude part cannot carry into the
+    sign bit).  Operands with zeros (ReLU outputs...) take :func:`_pam_mul_with_zeros`.
     """
     if a.shape != b.shape:
         return None
@@ -334,39 +336,104 @@ def _pam_mul_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> torc
     b_bits = b.contiguous().view(int_dtype)
     if a_bits.numel() == 0:
         return None
-    # Two buffers only, updated in place: fresh allocations cost page faults that dominate at this size.
+    # One scratch buffer, reused: fresh allocations cost page faults that dominate at this size.
+    scratch = torch.bitwise_and(a_bits, fmt.magnitude_mask)
+    a_min, a_max = (int(v) for v in torch.aminmax(scratch))
+    torch.bitwise_and(b_bits, fmt.magnitude_mask, out=scratch)
+    b_min, b_max = (int(v) for v in torch.aminmax(scratch))
+    if min(a_min, b_min) == 0:
+        return _pam_mul_with_zeros(a_bits, b_bits, fmt)
+    if not _products_provably_normal(a_min, a_max, b_min, b_max, fmt):
+        return None
+    result = torch.add(a_bits, b_bits, out=scratch)
+    result.sub_(fmt.one)
+    return result.view(_float_dtype(fmt))
+
+
+def _products_provably_normal(a_min: int, a_max: int, b_min: int, b_max: int, fmt: FloatFormat) -> bool:
+    """Whether magnitudes in [a_min, a_max] x [b_min, b_max] are normal with normal PAM products."""
+    lowest, highest = fmt.min_normal, fmt.max_finite
+    if not (lowest <= a_min and lowest <= b_min and a_max <= highest and b_max <= highest):
+        return False
+    return a_min + b_min - fmt.one >= lowest and a_max + b_max - fmt.one <= highest
+
+
+def _pam_mul_with_zeros(a_bits: torch.Tensor, b_bits: torch.Tensor, fmt: FloatFormat) -> torch.Tensor | None:
+    """The integer identity when some operands are zero: their products are signed zeros, and the range
+    proof looks at the nonzero operands only."""
     result = torch.bitwise_and(a_bits, fmt.magnitude_mask)
     scratch = torch.bitwise_and(b_bits, fmt.magnitude_mask)
-    lowest, highest = fmt.min_normal, fmt.max_finite
-    a_min, a_max = (int(v) for v in torch.aminmax(result))
-    b_min, b_max = (int(v) for v in torch.aminmax(scratch))
-    zeros = None
-    if min(a_min, b_min) == 0:
-        # Zeros (ReLU outputs...) give signed zeros; the range test then looks at the nonzero operands only.
-        a_zero, b_zero = result == 0, scratch == 0
-        zeros = a_zero | b_zero
-        a_min = int(torch.where(a_zero, highest, result).min()) if a_min == 0 else a_min
-        b_min = int(torch.where(b_zero, highest, scratch).min()) if b_min == 0 else b_min
-    # Normal inputs: magnitudes in [min_normal, max_finite]; normal results: sums minus one in that range too.
-    if not (lowest <= a_min and lowest <= b_min and a_max <= highest and b_max <= highest):
-        return None
-    if not (a_min + b_min - fmt.one >= lowest and a_max + b_max - fmt.one <= highest):
+    highest = fmt.max_finite
+    a_zero, b_zero = result == 0, scratch == 0
+    zeros = a_zero | b_zero
+    a_min, a_max = (int(v) for v in torch.aminmax(torch.where(a_zero, highest, result)))
+    b_min, b_max = (int(v) for v in torch.aminmax(torch.where(b_zero, highest, scratch)))
+    a_max, b_max = max(a_max, int(result.max())), max(b_max, int(scratch.max()))
+    if not _products_provably_normal(a_min, a_max, b_min, b_max, fmt):
         return None
     result.sub_(fmt.one).add_(scratch)
-    if zeros is not None:
-        result.masked_fill_(zeros, 0)
+    result.masked_fill_(zeros, 0)
     torch.bitwise_xor(a_bits, b_bits, out=scratch)
     scratch.bitwise_and_(-(1 << (fmt.width - 1)))
     result.bitwise_or_(scratch)
     return result.view(_float_dtype(fmt))
 
 
-def pam_mul(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+def _fused_regular_product(
+    a_bits: torch.Tensor, b_bits: torch.Tensor, magnitude_mask: int, one: int, lowest: int, highest: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Branch-free integer identity and its per-element validity, written for torch.compile to fuse.
+
+    Every comparison is arranged so that no intermediate of a VALID element leaves the signed
+    container: ``t = (|a| − one) + |b|`` is in [lowest, highest] exactly when valid.
+    """
+    a_magnitude = a_bits & magnitude_mask
+    b_magnitude = b_bits & magnitude_mask
+    a_less_one = a_magnitude - one
+    valid = (
+        (a_magnitude >= lowest)
+        & (a_magnitude <= highest)
+        & (b_magnitude >= lowest)
+        & (b_magnitude <= highest)
+        & (a_less_one >= lowest - b_magnitude)
+        & (a_less_one <= highest - b_magnitude)
+    )
+    sign = (a_bits ^ b_bits) & ~magnitude_mask
+    return (a_less_one + b_magnitude) | sign, valid.all()
+
+
+_compiled_regular_product: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def _pam_mul_compiled(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> torch.Tensor | None:
+    global _compiled_regular_product
+    if a.shape != b.shape or a.numel() == 0:
+        return None
+    if _compiled_regular_product is None:
+        _compiled_regular_product = torch.compile(_fused_regular_product, dynamic=False)
+    int_dtype = _int_view_dtype(fmt)
+    result, valid = _compiled_regular_product(
+        a.contiguous().view(int_dtype),
+        b.contiguous().view(int_dtype),
+        fmt.magnitude_mask,
+        fmt.one,
+        fmt.min_normal,
+        fmt.max_finite,
+    )
+    return result.view(_float_dtype(fmt)) if bool(valid) else None
+
+
+def pam_mul(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", compiled: bool = False) -> torch.Tensor:
     """Piecewise-affine product a ⊡ b, element-wise with broadcasting, in the operands' dtype.
 
     sign = sign(a) XOR sign(b); with |x| = 2**E (1 + M): if Ma + Mb < 1 then
     |r| = 2**(Ea+Eb) (1 + Ma + Mb), else 2**(Ea+Eb+1) (Ma + Mb); rounded once (RNE).
     NaN in → NaN; ±inf × 0 → NaN; ±inf × nonzero → ±inf; ±0 × finite → signed zero.
+
+    ``compiled=True`` (opt-in) runs the common case -- equal shapes, every input
+    and product normal -- as one ``torch.compile``-fused kernel (compiled once per
+    dtype and shape, seconds each: not for tests or one-off calls); anything else
+    takes the eager paths, so results are the same bits either way.
 
     >>> import torch
     >>> pam_mul(torch.tensor([1.5, -3.0]), torch.tensor([1.5, 2.0]))
@@ -374,7 +441,9 @@ def pam_mul(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Te
     """
     a, b, fmt = _binary_operands(a, b, "pam_mul")
     mode = _check_mode(mode)
-    fast = _pam_mul_regular(a, b, fmt)
+    fast = _pam_mul_compiled(a, b, fmt) if compiled else None
+    if fast is None:
+        fast = _pam_mul_regular(a, b, fmt)
     return fast if fast is not None else _pam_mul_general(a, b, fmt, mode)
 
 
