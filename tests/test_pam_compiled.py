@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from revcheck import bits, formats
 from revcheck.kernels import pam as kernels
 from revcheck.oracle import pam as oracle
@@ -39,7 +40,9 @@ def test_compiled_product_is_bit_exact_on_the_edges_of_the_normal_range(fmt_name
     expected = oracle.pam_mul(a_bits, b_bits, fmt_name)
     np.testing.assert_array_equal(bits.to_bits(fused, fmt_name), expected, err_msg="compiled fast path")
     np.testing.assert_array_equal(
-        bits.to_bits(kernels.pam_mul(a, b, compiled=True), fmt_name), expected, err_msg="pam_mul(compiled=True)"
+        bits.to_bits(kernels.pam_mul(a, b, compiled=True), fmt_name),
+        expected,
+        err_msg="pam_mul(compiled=True)",
     )
 
 

@@ -393,7 +393,7 @@ def _fused_regular_product(
     valid = (
         (a_magnitude >= lowest)
         & (a_magnitude <= highest)
-        & (b_magnitude >= 0)
+        & (b_magnitude >= lowest)
         & (b_magnitude <= highest)
         & (a_less_one >= lowest - b_magnitude)
         & (a_less_one <= highest - b_magnitude)

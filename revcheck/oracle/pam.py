@@ -92,7 +92,10 @@ def _prepare(arrays: dict[str, object], fmt: object, mode: object) -> tuple[Floa
 
 
 # Reductions over a float view are faster than over the unsigned one; only for widths NumPy has natively.
-_FLOAT_VIEWS = {np.dtype(np.uint32): np.dtype(np.float32), np.dtype(np.uint64): np.dtype(np.float64)}
+_FLOAT_VIEWS: dict[np.dtype[Any], np.dtype[Any]] = {
+    np.dtype(np.uint32): np.dtype(np.float32),
+    np.dtype(np.uint64): np.dtype(np.float64),
+}
 
 
 def _magnitude_extremes(x: UIntArray, fmt: FloatFormat, scratch: UIntArray) -> tuple[int, int]:
@@ -134,26 +137,30 @@ def _affine_fast(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool) -> 
     dtype = fmt.uint_dtype.type
     magnitude_mask, one, sign_mask = dtype(fmt.magnitude_mask), dtype(fmt.one), dtype(fmt.sign_mask)
     low, span = dtype(fmt.min_normal), dtype(fmt.max_finite - fmt.min_normal)
-    if divide:
-        result = np.subtract(a, b)
-        result += one
-    else:
-        result = np.add(a, b)
-        result -= one
-    # One scratch buffer, reused, because fresh multi-megabyte temporaries cost more in page faults than
-    # the arithmetic.
-    scratch = np.empty(result.shape, dtype=result.dtype)
-    flat_scratch = scratch.reshape(-1)
+    # The result's buffer is the scratch of the range proof before it receives the result: fresh
+    # multi-megabyte temporaries cost more in page faults than the arithmetic.
+    result: UIntArray = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=fmt.uint_dtype)
+    flat_result = result.reshape(-1)
+    proven = False
     if result.size:
-        a_low, a_high = _magnitude_extremes(a, fmt, flat_scratch)
-        b_low, b_high = _magnitude_extremes(b, fmt, flat_scratch)
+        a_low, a_high = _magnitude_extremes(a, fmt, flat_result)
+        b_low, b_high = _magnitude_extremes(b, fmt, flat_result)
         operands_normal = min(a_low, b_low) >= fmt.min_normal and max(a_high, b_high) <= fmt.max_finite
         if divide:
             t_low, t_high = a_low - b_high + fmt.one, a_high - b_low + fmt.one
         else:
             t_low, t_high = a_low + b_low - fmt.one, a_high + b_high - fmt.one
-        if operands_normal and fmt.min_normal <= t_low and t_high <= fmt.max_finite:
-            return result, True
+        proven = operands_normal and fmt.min_normal <= t_low and t_high <= fmt.max_finite
+    if divide:
+        np.subtract(a, b, out=result)
+        result += one
+    else:
+        np.add(a, b, out=result)
+        result -= one
+    if proven:
+        return result, True
+    scratch: UIntArray = np.empty(result.shape, dtype=result.dtype)
+    flat_scratch = scratch.reshape(-1)
     worst = dtype(0)
     for operand in (a, b):
         operand_scratch = flat_scratch[: operand.size].reshape(operand.shape)
