@@ -366,9 +366,9 @@ def _pam_mul_with_zeros(a_bits: torch.Tensor, b_bits: torch.Tensor, fmt: FloatFo
     highest = fmt.max_finite
     a_zero, b_zero = result == 0, scratch == 0
     zeros = a_zero | b_zero
-    a_min, a_max = (int(v) for v in torch.aminmax(torch.where(a_zero, highest, result)))
-    b_min, b_max = (int(v) for v in torch.aminmax(torch.where(b_zero, highest, scratch)))
-    a_max, b_max = max(a_max, int(result.max())), max(b_max, int(scratch.max()))
+    # Zeros cannot raise a maximum; for the minima they are replaced by a neutral largest value.
+    a_min, a_max = int(torch.where(a_zero, highest, result).min()), int(result.max())
+    b_min, b_max = int(torch.where(b_zero, highest, scratch).min()), int(scratch.max())
     if not _products_provably_normal(a_min, a_max, b_min, b_max, fmt):
         return None
     result.sub_(fmt.one).add_(scratch)
