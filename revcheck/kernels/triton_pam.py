@@ -375,8 +375,12 @@ def _pa_exp2_fields(
 # One kernel per operation, all with the same format parameters (see _FormatConstants).
 
 
+# Operation codes of _elementwise_kernel; OP is a constexpr, so each op compiles to its own kernel.
+_OP_CODES = {"pam_mul": 0, "pam_div": 1, "pam_mul_grad": 2, "pa_log2": 3, "pa_exp2": 4}
+
+
 @triton.jit
-def _pam_mul_kernel(
+def _elementwise_kernel(
     a_ptr,
     b_ptr,
     out_ptr,
@@ -391,115 +395,28 @@ def _pam_mul_kernel(
     SIGN_MIN: tl.constexpr,
     NAN: tl.constexpr,
     FTZ: tl.constexpr,
+    OP: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
+    """One BLOCK of ``out = op(a[, b])``; unary ops (OP 3, 4) never read ``b_ptr``."""
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < n
     a = tl.load(a_ptr + offsets, mask=inside, other=0)
-    b = tl.load(b_ptr + offsets, mask=inside, other=0)
-    result = _pam_mul_fields(
-        a, b, MB, BIAS, EXP_MAX, FN, MB, BIAS, EXP_MAX, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ
-    )
-    tl.store(out_ptr + offsets, result.to(out_ptr.dtype.element_ty), mask=inside)
-
-
-@triton.jit
-def _pam_div_kernel(
-    a_ptr,
-    b_ptr,
-    out_ptr,
-    n,
-    MB: tl.constexpr,
-    EB: tl.constexpr,
-    BIAS: tl.constexpr,
-    EXP_MAX: tl.constexpr,
-    FN: tl.constexpr,
-    MAX_FINITE: tl.constexpr,
-    OVERFLOW: tl.constexpr,
-    SIGN_MIN: tl.constexpr,
-    NAN: tl.constexpr,
-    FTZ: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    inside = offsets < n
-    a = tl.load(a_ptr + offsets, mask=inside, other=0)
-    b = tl.load(b_ptr + offsets, mask=inside, other=0)
-    result = _pam_div_fields(a, b, MB, BIAS, EXP_MAX, FN, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ)
-    tl.store(out_ptr + offsets, result.to(out_ptr.dtype.element_ty), mask=inside)
-
-
-@triton.jit
-def _pam_mul_grad_kernel(
-    a_ptr,
-    b_ptr,
-    out_ptr,
-    n,
-    MB: tl.constexpr,
-    EB: tl.constexpr,
-    BIAS: tl.constexpr,
-    EXP_MAX: tl.constexpr,
-    FN: tl.constexpr,
-    MAX_FINITE: tl.constexpr,
-    OVERFLOW: tl.constexpr,
-    SIGN_MIN: tl.constexpr,
-    NAN: tl.constexpr,
-    FTZ: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    inside = offsets < n
-    a = tl.load(a_ptr + offsets, mask=inside, other=0)
-    b = tl.load(b_ptr + offsets, mask=inside, other=0)
-    result = _pam_mul_grad_fields(a, b, MB, BIAS, EXP_MAX, FN, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ)
-    tl.store(out_ptr + offsets, result.to(out_ptr.dtype.element_ty), mask=inside)
-
-
-@triton.jit
-def _pa_log2_kernel(
-    x_ptr,
-    out_ptr,
-    n,
-    MB: tl.constexpr,
-    EB: tl.constexpr,
-    BIAS: tl.constexpr,
-    EXP_MAX: tl.constexpr,
-    FN: tl.constexpr,
-    MAX_FINITE: tl.constexpr,
-    OVERFLOW: tl.constexpr,
-    SIGN_MIN: tl.constexpr,
-    NAN: tl.constexpr,
-    FTZ: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    inside = offsets < n
-    x = tl.load(x_ptr + offsets, mask=inside, other=0)
-    result = _pa_log2_fields(x, MB, BIAS, EXP_MAX, FN, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ)
-    tl.store(out_ptr + offsets, result.to(out_ptr.dtype.element_ty), mask=inside)
-
-
-@triton.jit
-def _pa_exp2_kernel(
-    y_ptr,
-    out_ptr,
-    n,
-    MB: tl.constexpr,
-    EB: tl.constexpr,
-    BIAS: tl.constexpr,
-    EXP_MAX: tl.constexpr,
-    FN: tl.constexpr,
-    MAX_FINITE: tl.constexpr,
-    OVERFLOW: tl.constexpr,
-    SIGN_MIN: tl.constexpr,
-    NAN: tl.constexpr,
-    FTZ: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    inside = offsets < n
-    y = tl.load(y_ptr + offsets, mask=inside, other=0)
-    result = _pa_exp2_fields(y, MB, EB, BIAS, EXP_MAX, FN, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ)
+    if OP == 0:
+        b = tl.load(b_ptr + offsets, mask=inside, other=0)
+        result = _pam_mul_fields(
+            a, b, MB, BIAS, EXP_MAX, FN, MB, BIAS, EXP_MAX, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ
+        )
+    elif OP == 1:
+        b = tl.load(b_ptr + offsets, mask=inside, other=0)
+        result = _pam_div_fields(a, b, MB, BIAS, EXP_MAX, FN, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ)
+    elif OP == 2:
+        b = tl.load(b_ptr + offsets, mask=inside, other=0)
+        result = _pam_mul_grad_fields(a, b, MB, BIAS, EXP_MAX, FN, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ)
+    elif OP == 3:
+        result = _pa_log2_fields(a, MB, BIAS, EXP_MAX, FN, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ)
+    else:
+        result = _pa_exp2_fields(a, MB, EB, BIAS, EXP_MAX, FN, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ)
     tl.store(out_ptr + offsets, result.to(out_ptr.dtype.element_ty), mask=inside)
 
 
@@ -652,7 +569,7 @@ def _check_device(*tensors: torch.Tensor) -> torch.device:
     return device
 
 
-def _launch_elementwise(kernel: Any, operands: tuple[torch.Tensor, ...], mode: str) -> torch.Tensor:
+def _launch_elementwise(op: str, operands: tuple[torch.Tensor, ...], mode: str) -> torch.Tensor:
     ftz = _check_mode(mode)
     fmt = _format_of(*operands)
     _check_device(*operands)
@@ -664,23 +581,25 @@ def _launch_elementwise(kernel: Any, operands: tuple[torch.Tensor, ...], mode: s
     c = _constants(fmt)
     int_dtype = getattr(torch, fmt.int_dtype.name)
     block = min(_BLOCK, max(16, triton.next_power_of_2(n)))
-    kernel[(triton.cdiv(n, block),)](
-        *(x.contiguous().view(int_dtype) for x in operands), out.view(int_dtype), n,
+    inputs = [x.contiguous().view(int_dtype) for x in operands]
+    first, second = inputs[0], inputs[-1]  # a unary op passes x twice; its kernel never reads the second
+    _elementwise_kernel[(triton.cdiv(n, block),)](
+        first, second, out.view(int_dtype), n,
         MB=c.mantissa_bits, EB=c.exponent_bits, BIAS=c.bias, EXP_MAX=c.exp_max, FN=c.fn,
         MAX_FINITE=c.max_finite, OVERFLOW=c.overflow, SIGN_MIN=c.sign_min, NAN=c.nan, FTZ=ftz,
-        BLOCK=block, **_LAUNCH_OPTIONS,
+        OP=_OP_CODES[op], BLOCK=block, **_LAUNCH_OPTIONS,
     )  # fmt: skip
     return out
 
 
 def pam_mul(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     """PAM product a ⊡ b elementwise (broadcasting), in the operands' dtype, bit-exact vs the oracle."""
-    return _launch_elementwise(_pam_mul_kernel, (a, b), mode)
+    return _launch_elementwise("pam_mul", (a, b), mode)
 
 
 def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     """PAM quotient a ⊘ b elementwise (broadcasting), in the operands' dtype, bit-exact vs the oracle."""
-    return _launch_elementwise(_pam_div_kernel, (a, b), mode)
+    return _launch_elementwise("pam_div", (a, b), mode)
 
 
 def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
@@ -689,17 +608,17 @@ def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> tor
     Special cases as :func:`revcheck.oracle.pam.pam_mul_grad`: NaN where the product
     is NaN, ±0 for b = ±0, ±inf for b = ±inf.
     """
-    return _launch_elementwise(_pam_mul_grad_kernel, (a, b), mode)
+    return _launch_elementwise("pam_mul_grad", (a, b), mode)
 
 
 def pa_log2(x: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     """Piecewise-affine log2: E + M of |x| in x's dtype, rounded once; ±0 -> -inf, ±inf -> +inf."""
-    return _launch_elementwise(_pa_log2_kernel, (x,), mode)
+    return _launch_elementwise("pa_log2", (x,), mode)
 
 
 def pa_exp2(y: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     """Piecewise-affine exp2: 2**floor(y) * (1 + y - floor(y)) in y's dtype, rounded once."""
-    return _launch_elementwise(_pa_exp2_kernel, (y,), mode)
+    return _launch_elementwise("pa_exp2", (y,), mode)
 
 
 def pam_matmul(A: torch.Tensor, B: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
