@@ -20,6 +20,7 @@ TORCH_FREE_PACKAGES = ("revcheck.oracle", "revcheck.exact")
 TORCH_FREE_MODULES = (
     "revcheck",
     "revcheck.formats",
+    "revcheck.modes",
     "revcheck.bits",
     "revcheck.testing",
     "revcheck.strategies",
