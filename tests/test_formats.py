@@ -52,7 +52,7 @@ def test_fields_match_the_spec_table(fmt: FloatFormat) -> None:
         mantissa_bits,
         bias,
     )
-    assert fmt.one == one, f"{fmt.name}: 1.0 is {fmt.one:#x}, SPEC says {one:#x}"
+    assert fmt.one == one, f"{fmt.name}: 1.0 is {fmt.one:#x}, docs/spec.md §1 says {one:#x}"
     assert fmt.has_inf == has_inf and fmt.saturates == (not has_inf)
 
 
@@ -126,8 +126,8 @@ def test_exponent_range_and_subnormals_match_torch(fmt: FloatFormat) -> None:
 
 @by_name
 def test_specials_match_torch(fmt: FloatFormat) -> None:
-    # torch's own NaN is a positive NaN of the format, but not always the SPEC's canonical one
-    # (float -> float8_e5m2 gives 0x7F, SPEC says 0x7E): compare NaN classes, not NaN bits.
+    # torch's own NaN is a positive NaN of the format, but not always the canonical one of docs/spec.md §1
+    # (float -> float8_e5m2 gives 0x7F, the spec says 0x7E): compare NaN classes, not NaN bits.
     assert np.isnan(torch_value(fmt.canonical_nan, fmt))
     assert np.isnan(torch_value(torch_bits(float("nan"), fmt), fmt))
     assert torch_bits(float("nan"), fmt) >> (fmt.width - 1) == 0
