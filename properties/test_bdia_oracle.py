@@ -4,7 +4,7 @@ The ``check_*`` functions hold each property's body; the tests wrap them, and
 tests/test_bdia_properties_catch.py runs the same bodies against planted bugs.
 """
 
-# ruff: noqa: E741  (``l``, the grid exponent, is the name SPEC and the API contract use)
+# ruff: noqa: E741  (``l``, the grid exponent, is the name docs/spec.md §3 and the API contract use)
 from __future__ import annotations
 
 import math
@@ -53,7 +53,7 @@ def exact_quantize(value: float, l: int) -> int:
 
 
 def exact_mix(x: float, h: float, gamma: float, fmt_name: str) -> float:
-    """SPEC's y = fl(fl((1-gamma) x) + fl((1+gamma) h)), every operation rounded exactly once."""
+    """y = fl(fl((1-gamma) x) + fl((1+gamma) h)) of docs/spec.md §3, every operation rounded exactly once."""
     t1 = round_to_format((1 - Fraction(gamma)) * Fraction(x), fmt_name)
     t2 = round_to_format((1 + Fraction(gamma)) * Fraction(h), fmt_name)
     return round_to_format(Fraction(t1) + Fraction(t2), fmt_name)

@@ -4,7 +4,7 @@ Each ``check_*`` body takes the stack class under test; tests/test_bdia_properti
 runs the same bodies against the planted bugs of tests/gallery/bdia_bugs.py.
 """
 
-# ruff: noqa: E741  (``l``, the grid exponent, is the name SPEC and the API contract use)
+# ruff: noqa: E741  (``l``, the grid exponent, is the name docs/spec.md §3 and the API contract use)
 from __future__ import annotations
 
 import copy

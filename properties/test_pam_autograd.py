@@ -39,7 +39,7 @@ def exponent_and_fraction(value: Fraction) -> tuple[int, Fraction]:
 
 
 def exact_pam(a: Fraction, b: Fraction) -> Fraction:
-    """The real-valued PAM product of two nonzero values (SPEC.md section 2), unrounded."""
+    """The real-valued PAM product of two nonzero values (docs/spec.md §2), unrounded."""
     ea, ma = exponent_and_fraction(a)
     eb, mb = exponent_and_fraction(b)
     if ma + mb < 1:

@@ -1,4 +1,4 @@
-"""The NumPy PAM oracle against the independent exact model, and the laws of SPEC section 2.
+"""The NumPy PAM oracle against the independent exact model, and the laws of docs/spec.md §2.
 
 Every format, both modes.  "Exact" comparisons are bit for bit (NaN bits too:
 both sides return the canonical NaN).  Laws are measured with exact rationals
@@ -138,7 +138,7 @@ def test_vectorized_equals_elementwise(data: st.DataObject) -> None:
                 )
 
 
-# ---- laws of SPEC section 2 ----------------------------------------------------------------
+# ---- laws of docs/spec.md §2 ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fmt_name", FORMATS)

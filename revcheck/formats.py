@@ -2,7 +2,10 @@
 
 Every other module asks a format for its widths, masks and special encodings;
 none of them branches on a format's name.  Adding a format means adding one
-entry to :data:`FORMATS` (see SPEC.md section 1).
+entry to :data:`FORMATS` (see docs/spec.md §1).  Policies that follow from a
+format's fields live here too, so that every layer answers them alike: the
+accumulator format of a PAM matrix product (:func:`accumulator_format`,
+docs/spec.md §2).
 
 This module imports neither torch nor anything that needs it: the NumPy oracle
 uses it too.
@@ -16,7 +19,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["FORMATS", "FloatFormat", "UnsupportedFormatError", "get", "names"]
+__all__ = [
+    "ACCUMULATOR_FORMATS",
+    "FORMATS",
+    "FloatFormat",
+    "UnsupportedFormatError",
+    "accumulator_format",
+    "get",
+    "names",
+]
 
 NanEncoding = Literal["ieee", "fn"]
 
@@ -156,6 +167,23 @@ class FloatFormat:
         """What an overflowing result's magnitude becomes: +inf, or max finite if saturating."""
         return self.max_finite if self.saturates else self.exponent_mask
 
+    def holds_exactly(self, other: FloatFormat) -> bool:
+        """Whether every value of ``other`` is also a value of this format (converting never rounds).
+
+        True when this format has at least ``other``'s significand bits, reaches at
+        least its largest exponent, has a quantum no coarser than ``other``'s
+        smallest subnormal, and has infinities if ``other`` has them.
+
+        >>> get("fp32").holds_exactly(get("bf16")), get("fp32").holds_exactly(get("fp64"))
+        (True, False)
+        """
+        return (
+            self.mantissa_bits >= other.mantissa_bits
+            and self.emax >= other.emax
+            and self.emin - self.mantissa_bits <= other.emin - other.mantissa_bits
+            and (self.has_inf or not other.has_inf)
+        )
+
     def nan_patterns_count(self) -> int:
         """How many bit patterns are NaN."""
         per_sign = self.mantissa_mask if self.nan_encoding == "ieee" else 1
@@ -180,6 +208,39 @@ FORMATS: dict[str, FloatFormat] = {
 _BY_ALIAS: dict[str, FloatFormat] = {
     alias: fmt for fmt in FORMATS.values() for alias in (fmt.name, *fmt.aliases)
 }
+
+
+ACCUMULATOR_FORMATS: tuple[str, ...] = ("fp32", "fp64")
+"""Formats a PAM matrix product may accumulate in, narrowest first (docs/spec.md §2)."""
+
+
+def accumulator_format(spec: object) -> FloatFormat:
+    """The format PAM products are formed and summed in: the narrowest of :data:`ACCUMULATOR_FORMATS`
+    that holds every value of ``spec`` exactly (so the inputs are widened without rounding).
+
+    That is fp32 for fp32, fp16, bf16 and the fp8 formats and fp64 for fp64
+    (docs/spec.md §2); a new format gets its accumulator from its fields.  The
+    oracle, the exact model, the torch and the Triton kernels all ask here.
+
+    Raises
+    ------
+    UnsupportedFormatError
+        If ``spec`` is not a format, or no accumulator format holds all its values.
+
+    Examples
+    --------
+    >>> accumulator_format("bf16").name, accumulator_format("fp64").name
+    ('fp32', 'fp64')
+    """
+    fmt = get(spec)
+    for name in ACCUMULATOR_FORMATS:
+        candidate = FORMATS[name]
+        if candidate.holds_exactly(fmt):
+            return candidate
+    raise UnsupportedFormatError(
+        f"no accumulator format holds every {fmt.name} value exactly; add a wider format to "
+        f"ACCUMULATOR_FORMATS (now {', '.join(ACCUMULATOR_FORMATS)})"
+    )
 
 
 def names() -> tuple[str, ...]:

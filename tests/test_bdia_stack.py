@@ -157,6 +157,8 @@ def test_unreconstructible_values_are_reported_at_forward_time(
     stack = BDIAStack(blocks, mode=mode, seed=0)  # type: ignore[arg-type]
     with pytest.raises(BDIARangeError, match=f"BDIAStack {message}:"):
         stack(x.requires_grad_(True))
+    with pytest.raises(BDIARangeError, match=f"BDIAStack {message}:"):
+        stack.trace(x)  # the same step, the same checks
 
 
 def test_non_deterministic_block_is_reported_in_backward() -> None:

@@ -12,7 +12,7 @@ from revcheck.formats import FloatFormat, UnsupportedFormatError
 ALL_FORMATS = [formats.get(name) for name in formats.names()]
 by_name = pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f.name)
 
-# SPEC.md section 1, copied by hand: the table is the authority, the fields must reproduce it.
+# docs/spec.md §1, copied by hand: the table is the authority, the fields must reproduce it.
 SPEC_TABLE = {
     "fp64": ("float64", 11, 52, 1023, 0x3FF0000000000000, True),
     "fp32": ("float32", 8, 23, 127, 0x3F800000, True),
@@ -52,7 +52,7 @@ def test_fields_match_the_spec_table(fmt: FloatFormat) -> None:
         mantissa_bits,
         bias,
     )
-    assert fmt.one == one, f"{fmt.name}: 1.0 is {fmt.one:#x}, SPEC says {one:#x}"
+    assert fmt.one == one, f"{fmt.name}: 1.0 is {fmt.one:#x}, docs/spec.md §1 says {one:#x}"
     assert fmt.has_inf == has_inf and fmt.saturates == (not has_inf)
 
 
@@ -126,8 +126,8 @@ def test_exponent_range_and_subnormals_match_torch(fmt: FloatFormat) -> None:
 
 @by_name
 def test_specials_match_torch(fmt: FloatFormat) -> None:
-    # torch's own NaN is a positive NaN of the format, but not always the SPEC's canonical one
-    # (float -> float8_e5m2 gives 0x7F, SPEC says 0x7E): compare NaN classes, not NaN bits.
+    # torch's own NaN is a positive NaN of the format, but not always the canonical one of docs/spec.md §1
+    # (float -> float8_e5m2 gives 0x7F, the spec says 0x7E): compare NaN classes, not NaN bits.
     assert np.isnan(torch_value(fmt.canonical_nan, fmt))
     assert np.isnan(torch_value(torch_bits(float("nan"), fmt), fmt))
     assert torch_bits(float("nan"), fmt) >> (fmt.width - 1) == 0
@@ -174,3 +174,55 @@ def test_e4m3fn_saturating_format() -> None:
     assert (fmt.max_finite, fmt.canonical_nan, fmt.emax) == (0x7E, 0x7F, 8)
     assert torch_value(fmt.max_finite, fmt) == 448.0
     assert fmt.nan_patterns_count() == 2
+
+
+# ---- the accumulator format (docs/spec.md §2): one definition, derived from the fields ----------------
+
+
+def test_accumulator_formats_are_those_of_the_spec() -> None:
+    expected = {"fp64": "fp64", "fp32": "fp32", "fp16": "fp32", "bf16": "fp32"}
+    expected |= {"fp8_e5m2": "fp32", "fp8_e4m3fn": "fp32"}
+    assert {name: formats.accumulator_format(name).name for name in formats.names()} == expected
+
+
+@by_name
+def test_accumulator_holds_every_value_exactly(fmt: FloatFormat) -> None:
+    accumulator = formats.accumulator_format(fmt)
+    assert accumulator.holds_exactly(fmt) and accumulator.holds_exactly(accumulator)
+    finfo, acc_finfo = (
+        torch.finfo(getattr(torch, fmt.torch_dtype_name)),
+        torch.finfo(getattr(torch, accumulator.torch_dtype_name)),
+    )
+    assert acc_finfo.max >= finfo.max and acc_finfo.smallest_normal * acc_finfo.eps <= finfo.tiny * finfo.eps
+
+
+def test_holds_exactly_needs_precision_range_and_infinities() -> None:
+    fp32, fp16, bf16, e4m3 = (formats.get(n) for n in ("fp32", "fp16", "bf16", "fp8_e4m3fn"))
+    assert not fp16.holds_exactly(bf16)  # too few exponent bits
+    assert not bf16.holds_exactly(fp16)  # too few significand bits
+    assert not e4m3.holds_exactly(formats.get("fp8_e5m2"))  # no infinity, smaller range
+    assert fp32.holds_exactly(e4m3)
+    # Same fields as fp8_e5m2 but no infinity (a larger range instead): it cannot hold e5m2's inf.
+    e5m2fn = FloatFormat("e5m2fn", 5, 2, 15, "fn", "float8_e5m2fnuz", None)
+    assert e5m2fn.emax > formats.get("fp8_e5m2").emax and not e5m2fn.holds_exactly(formats.get("fp8_e5m2"))
+
+
+def test_a_new_format_gets_its_accumulator_from_its_fields() -> None:
+    # A 40-bit format (8 exponent bits, 31 significand bits) does not fit fp32: fp64 everywhere.
+    fp40 = FloatFormat("fp40", 8, 31, 127, "ieee", "float40", None)
+    assert formats.accumulator_format(fp40).name == "fp64"
+    wide = FloatFormat("fp80", 15, 64, 16383, "ieee", "float80", None)
+    with pytest.raises(UnsupportedFormatError, match="add a wider format to ACCUMULATOR_FORMATS"):
+        formats.accumulator_format(wide)
+
+
+def test_every_layer_uses_the_one_accumulator_definition() -> None:
+    from revcheck.exact import pam as exact
+    from revcheck.kernels import pam as kernels
+    from revcheck.oracle import pam as oracle
+
+    assert oracle.accumulator_format is formats.accumulator_format
+    assert exact.accumulator_format is formats.accumulator_format
+    for fmt in ALL_FORMATS:
+        dtype = getattr(torch, fmt.torch_dtype_name)
+        assert formats.get(kernels.accumulator_dtype(dtype)) is formats.accumulator_format(fmt)

@@ -1,4 +1,5 @@
-"""The oracle and the exact model never import torch, not even indirectly.
+"""The oracle and the exact model never import torch, not even indirectly; the exact model never imports
+the oracle (their arithmetic is independent on purpose).
 
 Checked in a fresh interpreter: in this one torch is long imported.
 """
@@ -20,6 +21,7 @@ TORCH_FREE_PACKAGES = ("revcheck.oracle", "revcheck.exact")
 TORCH_FREE_MODULES = (
     "revcheck",
     "revcheck.formats",
+    "revcheck.modes",
     "revcheck.bits",
     "revcheck.testing",
     "revcheck.strategies",
@@ -27,10 +29,11 @@ TORCH_FREE_MODULES = (
 
 PROBE = """
 import importlib, json, sys
+watched = sys.argv[1]
 results = {}
-for name in sys.argv[1:]:
+for name in sys.argv[2:]:
     importlib.import_module(name)
-    results[name] = "torch" in sys.modules
+    results[name] = watched in sys.modules
 print(json.dumps(results))
 """
 
@@ -45,10 +48,10 @@ def torch_free_modules() -> list[str]:
     return found
 
 
-def imports_torch(module: str) -> bool:
-    """Whether importing ``module`` (alone, in a fresh interpreter) pulls in torch."""
+def pulls_in(module: str, watched: str = "torch") -> bool:
+    """Whether importing ``module`` (alone, in a fresh interpreter) pulls in torch (or ``watched``)."""
     completed = subprocess.run(
-        [sys.executable, "-c", PROBE, module],
+        [sys.executable, "-c", PROBE, watched, module],
         capture_output=True,
         text=True,
         check=False,
@@ -60,9 +63,19 @@ def imports_torch(module: str) -> bool:
 
 @pytest.mark.parametrize("module", torch_free_modules())
 def test_module_does_not_import_torch(module: str) -> None:
-    assert not imports_torch(module), f"importing {module} imports torch; the oracle must stay torch-free"
+    assert not pulls_in(module), f"importing {module} imports torch; the oracle must stay torch-free"
 
 
 def test_the_probe_sees_torch_when_it_is_imported() -> None:
     # The check must be able to fail: a module that imports torch is reported.
-    assert imports_torch("torch.nn") is True
+    assert pulls_in("torch.nn") is True
+
+
+@pytest.mark.parametrize("module", ["revcheck.exact", "revcheck.exact.pam", "revcheck.exact.rounding"])
+def test_exact_model_does_not_import_the_oracle(module: str) -> None:
+    # The exact model checks the oracle's arithmetic, so it must not share it (docs: revcheck.exact.pam).
+    assert not pulls_in(module, watched="revcheck.oracle"), f"{module} imports revcheck.oracle"
+
+
+def test_the_probe_sees_the_oracle_when_it_is_imported() -> None:
+    assert pulls_in("revcheck.oracle.pam", watched="revcheck.oracle") is True

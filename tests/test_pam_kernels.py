@@ -1,7 +1,7 @@
-"""Unit tests of the torch PAM kernels: SPEC.md section 2 special cases, worked examples, bad input.
+"""Unit tests of the torch PAM kernels: docs/spec.md §2 special cases, worked examples, bad input.
 
 The exhaustive comparison with the oracle lives in ``properties/test_pam_kernels.py``;
-here each SPEC sentence gets a concrete, bit-level example.
+here each sentence of docs/spec.md §2 gets a concrete, bit-level example.
 """
 
 from __future__ import annotations
@@ -256,7 +256,8 @@ def test_shapes_that_do_not_broadcast_are_rejected() -> None:
 
 
 def test_unknown_mode_and_order_are_rejected() -> None:
-    with pytest.raises(ValueError, match=r"unknown mode 'daz'; accepted modes are 'ieee', 'ftz'"):
+    # the one message of revcheck.modes.check_mode, as in the oracle and the exact model
+    with pytest.raises(ValueError, match=r"unknown mode 'daz'; use one of 'ieee', 'ftz'"):
         kernels.pam_mul(torch.ones(2), torch.ones(2), mode="daz")
     with pytest.raises(
         ValueError, match=r"unknown order 'random'; accepted orders are 'sequential', 'pairwise'"

@@ -1,4 +1,4 @@
-"""Unit tests of the NumPy PAM oracle: SPEC section 2 special cases, table-driven, and bad input.
+"""Unit tests of the NumPy PAM oracle: docs/spec.md §2 special cases, table-driven, and bad input.
 
 Values are written as fp32 floats where fp32 can say them, converted to bit
 patterns exactly; bf16/fp8 cases are written as patterns.
@@ -13,13 +13,13 @@ import pytest
 
 from revcheck import formats
 from revcheck.exact import pam as exact
+from revcheck.modes import MODES
 from revcheck.oracle import pam as oracle
 from revcheck.testing import assert_bit_exact
 
 INF, NAN = math.inf, math.nan
 FP32 = formats.get("fp32")
 E4M3 = formats.get("fp8_e4m3fn")
-MODES = ("ieee", "ftz")
 TINY = float(np.float32(2.0**-149))  # smallest fp32 subnormal
 
 
@@ -236,6 +236,7 @@ def test_zero_dimensional_inputs_give_zero_dimensional_bits() -> None:
 
 
 def test_accumulator_formats() -> None:
+    # The definition is revcheck.formats.accumulator_format (tests/test_formats.py); both models re-export it.
     assert oracle.accumulator_format("fp64").name == "fp64"
     for name in ("fp32", "fp16", "bf16", "fp8_e5m2", "fp8_e4m3fn"):
         assert oracle.accumulator_format(name).name == "fp32"
@@ -336,7 +337,7 @@ def test_unknown_format_mode_and_order_name_what_is_accepted() -> None:
     A = np.zeros((1, 1), np.uint32)
     with pytest.raises(ValueError, match=r"unknown order 'pairwise'.*'sequential'.*within_bound"):
         oracle.pam_matmul(A, A, "fp32", order="pairwise")
-    with pytest.raises(ValueError, match=r"unknown mode"):
+    with pytest.raises(ValueError, match=r"unknown mode 'daz'; use one of 'ieee', 'ftz'"):
         exact.pam_mul(0, 0, "fp32", mode="daz")
 
 

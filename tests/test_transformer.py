@@ -6,8 +6,6 @@ of the module can show that the check flags them.
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -21,9 +19,6 @@ from revcheck.nn.transformer import (
     TinyGPT,
 )
 from revcheck.testing import assert_bit_exact, compare_bits
-
-HAVE_BDIA = importlib.util.find_spec("revcheck.nn.bdia") is not None
-needs_bdia = pytest.mark.skipif(not HAVE_BDIA, reason="revcheck.nn.bdia (BDIAStack) is not there yet")
 
 VOCAB, D_MODEL, HEADS, DEPTH, SEQ, BATCH = 23, 32, 4, 3, 12, 3
 
@@ -121,8 +116,6 @@ def test_plain_and_checkpoint_gradients_are_bit_identical() -> None:
 
 @pytest.mark.parametrize("stack", ["plain", "checkpoint", "bdia", "bdia-stored"])
 def test_initialisation_does_not_depend_on_the_stack(stack: str) -> None:
-    if stack.startswith("bdia") and not HAVE_BDIA:
-        pytest.skip("revcheck.nn.bdia (BDIAStack) is not there yet")
     reference = TinyGPT(VOCAB, D_MODEL, HEADS, DEPTH, SEQ, stack="plain", seed=11)
     model = TinyGPT(VOCAB, D_MODEL, HEADS, DEPTH, SEQ, stack=stack, seed=11)
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
@@ -156,7 +149,6 @@ def test_bad_arguments_say_what_is_accepted() -> None:
         TinyGPT(VOCAB, D_MODEL, HEADS, DEPTH, SEQ)(torch.zeros(1, SEQ + 1, dtype=torch.long))
 
 
-@needs_bdia
 def test_bdia_reversible_and_stored_give_identical_gradients_with_this_block() -> None:
     # The block must recompute bit-identically (including replayed dropout) for BDIA's
     # reconstruction; this is the integration check of the block with BDIAStack.

@@ -1,13 +1,24 @@
-"""Exact model of the PA operations: scalar Python ints in and out, Fractions inside.
+"""Exact model of the PA operations: scalar Python ints in and out, Fractions inside (level R).
 
-Deliberately independent of :mod:`revcheck.oracle` (it does not import it):
-each value is decoded to an exact rational, split as ``|x| = 2^E·(1 + M)``,
-the formula of SPEC section 2 is evaluated exactly, and the result is rounded
-once with :func:`revcheck.exact.rounding.round_fraction`.  The semantic
-decisions are the oracle's (see :mod:`revcheck.oracle.pam`), restated here as
-code: fp8_e4m3fn saturates to ±448 where ±inf would be, NaN results are the
-canonical NaN, ftz flushes subnormal inputs and results whose exact value is
-below ``2^emin``.  ``pam_matmul`` takes small 2-D arrays (or nested lists) of ints.
+Deliberately independent of the oracle's arithmetic, so that the two can check
+each other: this package never imports :mod:`revcheck.oracle`, and its decoding
+and rounding (:mod:`revcheck.exact.rounding`) are written anew from the format's
+fields, with Fractions instead of integer bit manipulation.  Each value is
+decoded to an exact rational, split as ``|x| = 2^E·(1 + M)``, the formula of
+docs/spec.md §2 is evaluated exactly, and the result is rounded once with
+:func:`revcheck.exact.rounding.round_fraction`.
+
+What it does share are *policies*, which are definitions rather than arithmetic
+and must not be answered differently by two modules: the mode names and their
+validation (:mod:`revcheck.modes`), the formats' fields and the accumulator
+format of a matrix product (:mod:`revcheck.formats`).  Rounding code must never
+be shared: a bug in it would then pass both models.
+
+The semantic decisions are the oracle's (see :mod:`revcheck.oracle.pam`),
+restated here as code: fp8_e4m3fn saturates to ±448 where ±inf would be, NaN
+results are the canonical NaN, ftz flushes subnormal inputs and results whose
+exact value is below ``2^emin``.  ``pam_matmul`` takes small 2-D arrays (or
+nested lists) of ints.
 """
 
 from __future__ import annotations
@@ -27,7 +38,8 @@ from revcheck.exact.rounding import (
     max_finite_value,
     round_fraction,
 )
-from revcheck.formats import FloatFormat
+from revcheck.formats import FloatFormat, accumulator_format
+from revcheck.modes import check_mode
 
 __all__ = [
     "accumulator_format",
@@ -42,12 +54,9 @@ __all__ = [
     "split",
 ]
 
-_MODES = ("ieee", "ftz")
-
 
 def _setup(fmt: object, mode: str) -> FloatFormat:
-    if mode not in _MODES:
-        raise ValueError(f"unknown mode {mode!r}; use 'ieee' or 'ftz'")
+    check_mode(mode)
     return formats.get(fmt)
 
 
@@ -55,11 +64,6 @@ def split(magnitude: Fraction) -> tuple[int, Fraction]:
     """``(E, M)`` with ``magnitude = 2^E·(1 + M)``, ``0 <= M < 1``."""
     e = floor_log2(magnitude)
     return e, magnitude / Fraction(2) ** e - 1
-
-
-def accumulator_format(fmt: object) -> FloatFormat:
-    """fp64 for fp64, fp32 for every narrower format."""
-    return formats.get("fp64") if formats.get(fmt).mantissa_bits > 23 else formats.get("fp32")
 
 
 def pam_mul_value(a: int, b: int, fmt: object) -> Fraction:

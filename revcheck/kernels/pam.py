@@ -1,4 +1,4 @@
-"""Piecewise-affine arithmetic (SPEC.md section 2) on torch tensors, by integer arithmetic on bit views.
+"""Piecewise-affine arithmetic (docs/spec.md §2) on torch tensors, by integer arithmetic on bit views.
 
 Every operation takes tensors of one supported float dtype (float64, float32,
 float16, bfloat16, float8_e5m2, float8_e4m3fn) on any device and computes the
@@ -7,11 +7,12 @@ round-to-nearest-even, to the output format.  No floating-point multiply is
 involved: values are decoded into (sign, exponent E, m-bit fraction F) as int64
 tensors, combined with integer additions, and encoded back with an integer
 rounding step.  The one float operation is the accumulator addition of
-:func:`pam_matmul`, which SPEC.md defines as a float addition (``fl(acc + p)``).
+:func:`pam_matmul`, which docs/spec.md §2 defines as a float addition (``fl(acc + p)``).
 
-Mode ``"ieee"``: gradual underflow, overflow to ±inf (±max-finite for formats
-without infinity).  Mode ``"ftz"``: subnormal inputs are signed zeros, and a
-result whose exact value is below the smallest normal becomes a signed zero.
+Modes (names and validation: :mod:`revcheck.modes`).  ``"ieee"``: gradual
+underflow, overflow to ±inf (±max-finite for formats without infinity).
+``"ftz"``: subnormal inputs are signed zeros, and a result whose exact value
+is below the smallest normal becomes a signed zero.
 A computed NaN is the format's canonical quiet NaN.  Formats without infinity
 (fp8_e4m3fn) return ±max-finite wherever the value would be ±inf (overflow,
 ``x ⊘ ±0``, ``pa_log2(0)``).
@@ -29,9 +30,9 @@ import torch
 
 from revcheck import formats
 from revcheck.formats import FloatFormat
+from revcheck.modes import check_mode
 
 __all__ = [
-    "MODES",
     "ORDERS",
     "accumulator_dtype",
     "pa_exp2",
@@ -42,11 +43,8 @@ __all__ = [
     "pam_mul_grad",
 ]
 
-MODES = ("ieee", "ftz")
 ORDERS = ("sequential", "pairwise")
 
-_FP32 = formats.get("fp32")
-_FP64 = formats.get("fp64")
 # Significands handed to the rounding step stay below 2**_SIG_LIMIT_BITS so that shifts cannot overflow int64.
 _SIG_LIMIT_BITS = 61
 
@@ -74,12 +72,6 @@ def _format_of_tensor(x: object, role: str) -> FloatFormat:
         ) from None
 
 
-def _check_mode(mode: object) -> str:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; accepted modes are {', '.join(map(repr, MODES))}")
-    return str(mode)
-
-
 def _binary_operands(a: object, b: object, op: str) -> tuple[torch.Tensor, torch.Tensor, FloatFormat]:
     fmt_a = _format_of_tensor(a, f"{op}: first operand")
     fmt_b = _format_of_tensor(b, f"{op}: second operand")
@@ -102,13 +94,11 @@ def _binary_operands(a: object, b: object, op: str) -> tuple[torch.Tensor, torch
 
 
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype :func:`pam_matmul` accumulates and returns in: float64 for float64, else float32."""
-    fmt = formats.get(dtype)
-    return getattr(torch, _accumulator_format(fmt).torch_dtype_name)
+    """The dtype :func:`pam_matmul` accumulates and returns in (:func:`revcheck.formats.accumulator_format`).
 
-
-def _accumulator_format(fmt: FloatFormat) -> FloatFormat:
-    return _FP64 if fmt.width >= _FP64.width else _FP32
+    float64 for float64, float32 for every narrower dtype.
+    """
+    return _float_dtype(formats.accumulator_format(dtype))
 
 
 # ---- bit views -------------------------------------------------------------------------------------------
@@ -325,7 +315,7 @@ def _pam_mul_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> torc
     Proof first, from the extremes of the magnitude bits (one masking pass and
     one ``aminmax`` per operand): if every input is normal and every possible
     ``I(|a|) + I(|b|) − I(1.0)`` is a normal code, the plain wrapping sum
-    ``a + b − I(1.0)`` of the full patterns is the SPEC's PAM product, sign bit
+    ``a + b − I(1.0)`` of the full patterns is the PAM product of docs/spec.md §2, sign bit
     included (the signs add mod 2, and the magnitude part cannot carry into the
     sign bit).  Operands with zeros (ReLU outputs...) take :func:`_pam_mul_with_zeros`.
     """
@@ -440,7 +430,7 @@ def pam_mul(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", compiled: b
     tensor([ 2., -6.])
     """
     a, b, fmt = _binary_operands(a, b, "pam_mul")
-    mode = _check_mode(mode)
+    mode = check_mode(mode)
     fast = _pam_mul_compiled(a, b, fmt) if compiled else None
     if fast is None:
         fast = _pam_mul_regular(a, b, fmt)
@@ -459,7 +449,7 @@ def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Te
     tensor([ 1.5000, -3.0000])
     """
     a, b, fmt = _binary_operands(a, b, "pam_div")
-    mode = _check_mode(mode)
+    mode = check_mode(mode)
     m = fmt.mantissa_bits
     da, db = _decode(a, fmt, mode), _decode(b, fmt, mode)
     negative = da.negative ^ db.negative
@@ -489,7 +479,7 @@ def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> tor
     tensor([ 2., -1.])
     """
     a, b, fmt = _binary_operands(a, b, "pam_mul_grad")
-    mode = _check_mode(mode)
+    mode = check_mode(mode)
     da, db = _decode(a, fmt, mode), _decode(b, fmt, mode)
     a_fraction = torch.where(da.is_zero, 0, da.fraction)
     carry = (a_fraction + db.fraction) >> fmt.mantissa_bits
@@ -512,7 +502,7 @@ def pa_log2(x: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     tensor([ 0.0000,  1.5000, -1.5000])
     """
     fmt = _format_of_tensor(x, "pa_log2: input")
-    mode = _check_mode(mode)
+    mode = check_mode(mode)
     m = fmt.mantissa_bits
     d = _decode(x, fmt, mode)
     fixed_point = (d.exponent << m) + d.fraction  # (E + M) · 2**m, exact
@@ -535,7 +525,7 @@ def pa_exp2(y: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     tensor([1.0000, 3.0000, 0.7500])
     """
     fmt = _format_of_tensor(y, "pa_exp2: input")
-    mode = _check_mode(mode)
+    mode = check_mode(mode)
     m = fmt.mantissa_bits
     d = _decode(y, fmt, mode)
     # Beyond |y| >= 2**12 every format over- or underflows; clamping keeps the shifts small.
@@ -605,7 +595,7 @@ class _ProductFactory:
     """
 
     def __init__(self, a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat, mode: str) -> None:
-        self.acc = _accumulator_format(fmt)
+        self.acc = formats.accumulator_format(fmt)
         self.mode = mode
         batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         # k-major layouts: slicing one k is then a contiguous read.
@@ -696,7 +686,7 @@ def pam_matmul(
     tensor([[4.]])
     """
     a, b, fmt = _matmul_operands(a, b)
-    mode = _check_mode(mode)
+    mode = check_mode(mode)
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; accepted orders are {', '.join(map(repr, ORDERS))}")
     factory = _ProductFactory(a, b, fmt, mode)

@@ -1,18 +1,23 @@
 """Triton kernels of the PAM operations, bit-exact against :mod:`revcheck.oracle.pam`.
 
-Same names and signatures as :mod:`revcheck.kernels.pam`: ``pam_mul``, ``pam_div``,
-``pam_mul_grad``, ``pa_log2``, ``pa_exp2`` (elementwise, broadcasting) and
-``pam_matmul`` (canonical ``"sequential"`` accumulation order).
+The operations of :mod:`revcheck.kernels.pam`, with the same names, operands and
+``mode=`` keyword: ``pam_mul``, ``pam_div``, ``pam_mul_grad``, ``pa_log2``,
+``pa_exp2`` (elementwise, broadcasting) and ``pam_matmul`` (canonical
+``"sequential"`` accumulation order only).  The torch kernels' extra options
+(``order=`` of ``pam_matmul``, ``compiled=`` of ``pam_mul``) do not exist here.
 
-Every kernel works on the integer bit patterns of its operands; a format enters a
-kernel only as ``tl.constexpr`` field widths, biases and special encodings taken
-from :mod:`revcheck.formats`, so one kernel body serves every format.  The
-elementwise arithmetic is exact integer arithmetic followed by one round to
-nearest even (SPEC.md section 2); the matmul forms each product the same way in
-the accumulator format and adds the products one ``k`` at a time with a plain
-floating-point add, in order, so it can be bit-exact against the oracle.  There is
-no float multiply anywhere for the compiler to contract into an FMA, and the
-kernels are also compiled with ``enable_fp_fusion=False``.
+Two kernels: one elementwise kernel serves all five operations (a ``tl.constexpr``
+operation code selects the arithmetic, so each operation still compiles to its own
+specialised program) and one matmul kernel.  Both work on the integer bit patterns
+of their operands; a format enters a kernel only as ``tl.constexpr`` field widths,
+biases and special encodings taken from :mod:`revcheck.formats`, so one kernel body
+serves every format.  The elementwise arithmetic is exact integer arithmetic
+followed by one round to nearest even (docs/spec.md §2); the matmul forms each
+product the same way in the accumulator format
+(:func:`revcheck.formats.accumulator_format`) and adds the products one ``k`` at
+a time with a plain floating-point add, in order, so it can be bit-exact against
+the oracle.  There is no float multiply anywhere for the compiler to contract
+into an FMA, and the kernels are also compiled with ``enable_fp_fusion=False``.
 
 Devices: CUDA tensors, or CPU tensors under Triton's interpreter.  Triton reads
 ``TRITON_INTERPRET`` when a kernel is *defined*, i.e. when this module is
@@ -33,7 +38,7 @@ import torch
 
 from revcheck import formats
 from revcheck.formats import FloatFormat
-from revcheck.oracle.pam import accumulator_format
+from revcheck.modes import check_mode
 
 try:
     import triton
@@ -46,7 +51,6 @@ except ImportError as error:  # pragma: no cover - exercised only where triton i
 
 __all__ = [
     "INTERPRETED",
-    "MODES",
     "pa_exp2",
     "pa_log2",
     "pam_div",
@@ -67,8 +71,6 @@ def _interpreter_on() -> bool:
 
 #: Whether the kernels were defined for Triton's CPU interpreter (``TRITON_INTERPRET=1`` at import).
 INTERPRETED: bool = _interpreter_on()
-
-MODES = ("ieee", "ftz")
 
 # The interpreter pays per program, not per element: few large blocks there, GPU-sized ones on CUDA.
 _BLOCK = 1 << 14 if INTERPRETED else 1024
@@ -214,7 +216,7 @@ def _pam_mul_fields(
     a_neg, a_nan, a_inf, a_zero, a_exp, a_frac = _decode(a, IN_MB, IN_BIAS, IN_EXP_MAX, IN_FN, FTZ)
     b_neg, b_nan, b_inf, b_zero, b_exp, b_frac = _decode(b, IN_MB, IN_BIAS, IN_EXP_MAX, IN_FN, FTZ)
     # Integer addition of the patterns, done on the fields: a carry out of the fraction
-    # sum bumps the exponent (the Ma + Mb >= 1 branch of SPEC.md).
+    # sum bumps the exponent (the Ma + Mb >= 1 branch of docs/spec.md §2).
     total = a_frac + b_frac
     carry = total >> IN_MB
     exponent = a_exp + b_exp + carry
@@ -372,10 +374,11 @@ def _pa_exp2_fields(
 
 
 # ---- kernels -------------------------------------------------------------------------------
-# One kernel per operation, all with the same format parameters (see _FormatConstants).
+# Two kernels, both taking a format as the constexpr parameters of _FormatConstants: one elementwise
+# kernel for the five operations and one matmul kernel.
 
 
-# Operation codes of _elementwise_kernel; OP is a constexpr, so each op compiles to its own kernel.
+# Operation codes of _elementwise_kernel; OP is a constexpr, so each op compiles to its own program.
 _OP_CODES = {"pam_mul": 0, "pam_div": 1, "pam_mul_grad": 2, "pa_log2": 3, "pa_exp2": 4}
 
 
@@ -536,12 +539,6 @@ def supported_formats() -> tuple[str, ...]:
     return formats.names()
 
 
-def _check_mode(mode: str) -> bool:
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not supported; use one of {', '.join(map(repr, MODES))}")
-    return mode == "ftz"
-
-
 def _format_of(*tensors: torch.Tensor) -> FloatFormat:
     if not all(isinstance(t, torch.Tensor) for t in tensors):
         given = ", ".join(type(t).__name__ for t in tensors)
@@ -570,7 +567,7 @@ def _check_device(*tensors: torch.Tensor) -> torch.device:
 
 
 def _launch_elementwise(op: str, operands: tuple[torch.Tensor, ...], mode: str) -> torch.Tensor:
-    ftz = _check_mode(mode)
+    ftz = check_mode(mode) == "ftz"
     fmt = _format_of(*operands)
     _check_device(*operands)
     operands = tuple(torch.broadcast_tensors(*operands))
@@ -634,7 +631,7 @@ def pam_matmul(A: torch.Tensor, B: torch.Tensor, *, mode: str = "ieee") -> torch
 
 def _launch_matmul(kernel: Any, A: torch.Tensor, B: torch.Tensor, mode: str) -> torch.Tensor:
     """Checks, batching and launch of a matmul kernel with :func:`_pam_matmul_kernel`'s signature."""
-    ftz = _check_mode(mode)
+    ftz = check_mode(mode) == "ftz"
     fmt = _format_of(A, B)
     _check_device(A, B)
     if A.dim() < 2 or B.dim() < 2:
@@ -644,7 +641,7 @@ def _launch_matmul(kernel: Any, A: torch.Tensor, B: torch.Tensor, mode: str) -> 
         )
     if A.shape[-1] != B.shape[-2]:
         raise ValueError(f"inner dimensions differ: A is {tuple(A.shape)}, B is {tuple(B.shape)}")
-    acc = accumulator_format(fmt)
+    acc = formats.accumulator_format(fmt)
     M, K = A.shape[-2:]
     N = B.shape[-1]
     batch_shape = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])

@@ -40,6 +40,7 @@ from torch import nn
 
 from revcheck import formats
 from revcheck.kernels import pam as kernels
+from revcheck.modes import check_mode
 
 __all__ = ["BACKWARDS", "PAMLinear", "PAMMatmul", "pam_matmul_exact_grads"]
 
@@ -119,7 +120,7 @@ class PAMMatmul(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, a: torch.Tensor, b: torch.Tensor, mode: str = "ieee", backward: str = "approx"
     ) -> torch.Tensor:
-        kernels._check_mode(mode)
+        check_mode(mode)
         _check_backward(backward)
         if isinstance(b, torch.Tensor) and b.dim() != 2:
             raise ValueError(
@@ -184,7 +185,7 @@ class PAMLinear(nn.Linear):
         mode: str = "ieee",
     ) -> None:
         self.backward = _check_backward(backward)
-        self.mode = kernels._check_mode(mode)
+        self.mode = check_mode(mode)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

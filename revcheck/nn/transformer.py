@@ -1,6 +1,6 @@
 """A pre-norm transformer block written as ONE residual branch, and a tiny GPT built from it.
 
-BDIA (SPEC.md section 3) needs every block of a stack to be a single residual branch
+BDIA (docs/spec.md §3) needs every block of a stack to be a single residual branch
 ``h_k`` with ``x_{k+1} = x_k + h_k(x_k)`` in the ordinary (γ = 0) stack.  A textbook
 pre-norm layer has two residual additions::
 

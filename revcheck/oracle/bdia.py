@@ -1,4 +1,4 @@
-"""BDIA oracle: exactly reversible residual stacks on integer codes (SPEC section 3), pure NumPy.
+"""BDIA oracle: exactly reversible residual stacks on integer codes (docs/spec.md §3), pure NumPy.
 
 Activations live on the fixed-point grid of step ``2**-l`` and are held as int64
 codes ``X = x * 2**l``.  With per-sample ``gamma`` in ``{+1/2, -1/2}``::
@@ -9,7 +9,7 @@ codes ``X = x * 2**l``.  With per-sample ``gamma`` in ``{+1/2, -1/2}``::
     X_{k+1}   = gamma_k (X_{k-1} + s_{k-1}) + R(y_k),   y_k = (1 - gamma_k) x_k + (1 + gamma_k) h_k(x_k)
     X_{k-1}   = (X_{k+1} - R(y_k)) / gamma_k - s_{k-1}
 
-``y_k`` is evaluated as the SPEC says: ``t1 = fl((1 - gamma) * x)``,
+``y_k`` is evaluated as docs/spec.md §3 says: ``t1 = fl((1 - gamma) * x)``,
 ``t2 = fl((1 + gamma) * h)``, ``y = fl(t1 + t2)`` in the compute dtype, each
 an ordinary NumPy ufunc (no fused multiply-add), with ``x = X * 2**-l``
 rounded once (to nearest even) to the compute dtype.
@@ -24,10 +24,12 @@ Range: every code of a state and every ``R(.)`` must satisfy
 every magnitude (it never goes through a float).  Anything outside is an error,
 never a silently wrong code.
 
-This module never imports torch.
+This module never imports torch.  It is also the one home of BDIA's limits and
+dtypes (:data:`CODE_LIMIT`, :data:`MAX_L`, :data:`PAPER_L`, :data:`COMPUTE_FORMATS`,
+:data:`COMPUTE_DTYPES`): :class:`revcheck.nn.BDIAStack` and the audit import them.
 """
 
-# ruff: noqa: E741  (``l``, the grid exponent, is the name SPEC and the API contract use)
+# ruff: noqa: E741  (``l``, the grid exponent, is the name docs/spec.md §3 and the API contract use)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -35,10 +37,14 @@ from typing import Any, NamedTuple, Union
 
 import numpy as np
 
+from revcheck import formats
+
 __all__ = [
     "CODE_LIMIT",
     "COMPUTE_DTYPES",
+    "COMPUTE_FORMATS",
     "MAX_L",
+    "PAPER_L",
     "BDIATrace",
     "dequantize",
     "forward",
@@ -56,8 +62,26 @@ CODE_LIMIT = 2**62
 MAX_L = 62
 """Largest accepted grid exponent ``l`` (the grid step is ``2**-l``)."""
 
-COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-"""Residual compute dtypes: NumPy has no bf16, and an fp16 residual stream on a 2**-l grid is unsupported."""
+PAPER_L = 9
+"""The grid exponent the BDIA papers use; the default ``l`` of :class:`revcheck.nn.BDIAStack`."""
+
+COMPUTE_FORMATS: tuple[str, ...] = ("fp32", "fp64")
+"""Residual compute formats (names of :mod:`revcheck.formats`), the default first.
+
+NumPy has no bf16, and an fp16 residual stream on a ``2**-l`` grid is unsupported:
+low-precision blocks convert ``x_k`` to their own dtype instead.
+"""
+
+
+def _numpy_dtype(name: str) -> np.dtype[Any]:
+    dtype = formats.get(name).numpy_float
+    if dtype is None:
+        raise TypeError(f"the BDIA compute format {name} has no NumPy dtype; the oracle cannot compute in it")
+    return dtype
+
+
+COMPUTE_DTYPES: tuple[np.dtype[Any], ...] = tuple(_numpy_dtype(name) for name in COMPUTE_FORMATS)
+"""The NumPy dtypes of :data:`COMPUTE_FORMATS`."""
 
 _ALLOWED_GAMMAS = (0.5, -0.5, 0.0)
 
@@ -86,8 +110,9 @@ def _check_compute_dtype(compute_dtype: object) -> np.dtype:
     dtype = np.dtype(compute_dtype)  # type: ignore[call-overload]
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(
-            f"compute_dtype must be float32 or float64, got {dtype}; low-precision blocks are supported by "
-            "converting x_k to the block's dtype inside the block callable, not by the residual dtype"
+            f"compute_dtype must be {' or '.join(map(str, COMPUTE_DTYPES))}, got {dtype}; low-precision "
+            "blocks are supported by converting x_k to the block's dtype inside the block callable, not by "
+            "the residual dtype"
         )
     return dtype
 

@@ -1,4 +1,4 @@
-"""The PAM oracle: piecewise-affine operations on bit patterns, pure NumPy (SPEC.md section 2).
+"""The PAM oracle: piecewise-affine operations on bit patterns, pure NumPy (docs/spec.md §2).
 
 Every function takes NumPy arrays of ``fmt.uint_dtype`` (bit patterns of any
 format of :mod:`revcheck.formats`), broadcasts them like a ufunc, and returns
@@ -6,12 +6,13 @@ bit patterns.  Each result is the exact piecewise-affine function of the
 inputs rounded ONCE to the output format, round-to-nearest-even.  Nothing is
 converted silently: a wrong dtype, an unknown mode or order is an error.
 
-Decisions (beyond the letter of SPEC section 2):
+Decisions (beyond the letter of docs/spec.md §2):
 
-* ``mode="ieee"``: gradual underflow, overflow to ±inf.  ``mode="ftz"``:
-  subnormal INPUTS are zero of the same sign; a result whose EXACT value has
-  magnitude below the smallest normal is zero of the result's sign (tininess
-  before rounding); otherwise as ``"ieee"``.
+* Modes (names and validation: :mod:`revcheck.modes`).  ``mode="ieee"``:
+  gradual underflow, overflow to ±inf.  ``mode="ftz"``: subnormal INPUTS are
+  zero of the same sign; a result whose EXACT value has magnitude below the
+  smallest normal is zero of the result's sign (tininess before rounding);
+  otherwise as ``"ieee"``.
 * fp8_e4m3fn has no infinity: every result that would be ±inf (overflow,
   ``x ⊘ ±0``, ``pa_log2(0)``, ``pa_exp2`` overflow) is ±448, the largest
   finite value (saturation, like CUDA's ``__NV_SATFINITE``).
@@ -26,7 +27,8 @@ Decisions (beyond the letter of SPEC section 2):
   (``a`` nonzero) it is ±inf with the sign of ``b``; for ``a = ±0`` or
   ``a = ±inf`` the formula is used with ``Ma = 0`` (their fraction field).
 * ``pam_matmul``: inputs are first flushed (``"ftz"``, with the INPUT format's
-  subnormals) and widened exactly to :func:`accumulator_format`; products are
+  subnormals) and widened exactly to :func:`accumulator_format` (the one
+  definition is :func:`revcheck.formats.accumulator_format`); products are
   ``pam_mul`` in the accumulator format (same mode), then summed sequentially
   ``acc = +0.0; acc = fl(acc + p_k)``, RNE.  In ``"ftz"`` a partial sum below
   the accumulator's smallest normal becomes zero of the exact sum's sign.  An
@@ -49,9 +51,10 @@ import numpy as np
 import numpy.typing as npt
 
 from revcheck import formats
-from revcheck.formats import FloatFormat
+from revcheck.formats import FloatFormat, accumulator_format
+from revcheck.modes import check_mode
 from revcheck.oracle import rounding
-from revcheck.oracle.rounding import Decoded, check_bits, check_mode, decode, round_to_format, special_bits
+from revcheck.oracle.rounding import Decoded, check_bits, decode, round_to_format, special_bits
 
 __all__ = [
     "ORDERS",
@@ -72,14 +75,6 @@ _BLOCK = 1 << 15
 
 UIntArray = npt.NDArray[np.unsignedinteger[Any]]
 ObjectArray = npt.NDArray[np.object_]
-
-
-def accumulator_format(fmt: object) -> FloatFormat:
-    """Format PAM products are formed and summed in: fp64 for fp64 inputs, fp32 for all others."""
-    fmt_ = formats.get(fmt)
-    fp32 = formats.get("fp32")
-    # Any format wider than fp32 needs the widest accumulator to be widened exactly.
-    return formats.get("fp64") if fmt_.width > fp32.width else fp32
 
 
 # ---- elementwise operations ------------------------------------------------------------
@@ -267,7 +262,7 @@ def _pam_div_general(a: UIntArray, b: UIntArray, fmt: FloatFormat, mode: str) ->
 
 
 def pam_mul(a_bits: object, b_bits: object, fmt: object, *, mode: str = "ieee") -> UIntArray:
-    """PAM product ``a ⊡ b`` of bit patterns of ``fmt``, broadcast, rounded once (SPEC section 2).
+    """PAM product ``a ⊡ b`` of bit patterns of ``fmt``, broadcast, rounded once (docs/spec.md §2).
 
     For normal inputs and a normal result this is ``I(|a|) + I(|b|) - I(1.0)``
     with the XOR of the signs.
@@ -277,7 +272,7 @@ def pam_mul(a_bits: object, b_bits: object, fmt: object, *, mode: str = "ieee") 
 
 
 def pam_div(a_bits: object, b_bits: object, fmt: object, *, mode: str = "ieee") -> UIntArray:
-    """PAM quotient ``a ⊘ b`` of bit patterns of ``fmt``, broadcast, rounded once (SPEC section 2).
+    """PAM quotient ``a ⊘ b`` of bit patterns of ``fmt``, broadcast, rounded once (docs/spec.md §2).
 
     For normal inputs and a normal result this is ``I(|a|) - I(|b|) + I(1.0)``.
     """

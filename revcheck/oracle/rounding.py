@@ -9,7 +9,7 @@ Representation.  A finite nonzero value is decoded into ``negative``,
 ``exponent`` ``E`` and ``fraction`` ``f`` with ``|x| = 2**E * (1 + f / 2**m)``,
 ``m = fmt.mantissa_bits``, ``0 <= f < 2**m``.  Subnormals are *normalised*:
 their ``E`` lies below ``fmt.emin`` and ``f`` comes from the exact value
-(SPEC section 2).  Zeros, infinities and NaNs are flagged, with ``E = f = 0``.
+(docs/spec.md §2).  Zeros, infinities and NaNs are flagged, with ``E = f = 0``.
 
 Rounding.  :func:`round_to_format` rounds an exact value
 ``significand * 2**(exponent - m - extra_bits)`` once to ``fmt``:
@@ -19,9 +19,11 @@ round-to-nearest-even, gradual underflow, overflow to ``±inf`` -- or to
 significant position (an OR of everything shifted out below it): rounding at
 any coarser position then decides exactly as for the exact value.
 
-Modes.  ``"ieee"`` is the above.  ``"ftz"``: subnormal *inputs* decode as zero
-of the same sign; a result whose *exact* value has magnitude below the
-smallest normal becomes zero of the result's sign (tininess before rounding).
+Modes (names and validation: :mod:`revcheck.modes`).  ``"ieee"`` is the
+above.  ``"ftz"``: subnormal *inputs* decode as zero of the same sign; a
+result whose *exact* value has magnitude below the smallest normal becomes
+zero of the result's sign (tininess before rounding).  The functions here
+take a mode already validated by their callers.
 """
 
 from __future__ import annotations
@@ -31,24 +33,19 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from revcheck import formats
 from revcheck.formats import FloatFormat
 
 __all__ = [
-    "MODES",
     "Decoded",
     "add",
     "bit_length",
     "check_bits",
-    "check_mode",
     "decode",
     "encode_exact",
     "round_scaled",
     "round_to_format",
     "special_bits",
 ]
-
-MODES = ("ieee", "ftz")
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -83,13 +80,6 @@ class Decoded(NamedTuple):
         return np.where(self.is_finite_nonzero, self.fraction + one, np.int64(0))
 
 
-def check_mode(mode: object) -> str:
-    """Return ``mode`` if it is one of :data:`MODES`, else raise ``ValueError``."""
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(repr(m) for m in MODES)}")
-    return mode
-
-
 def check_bits(bits: object, fmt: FloatFormat, name: str) -> UIntArray:
     """``bits`` as an array of ``fmt.uint_dtype``; anything else is a ``TypeError`` (never converted)."""
     if isinstance(bits, (np.ndarray, np.generic)):
@@ -107,11 +97,6 @@ def check_bits(bits: object, fmt: FloatFormat, name: str) -> UIntArray:
         f"{name} is a {type(bits).__name__}; the oracle takes NumPy arrays of {fmt.uint_dtype} "
         f"({fmt.name} bit patterns), e.g. np.asarray(x, dtype=np.{fmt.uint_dtype})"
     )
-
-
-def as_format(fmt: object) -> FloatFormat:
-    """``formats.get(fmt)`` (raises ``UnsupportedFormatError`` with the accepted names)."""
-    return formats.get(fmt)
 
 
 def bit_length(values: IntArray) -> IntArray:

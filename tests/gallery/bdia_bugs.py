@@ -1,22 +1,26 @@
 """Deliberately wrong BDIA implementations: each is one realistic mistake the BDIA properties must catch.
 
-Stack bugs are subclasses of :class:`revcheck.nn.bdia.BDIAStack` that override
-one of its arithmetic hooks; oracle bugs are copies of the oracle module's
-namespace with one function replaced.  :data:`PLANTED_BUGS` names, for each,
+Stack bugs are subclasses of :class:`revcheck.nn.bdia.BDIAStack` that change
+one method of its arithmetic (one method per formula of docs/spec.md §3) or one
+of its arguments; the property bodies take the class under test as their
+``stack_class=`` parameter, so the stack itself carries no test switches.
+Oracle bugs are copies of the oracle module's namespace with one function
+replaced.  :data:`PLANTED_BUGS` names, for each,
 the property bodies (``check_*`` in properties/test_bdia_*.py) that must fail;
 tests/test_bdia_properties_catch.py runs them.
 """
 
-# ruff: noqa: E741  (``l``, the grid exponent, is the name SPEC and the API contract use)
+# ruff: noqa: E741  (``l``, the grid exponent, is the name docs/spec.md §3 and the API contract use)
 from __future__ import annotations
 
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from revcheck.nn.bdia import BDIAStack
 from revcheck.oracle import bdia as oracle
@@ -30,9 +34,8 @@ __all__ = ["PLANTED_BUGS", "PlantedBug"]
 class RoundHalfUpStack(BDIAStack):
     """Quantizer rounds ties up (floor(v + 1/2)) instead of to even."""
 
-    def _quantize_codes(self, values: Tensor) -> tuple[Tensor, Tensor]:
-        rounded = torch.floor(values * float(2**self.l) + 0.5)
-        return rounded.to(torch.int64), (rounded.abs() < float(oracle.CODE_LIMIT)).all()
+    def _rounded_codes(self, values: Tensor) -> Tensor:
+        return torch.floor(values * float(2**self.l) + 0.5)
 
 
 class FusedMixStack(BDIAStack):
@@ -58,9 +61,13 @@ class GlobalRNGGammaStack(BDIAStack):
 
 
 class NoDropoutReplayStack(BDIAStack):
-    """Backward recomputes blocks with whatever RNG state happens to be current (dropout not replayed)."""
+    """Backward recomputes blocks with whatever RNG state happens to be current (dropout not replayed).
 
-    _replay_rng = False
+    The stack forgets to keep the RNG states, whatever its caller asked for.
+    """
+
+    def __init__(self, blocks: Sequence[nn.Module], **kwargs: Any) -> None:
+        super().__init__(blocks, **{**kwargs, "preserve_rng_state": False})
 
 
 # ----------------------------------------------------------------------------- oracle bugs

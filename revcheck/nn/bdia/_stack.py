@@ -1,0 +1,391 @@
+"""The :class:`BDIAStack` module: its arguments, its arithmetic, and the BDIA step, written once.
+
+Every way of running the stack -- eval, the stored training forward, the
+reversible forward and :meth:`BDIAStack.trace` -- runs :meth:`BDIAStack._run_blocks`,
+which runs :meth:`BDIAStack._step` once per block; the reversible backward
+recomputes ``y_k`` with the same :meth:`BDIAStack._residual_value` and ``R`` with
+the same :meth:`BDIAStack._rounded_codes`.  Each formula of docs/spec.md §3 is one
+method (``_rounded_codes`` for ``R``, ``_mix`` for ``y_k``, ``_side_bits`` for
+``s_{k-1}``, ``_draw_gamma_signs`` for the gammas): a subclass that changes one
+changes it everywhere, which is how the planted bugs of the test gallery are built.
+"""
+
+# ruff: noqa: E741  (``l``, the grid exponent, is the name docs/spec.md §3 and the API contract use)
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from revcheck import formats
+from revcheck.nn.bdia._autograd import Input, ReversibleBDIA, StraightThrough
+from revcheck.nn.bdia._ranges import RangeFlags, within_code_limit
+from revcheck.oracle.bdia import COMPUTE_FORMATS, MAX_L, PAPER_L
+
+__all__ = ["BDIAStack", "BDIAStackTrace", "Step"]
+
+Mode = Literal["reversible", "stored"]
+_MODES = ("reversible", "stored")
+_COMPUTE_DTYPES: tuple[torch.dtype, ...] = tuple(
+    getattr(torch, formats.get(name).torch_dtype_name) for name in COMPUTE_FORMATS
+)
+
+
+@dataclass
+class BDIAStackTrace:
+    """Everything one forward computed (see :meth:`BDIAStack.trace`)."""
+
+    codes: list[Tensor]
+    side_bits: list[Tensor]
+    block_outputs: list[Tensor]
+    gamma_signs: Tensor
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """gamma-dependent factors, shape (K-1, B, 1, ...): compute dtype, then int64 signs and 2 x signs.
+
+    Row ``k - 1`` belongs to block ``k``.
+    """
+
+    one_minus: Tensor
+    one_plus: Tensor
+    gamma: Tensor
+    sign: Tensor
+    twice_sign: Tensor
+
+
+class Step(NamedTuple):
+    """What :meth:`BDIAStack._step` computed for block k."""
+
+    X_next: Tensor
+    """``X_{k+1}`` (int64 codes)."""
+    x_next: Tensor
+    """``x_{k+1} = X_{k+1} * 2**-l`` in the compute dtype (straight-through graph when grad is enabled)."""
+    h: Tensor
+    """``h_k(x_k)`` in the compute dtype."""
+    side_bits: Tensor | None
+    """``s_{k-1} = X_{k-1} mod 2`` (int64), or None under the first block's rule."""
+
+
+class BDIAStack(nn.Module):
+    """A stack of residual blocks ``x <- x + h_k(x)`` made exactly reversible by BDIA (docs/spec.md §3).
+
+    ``blocks``: modules mapping a tensor of the input's shape (B, ...) to the same
+    shape.  ``l``: grid exponent (step ``2**-l``).  ``mode``: ``"reversible"``
+    (O(1) activations in depth) or ``"stored"`` (ordinary autograd, same bits).
+    ``compute_dtype``: residual dtype, float32 or float64.  ``seed``: seed of the
+    stack's own gamma generator (None: fresh OS entropy).  ``quantize=False`` is
+    the plain residual stack ``x + h(x)``, allowed only in eval().
+    ``preserve_rng_state`` (default True) saves RNG states so dropout is replayed.
+    ``verify_reconstruction`` (default True) checks every reconstructed state
+    against a checksum taken in the forward (a wrapping int64 sum: one reduction per
+    block each way, well under 1% of a training step, compared with one host sync at the
+    end of backward), so a non-deterministic block is named instead of silently giving
+    wrong gradients.  Without it only the first block's recomputation is checked.
+
+    For tests and debugging: ``last_gamma_signs`` holds the (K-1, B) int8 signs of
+    the latest training forward; with ``record_reconstruction = True`` a
+    reversible backward leaves the codes X_0..X_K it reconstructed in
+    ``last_reconstruction``; :meth:`trace` returns every code, side bit and
+    block output of one forward.  In ``eval()`` both modes run ordinary autograd
+    (gamma = 0 cannot be inverted, so there is nothing to reconstruct from).
+
+    Raises
+    ------
+    ValueError
+        For no blocks, ``l`` outside ``0 .. MAX_L`` (:data:`revcheck.oracle.bdia.MAX_L`),
+        an unsupported ``compute_dtype`` or ``mode``.
+    TypeError
+        For a block that is not a ``torch.nn.Module``.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        *,
+        l: int = PAPER_L,
+        mode: Mode = "reversible",
+        compute_dtype: torch.dtype = _COMPUTE_DTYPES[0],
+        seed: int | None = None,
+        quantize: bool = True,
+        preserve_rng_state: bool = True,
+        verify_reconstruction: bool = True,
+    ) -> None:
+        super().__init__()
+        blocks = list(blocks)
+        if not blocks:
+            raise ValueError("BDIAStack needs at least one block")
+        for index, block in enumerate(blocks):
+            if not isinstance(block, nn.Module):
+                raise TypeError(f"block {index} is a {type(block).__name__}; blocks must be torch.nn.Module")
+        if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l <= MAX_L:
+            raise ValueError(f"l must be an int with 0 <= l <= {MAX_L}, got {l!r}")
+        if compute_dtype not in _COMPUTE_DTYPES:
+            raise ValueError(
+                f"compute_dtype must be {' or '.join(map(str, _COMPUTE_DTYPES))}, got {compute_dtype}; run "
+                "low-precision blocks by giving them that dtype (or autocast); the residual stays fp32/fp64"
+            )
+        self.blocks = nn.ModuleList(blocks)
+        self.l = l
+        self.mode = mode
+        self.compute_dtype = compute_dtype
+        self.quantize = quantize
+        self.preserve_rng_state = preserve_rng_state
+        self.verify_reconstruction = verify_reconstruction
+        self.generator = torch.Generator(device="cpu")
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
+        self.last_gamma_signs: Tensor | None = None
+        self.record_reconstruction = False
+        self.last_reconstruction: list[Tensor] | None = None
+        self._check_mode()
+
+    # ------------------------------------------------------------ arithmetic: one method per formula
+
+    def _rounded_codes(self, values: Tensor) -> Tensor:
+        """``R(values) = round_half_even(values * 2**l)``, still floating point (NaN and range visible)."""
+        scaled = values * float(2**self.l)  # exact: power-of-two scaling in fp32/fp64
+        return torch.round(scaled)  # round half to even
+
+    def _quantize_codes(self, values: Tensor) -> tuple[Tensor, Tensor]:
+        """``(R(values), ok)``: int64 codes and a 0-dim flag "finite and |code| < 2**62"."""
+        rounded = self._rounded_codes(values)
+        return rounded.to(torch.int64), within_code_limit(rounded)  # NaN compares False
+
+    def _dequantize(self, codes: Tensor) -> Tensor:
+        """``x = X * 2**-l``, rounded once to the compute dtype."""
+        return codes.to(self.compute_dtype) * (2.0**-self.l)
+
+    def _mix(self, x: Tensor, h: Tensor, one_minus: Tensor, one_plus: Tensor) -> Tensor:
+        """``y = fl(fl((1-gamma) x) + fl((1+gamma) h))``: separate kernels, no fused multiply-add."""
+        t1 = one_minus * x
+        t2 = one_plus * h
+        return t1 + t2
+
+    def _side_bits(self, X_prev: Tensor, X_cur: Tensor) -> Tensor:
+        """``s_{k-1} = X_{k-1} mod 2`` (int64 zeros and ones)."""
+        return X_prev & 1
+
+    def _draw_gamma_signs(self, count: int, batch: int) -> Tensor:
+        """Signs of gamma_1..gamma_{K-1} per sample, int8 (count, batch), from the stack's own generator."""
+        bits = torch.randint(0, 2, (count, batch), generator=self.generator, dtype=torch.int8)
+        return bits * 2 - 1
+
+    def _coefficient_table(self, signs: Tensor, ndim: int, device: torch.device) -> Coefficients:
+        """Per-block coefficients of all K-1 gamma rows at once (row ``k - 1`` belongs to block ``k``)."""
+        shape = (*signs.shape, *(1,) * (ndim - 1))
+        gamma = signs.reshape(-1).to(device=device, dtype=self.compute_dtype).reshape(shape) * 0.5
+        sign = signs.to(device=device, dtype=torch.int64).reshape(shape)
+        return Coefficients(1.0 - gamma, 1.0 + gamma, gamma, sign, sign * 2)
+
+    # ------------------------------------------------------------------ blocks
+
+    def _block_dtype(self, block: nn.Module) -> torch.dtype:
+        for tensor in [*block.parameters(), *block.buffers()]:
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return self.compute_dtype
+
+    def _block_output(self, index: int, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """``h_index(x)`` in ``compute_dtype``; ``dtype``: the block's dtype if already known."""
+        block = self.blocks[index]
+        h = block(x.to(self._block_dtype(block) if dtype is None else dtype))
+        if not isinstance(h, Tensor) or h.shape != x.shape:
+            shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(
+                f"BDIAStack block {index} returned {shape}; it must return the input shape {tuple(x.shape)}"
+            )
+        return h.to(self.compute_dtype)
+
+    # ------------------------------------------------------------------ the step, written once
+
+    # "The first block's rule", X_{k+1} = X_k + R(h_k(x_k)), holds for block 0 and, at gamma = 0
+    # (eval: no coefficient table), for every block; below it is the test ``table is None or index == 0``.
+
+    def _residual_value(self, index: int, x: Tensor, h: Tensor, table: Coefficients | None) -> Tensor:
+        """What ``R`` quantizes in block ``index``: ``h_k(x_k)`` under the first block's rule, else ``y_k``.
+
+        The forward's :meth:`_step` and the reversible backward both take it from here.
+        """
+        if table is None or index == 0:
+            return h
+        row = index - 1
+        return self._mix(x, h, table.one_minus[row], table.one_plus[row])
+
+    def _step(
+        self,
+        index: int,
+        X_prev: Tensor,
+        X_cur: Tensor,
+        x_prev: Tensor,
+        x_cur: Tensor,
+        table: Coefficients | None,
+        flags: RangeFlags,
+        dtype: torch.dtype | None = None,
+    ) -> Step:
+        """Block ``index`` of docs/spec.md §3 in every mode: ``X_{k+1}`` from ``X_{k-1}``, ``X_k``.
+
+        ``X_prev``/``x_prev`` are unused under the first block's rule (block 0 gets
+        ``X_0``/``x_0`` there).  ``table``: the gamma coefficients, None for gamma = 0.
+        With grad enabled, ``x_{k+1}`` carries the straight-through gradient to the
+        unquantized ``x_k + h_k`` (first rule) or ``gamma_k x_{k-1} + y_k``.  The two
+        range flags of the block go to ``flags``.  ``dtype``: the block's dtype if
+        already known.
+        """
+        h = self._block_output(index, x_cur, dtype)
+        value = self._residual_value(index, x_cur, h, table)
+        code, ok = self._quantize_codes(value)
+        side: Tensor | None = None
+        if table is None or index == 0:
+            flags.add(index, f"h_{index}(x_{index}) is not finite or |R(h_{index})| >= 2**62", ok)
+            X_next = X_cur + code
+        else:
+            flags.add(index, f"y_{index} is not finite or |R(y_{index})| >= 2**62", ok)
+            side = self._side_bits(X_prev, X_cur)
+            # gamma (X_{k-1} + s_{k-1}) as sign * ((X + s) >> 1): exact, |half| <= 2**61
+            X_next = X_prev + side
+            X_next >>= 1  # in place: one fresh int64 buffer per step instead of four
+            X_next *= table.sign[index - 1]
+            X_next += code
+        flags.add(index, f"X_{index + 1} is outside |X| < 2**62", within_code_limit(X_next))
+        if not torch.is_grad_enabled():
+            x_next = self._dequantize(X_next)
+        elif table is None or index == 0:
+            x_next = StraightThrough.apply(x_cur + h, X_next, self)
+        else:
+            x_next = StraightThrough.apply(table.gamma[index - 1] * x_prev + value, X_next, self)
+        return Step(X_next, x_next, h, side)
+
+    def _run_blocks(
+        self,
+        x: Tensor,
+        table: Coefficients | None,
+        *,
+        dtypes: Sequence[torch.dtype] | None = None,
+        before_block: Callable[[int], None] | None = None,
+        after_step: Callable[[int, Tensor, Tensor, Step], None] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Quantize ``x`` and run every block once; returns ``(x_K, X_K, X_{K-1})`` (``X_0`` for K = 1).
+
+        ``table``: gamma coefficients (None: gamma = 0, eval).  ``before_block(k)``
+        runs before block k (the reversible forward captures RNG states there);
+        ``after_step(k, X_{k-1}, X_k, step)`` after it (``X_{k-1}`` is ``X_0`` for
+        k = 0).  Raises :class:`~revcheck.nn.BDIARangeError` at the end for the
+        first value that cannot be reconstructed.
+        """
+        flags = RangeFlags()
+        X_cur, ok = self._input_codes(x)
+        flags.add(-1, "the input x_0 is not finite or too large", ok)
+        x_cur = Input.apply(x, X_cur, self) if torch.is_grad_enabled() else self._dequantize(X_cur)
+        X_prev, x_prev = X_cur, x_cur  # unused by block 0
+        for index in range(len(self.blocks)):
+            if before_block is not None:
+                before_block(index)
+            step = self._step(
+                index, X_prev, X_cur, x_prev, x_cur, table, flags, None if dtypes is None else dtypes[index]
+            )
+            if after_step is not None:
+                after_step(index, X_prev, X_cur, step)
+            X_prev, X_cur, x_prev, x_cur = X_cur, step.X_next, x_cur, step.x_next
+            del step  # the block output is not kept
+        flags.raise_first()
+        return x_cur, X_cur, X_prev
+
+    # ------------------------------------------------------------------ argument checks
+
+    def _input_codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        # exact widening; fp16 * 2**l could overflow
+        wide = x if x.dtype == torch.float64 else x.to(torch.float32)
+        return self._quantize_codes(wide)
+
+    def _check_mode(self) -> None:
+        if self.mode not in _MODES:
+            raise ValueError(f"mode must be 'reversible' or 'stored', got {self.mode!r}")
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(
+                f"BDIAStack input must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}"
+            )
+        if x.dim() < 1:
+            raise ValueError("BDIAStack input needs a leading batch dimension (B, ...)")
+
+    def _gamma_signs(self, x: Tensor, gamma_signs: Tensor | None) -> Tensor:
+        count, batch = len(self.blocks) - 1, x.shape[0]
+        if gamma_signs is None:
+            return self._draw_gamma_signs(count, batch)
+        if gamma_signs.shape != (count, batch):
+            raise ValueError(
+                f"gamma_signs must have shape (K-1, B) = ({count}, {batch}), got {tuple(gamma_signs.shape)}"
+            )
+        if gamma_signs.is_floating_point() or not bool(((gamma_signs == 1) | (gamma_signs == -1)).all()):
+            raise ValueError("gamma_signs must be integers +1 (gamma = +1/2) or -1 (gamma = -1/2)")
+        return gamma_signs.to(device="cpu", dtype=torch.int8)
+
+    # ------------------------------------------------------------------ forward passes
+
+    def forward(self, x: Tensor, *, gamma_signs: Tensor | None = None) -> Tensor:
+        """Run the stack on ``x`` (B, ...); returns ``x_K`` in ``compute_dtype``.
+
+        ``gamma_signs`` (int, shape (K-1, B), values +-1) overrides the drawn gammas in training.
+        """
+        self._check_input(x)
+        self._check_mode()
+        if not self.training:
+            if gamma_signs is not None:
+                raise ValueError("gamma_signs applies to training only; eval() uses gamma = 0")
+            if not self.quantize:
+                state = x.to(self.compute_dtype)
+                for index in range(len(self.blocks)):
+                    state = state + self._block_output(index, state)
+                return state
+            return self._run_blocks(x, None)[0]
+        if not self.quantize:
+            raise ValueError(
+                "quantize=False is allowed only in eval(): training needs the 2**-l grid for exact "
+                "reconstruction; call .eval() or construct with quantize=True"
+            )
+        signs = self._gamma_signs(x, gamma_signs)
+        self.last_gamma_signs = signs
+        params = [p for p in self.parameters() if p.requires_grad]
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or bool(params))
+        if self.mode == "stored" or not needs_grad:
+            # ordinary autograd through every step (without grad: the same steps, no graph)
+            return self._run_blocks(x, self._coefficient_table(signs, x.dim(), x.device))[0]
+        return ReversibleBDIA.apply(self, signs, x, *params)
+
+    @torch.no_grad()
+    def trace(self, x: Tensor, *, gamma_signs: Tensor | None = None) -> BDIAStackTrace:
+        """Run the training-mode forward arithmetic keeping every code, side bit and block output.
+
+        For tests and debugging (it keeps O(K) tensors).  Uses and advances the
+        gamma generator and the global RNG exactly as :meth:`forward` does.
+        """
+        self._check_input(x)
+        signs = self._gamma_signs(x, gamma_signs)
+        codes: list[Tensor] = []
+        bits: list[Tensor] = []
+        outputs: list[Tensor] = []
+
+        def keep(index: int, X_prev: Tensor, X_cur: Tensor, step: Step) -> None:
+            if index == 0:
+                codes.append(X_cur)
+            codes.append(step.X_next)
+            if step.side_bits is not None:
+                bits.append(step.side_bits.to(torch.uint8))
+            outputs.append(step.h)
+
+        self._run_blocks(x, self._coefficient_table(signs, x.dim(), x.device), after_step=keep)
+        return BDIAStackTrace(codes, bits, outputs, signs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"depth={len(self.blocks)}, l={self.l}, mode={self.mode!r}, compute_dtype={self.compute_dtype}, "
+            f"quantize={self.quantize}"
+        )
