@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from revcheck.audit import AuditFailure, AuditUsageError, audit, reproduce
+from revcheck import formats
+from revcheck.audit import AuditFailure, AuditUsageError, TargetError, audit, reproduce
 from revcheck.audit.registry import REGISTRY, UnknownOpError, get
+from revcheck.errors import UsageError
+from revcheck.formats import FloatFormat
 from tests.gallery import audit_kernels as gallery
 
 REQUIRED_OPS = (
     "pam_mul",
     "pam_div",
+    "pam_mul_grad",
     "pa_exp2",
     "pa_log2",
     "pam_matmul",
@@ -48,17 +52,51 @@ def test_unknown_op_names_the_registered_ones() -> None:
         audit(gallery.pam_mul, "pam_mull")
 
 
+def test_every_usage_error_is_revchecks_usage_error() -> None:
+    # One base class: the CLI maps it to exit status 2; the old names still catch what they caught.
+    assert AuditUsageError is UsageError and issubclass(UsageError, ValueError)
+    assert issubclass(TargetError, UsageError)
+    assert issubclass(UnknownOpError, UsageError) and issubclass(UnknownOpError, KeyError)
+    with pytest.raises(UsageError, match="is not MODULE:FUNCTION"):
+        audit("no_colon", "pam_mul")
+    with pytest.raises(KeyError):
+        get("pam_mull")
+
+
+def test_bdia_ops_draw_inside_the_oracles_limits() -> None:
+    # The audit's own bound on l is how far it draws, not the method's limit (oracle.bdia.MAX_L).
+    from revcheck.audit import ops_bdia
+    from revcheck.oracle import bdia
+
+    assert 0 < ops_bdia.DRAWN_L_MAX <= bdia.MAX_L
+    assert 1 << (ops_bdia.MAX_VALUE_EXPONENT + ops_bdia.DRAWN_L_MAX + 1) < bdia.CODE_LIMIT
+    assert tuple(formats.get(d).name for d in bdia.COMPUTE_DTYPES) == ops_bdia.STEP_FORMATS
+    assert get("bdia_forward_step").formats == ops_bdia.STEP_FORMATS
+
+
+def test_modes_come_from_revcheck_modes() -> None:
+    from revcheck.modes import MODES
+
+    assert all(spec.modes in ((), MODES) for spec in REGISTRY.values())
+    with pytest.raises(UsageError, match=r"unknown mode 'rtz'; use one of 'ieee', 'ftz' \(or 'all'\)"):
+        audit(gallery.pam_mul, "pam_mul", mode="rtz")
+
+
 def test_exhaustive_plans_follow_the_input_space_size() -> None:
     mul, log2 = get("pam_mul"), get("pa_log2")
-    assert mul.exhaustive(_fmt("fp8_e5m2")).by_default  # 2**16 pairs
-    assert not mul.exhaustive(_fmt("bf16")).by_default and mul.exhaustive(_fmt("bf16")).size == 2**32
+    fp8_pairs, bf16_pairs, fp16_inputs = (
+        mul.exhaustive(_fmt("fp8_e5m2")),
+        mul.exhaustive(_fmt("bf16")),
+        log2.exhaustive(_fmt("fp16")),
+    )
+    assert fp8_pairs is not None and bf16_pairs is not None and fp16_inputs is not None
+    assert fp8_pairs.by_default and fp8_pairs.size == 2**16
+    assert not bf16_pairs.by_default and bf16_pairs.size == 2**32
     assert mul.exhaustive(_fmt("fp32")) is None
-    assert log2.exhaustive(_fmt("fp16")).by_default and log2.exhaustive(_fmt("fp16")).size == 2**16
+    assert fp16_inputs.by_default and fp16_inputs.size == 2**16
 
 
-def _fmt(name: str):  # type: ignore[no-untyped-def]
-    from revcheck import formats
-
+def _fmt(name: str) -> FloatFormat:
     return formats.get(name)
 
 

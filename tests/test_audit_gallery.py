@@ -2,7 +2,7 @@
 
 Runs with the audit's DEFAULT settings (100 Hypothesis examples per check,
 derandomized, exhaustive where cheap).  The number of examples each bug needed
-is in ``README.audit.md``; ``python -m tests.test_audit_gallery`` prints that table.
+is printed by ``python -m tests.test_audit_gallery`` (a Markdown table).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def test_planted_bug_is_flagged_with_the_right_class(name: str) -> None:
 QUICK_FORMATS = {
     "pam_mul": ("fp8_e4m3fn", "bf16"),
     "pam_div": ("fp8_e5m2", "fp32"),
+    "pam_mul_grad": ("fp8_e4m3fn", "fp16"),
     "pa_log2": ("fp16", "fp64"),
     "pa_exp2": ("bf16", "fp32"),
     "pam_matmul": ("fp8_e4m3fn",),

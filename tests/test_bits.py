@@ -231,3 +231,14 @@ def test_describe_shows_decimal_hex_and_hexfloat() -> None:
     assert bits.describe(0x3F81, "bf16") == "1.0078125 [0x3F81 +7F.01]"
     assert bits.describe(0x8000, "bf16") == "-0.0 [0x8000 -00.00]"
     assert bits.describe(0x7E, "fp8_e4m3fn") == "448.0 [0x7E +F.6]"
+
+
+@by_name
+def test_ulp_distance_across_the_whole_range_is_an_exact_python_int(fmt: FloatFormat) -> None:
+    # Narrow formats take an int64 path, fp64 Python ints: both must give the exact count.
+    top = fmt.inf if fmt.inf is not None else fmt.max_finite
+    distance = bits.ulp_distance(
+        np.array([fmt.sign_mask | top], fmt.uint_dtype), np.array([top], fmt.uint_dtype), fmt
+    )
+    assert distance.dtype == object and isinstance(distance[0], int)
+    assert distance[0] == 2 * top + 1  # -top ... -0, +0 ... +top

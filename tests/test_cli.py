@@ -126,6 +126,8 @@ def test_cuda_without_cuda_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_ops_lists_every_op(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = run(capsys, "ops")
     assert status == EXIT_OK and "bdia_inverse_step" in out and "candidate(" in out
+    # The one op table: the sweepable ops are marked with their implementations.
+    assert "pam_mul_grad" in out and out.count("sweep: torch, triton") == 5
 
 
 def test_python_dash_m_revcheck_exit_codes() -> None:

@@ -1,7 +1,11 @@
-"""Exhaustive sweeps (revcheck.sweep): full fp8 runs, sharding, resuming, planted bugs, usage errors."""
+"""Exhaustive sweeps (revcheck.sweep): full fp8 runs, sharding, resuming, planted bugs, usage errors.
+
+The chunk and shard arithmetic itself is tested in ``tests/test_enumeration.py``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from revcheck import formats, sweep
+from revcheck import errors, formats, sweep
+from revcheck.audit import registry
+from revcheck.cli import main as revcheck_main
 from revcheck.kernels import pam as kernels
 from revcheck.sweep import SweepConfig, run_sweep
 
@@ -29,7 +35,7 @@ def _config(**overrides: object) -> SweepConfig:
 )
 def test_full_fp8_sweep_is_clean(op: str, fmt_name: str) -> None:
     result = run_sweep(_config(op=op, format=fmt_name))
-    inputs = 1 << (sweep.OPS[op] * 8)
+    inputs = 1 << (registry.get(op).arity * 8)
     assert (result.inputs_checked, result.mismatches, result.complete) == (inputs, 0, True), (
         sweep.format_summary(result)
     )
@@ -38,6 +44,21 @@ def test_full_fp8_sweep_is_clean(op: str, fmt_name: str) -> None:
 def test_sweep_in_two_processes_is_clean() -> None:
     result = run_sweep(_config(format="fp8_e5m2", chunk_bits=14, workers=2))
     assert (result.chunks_done, result.inputs_checked, result.mismatches) == (4, 1 << 16, 0)
+
+
+def test_every_sweepable_op_is_an_elementwise_registry_entry() -> None:
+    # One op table: the sweep's ops are the registry's elementwise ops, with oracle and implementations.
+    assert set(registry.sweepable()) == {"pam_mul", "pam_div", "pam_mul_grad", "pa_log2", "pa_exp2"}
+    for name in registry.sweepable():
+        spec = registry.get(name)
+        assert spec.bit_oracle is not None and spec.arity in (1, 2)
+        assert callable(spec.implementation("torch")), name
+        assert set(spec.implementations) == {"torch", "triton"}
+
+
+def test_pam_mul_grad_sweep_is_clean() -> None:
+    result = run_sweep(_config(op="pam_mul_grad", format="fp8_e5m2", mode="ftz"))
+    assert (result.inputs_checked, result.mismatches) == (1 << 16, 0), sweep.format_summary(result)
 
 
 def test_triton_sweep_is_clean() -> None:
@@ -49,17 +70,15 @@ def test_triton_sweep_is_clean() -> None:
     assert (result.inputs_checked, result.mismatches) == (1 << 16, 0), sweep.format_summary(result)
 
 
-@pytest.mark.parametrize("num_shards", [1, 2, 3, 7, 64, 100])
-def test_shards_cover_every_chunk_exactly_once(num_shards: int) -> None:
-    n_chunks = 64
-    taken = [c for shard in range(num_shards) for c in sweep.shard_chunks(n_chunks, shard, num_shards)]
-    assert sorted(taken) == list(range(n_chunks)), f"{num_shards} shards took {sorted(taken)}"
-
-
-def test_run_order_is_a_permutation_spread_over_the_space() -> None:
-    order = sweep.run_order(range(16), 16)
-    assert sorted(order) == list(range(16))
-    assert order[:4] == [0, 8, 4, 12], "a prefix of the run order should sample the whole input space"
+@pytest.mark.parametrize("num_shards", [1, 3, 100])
+def test_sharded_runs_cover_every_input_exactly_once(num_shards: int) -> None:
+    results = [
+        run_sweep(_config(format="fp8_e5m2", chunk_bits=10, shard=shard, num_shards=num_shards))
+        for shard in range(num_shards)
+    ]
+    assert sum(r.chunks_in_shard for r in results) == 64
+    assert sum(r.inputs_checked for r in results) == 1 << 16
+    assert all(r.complete and r.mismatches == 0 for r in results)
 
 
 def test_chunks_enumerate_every_pair_once() -> None:
@@ -70,25 +89,27 @@ def test_chunks_enumerate_every_pair_once() -> None:
     assert np.array_equal(np.sort(codes), np.arange(1 << 16)), "some (a, b) pair is missing or repeated"
 
 
-def test_resume_skips_recorded_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ran: list[int] = []
-    real_check = sweep.check_chunk
+def _recorded(state_dir: Path) -> dict[int, dict[str, object]]:
+    """Chunk records of every state file: a chunk that is re-run gets a new record (new timings)."""
+    records: dict[int, dict[str, object]] = {}
+    for path in state_dir.glob("*.json"):
+        records.update({record["chunk"]: record for record in json.loads(path.read_text())["chunks"]})
+    return records
 
-    def recording_check(config: SweepConfig, chunk: int) -> sweep.ChunkResult:
-        ran.append(chunk)
-        return real_check(config, chunk)
 
-    monkeypatch.setattr(sweep, "check_chunk", recording_check)
+def test_resume_skips_recorded_chunks(tmp_path: Path) -> None:
     first = run_sweep(_config(chunk_bits=12, state_dir=tmp_path, limit_chunks=3))
     assert (first.chunks_done, first.chunks_in_shard, first.complete) == (3, 16, False)
-    first_chunks = set(ran)
-    ran.clear()
+    after_first = _recorded(tmp_path)
+    assert len(after_first) == 3
     second = run_sweep(_config(chunk_bits=12, state_dir=tmp_path))
-    assert not first_chunks & set(ran), f"chunks {sorted(first_chunks & set(ran))} were checked twice"
     assert (second.chunks_run_now, second.chunks_done, second.inputs_checked) == (13, 16, 1 << 16)
-    ran.clear()
+    after_second = _recorded(tmp_path)
+    rerun = [c for c in after_first if after_second[c] != after_first[c]]
+    assert not rerun, f"chunks {rerun} were checked twice"
     third = run_sweep(_config(chunk_bits=12, state_dir=tmp_path))
-    assert (ran, third.complete, third.mismatches) == ([], True, 0)
+    assert (third.chunks_run_now, third.complete, third.mismatches) == (0, True, 0)
+    assert _recorded(tmp_path) == after_second
 
 
 def test_shards_share_progress_through_the_state_dir(tmp_path: Path) -> None:
@@ -132,17 +153,36 @@ def test_planted_mismatch_is_reported_with_exit_code_1(
         (["--op", "pam_mul", "--format", "bf16", "--chunk-bits", "40"], "use 1..32"),
         (["--op", "pa_log2", "--format", "fp8_e5m2", "--chunk-bits", "9"], "use 1..8"),
         (["--op", "pam_mul", "--format", "bf16", "--limit-chunks", "0"], "must be at least 1"),
+        (["--op", "pam_mul", "--format", "bf16", "--mode", "rtz"], "invalid choice: 'rtz'"),
+        (["--op", "pam_mul", "--format", "bf16", "--impl", "cuda"], "invalid choice: 'cuda'"),
         (["--format", "bf16"], "--op"),
     ],
 )
+@pytest.mark.parametrize("command", ["python -m revcheck.sweep", "revcheck sweep"])
 def test_bad_usage_exits_2_with_one_line_reason(
-    argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str], reason: str, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        sweep.main(argv)
+    status = sweep.main(argv) if command.startswith("python") else revcheck_main(["sweep", *argv])
     error = capsys.readouterr().err
-    assert exit_info.value.code == 2
-    assert error.count("\n") == 1 and reason in error, error
+    assert status == 2
+    assert error.count("\n") == 1 and error.startswith(f"{command.split()[0]}") and reason in error, error
+
+
+def test_usage_errors_of_the_python_api_are_revchecks_usage_error() -> None:
+    assert sweep.UsageError is errors.UsageError
+    with pytest.raises(errors.UsageError, match="unknown --op 'pam_matmul'"):
+        run_sweep(_config(op="pam_matmul"))
+    with pytest.raises(errors.UsageError, match="unknown mode 'rtz'"):
+        run_sweep(_config(mode="rtz"))
+    with pytest.raises(errors.UsageError, match="0 <= I < N"):
+        run_sweep(_config(shard=3, num_shards=2))
+
+
+def test_revcheck_sweep_is_the_same_command(capsys: pytest.CaptureFixture[str]) -> None:
+    status = revcheck_main(["sweep", "--op", "pa_exp2", "--format", "fp8_e5m2", "--workers", "1", "--quiet"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "inputs checked: 256 (of 256 in the whole sweep)" in out and "mismatches: 0" in out, out
 
 
 def test_command_line_exit_status_and_summary() -> None:

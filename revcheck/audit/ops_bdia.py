@@ -2,7 +2,10 @@
 
 Codes are int64 (``X = x · 2**l``), side bits 0/1, ``gamma`` one value of
 ±1/2 per sample (shape ``(B,)``).  The float format of an audit is the residual
-compute dtype (the dtype of ``h`` and of the quantizer's input ``y``).
+compute dtype (the dtype of ``h`` and of the quantizer's input ``y``); the steps
+are audited in the oracle's compute dtypes, :data:`revcheck.oracle.bdia.COMPUTE_DTYPES`
+(docs/spec.md §3).  The limits of the method (``0 <= l <= MAX_L``, codes below
+``CODE_LIMIT``) live in :mod:`revcheck.oracle.bdia`; the audit draws inside them.
 """
 
 from __future__ import annotations
@@ -14,35 +17,38 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from revcheck import bits as _bits
+from revcheck import enumeration
+from revcheck import formats as _formats
 from revcheck import strategies as rst
-from revcheck.audit import spec as sp
+from revcheck.audit import tensors as tn
+from revcheck.audit import values as vl
 from revcheck.audit.report import Finding, Value
 from revcheck.audit.spec import Candidate, Case, ExhaustivePlan, OpSpec, Outputs
 from revcheck.formats import FloatFormat
+from revcheck.oracle import bdia as oracle
 
 __all__ = ["forward_step_spec", "inverse_step_spec", "quantize_spec"]
 
+# Formats of the quantizer's input y.
 BDIA_FORMATS = ("fp32", "fp64", "fp16", "bf16")
-# The oracle's residual compute dtypes (SPEC section 3: fp32 unless configured).
-STEP_FORMATS = ("fp32", "fp64")
-MAX_L = 12
+# The steps run in the oracle's residual compute dtypes (fp32 unless configured).
+STEP_FORMATS = tuple(_formats.get(dtype).name for dtype in oracle.COMPUTE_DTYPES)
+# The largest grid exponent l the audit DRAWS (0..12 covers the paper's l = 9 and its neighbours);
+# not the method's limit, which is revcheck.oracle.bdia.MAX_L.
+DRAWN_L_MAX = 12
 PAPER_L = 9
-# |y · 2**l| stays below 2**62 so that every code fits in int64 with room for the step's sums.
+# Drawn |y| stays below 2**MAX_VALUE_EXPONENT, so |y · 2**l| < 2**(40 + 12): every code stays far
+# below the oracle's revcheck.oracle.bdia.CODE_LIMIT (2**62), with room for the step's sums.
 MAX_VALUE_EXPONENT = 40
 MAX_BATCH = 32
-
-
-def _oracle() -> Any:
-    from revcheck.oracle import bdia
-
-    return bdia
 
 
 def _as_float64(bits: np.ndarray[Any, Any], fmt: FloatFormat) -> np.ndarray[Any, Any]:
     """Exact float64 values of patterns of any format up to fp64 (widening never rounds)."""
     import torch
 
-    return sp.to_tensor(bits, fmt, "cpu").to(torch.float64).numpy()
+    return tn.to_tensor(bits, fmt, "cpu").to(torch.float64).numpy()
 
 
 def _as_numpy_float(bits: np.ndarray[Any, Any], fmt: FloatFormat) -> np.ndarray[Any, Any]:
@@ -93,6 +99,7 @@ def quantize_spec() -> OpSpec:
         narrow=_narrow_quantize,
         sample=_quantize_sample,
         exhaustive=_quantize_exhaustive,
+        inputs=("y", "l"),
     )
 
 
@@ -114,25 +121,21 @@ def _quantize_strategy(fmt: FloatFormat) -> st.SearchStrategy[Case]:
         patterns = st.lists(element, min_size=1, max_size=MAX_BATCH)
         return patterns.map(lambda values: {"y": np.array(values, dtype=fmt.uint_dtype), "l": l_value})
 
-    return st.integers(0, MAX_L).flatmap(for_l)
+    return st.integers(0, DRAWN_L_MAX).flatmap(for_l)
 
 
 def _quantize_call(
     candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
 ) -> Outputs:
-    result = candidate(sp.to_tensor(case["y"], fmt, device), case["l"])
-    return {"codes": sp.output_codes(result, case["y"].shape, "the codes")}
+    result = candidate(tn.to_tensor(case["y"], fmt, device), case["l"])
+    return {"codes": tn.output_codes(result, case["y"].shape, "the codes")}
 
 
 def _quantize_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
-    return {
-        "codes": np.asarray(_oracle().quantize(_as_numpy_float(case["y"], fmt), case["l"]), dtype=np.int64)
-    }
+    return {"codes": np.asarray(oracle.quantize(_as_numpy_float(case["y"], fmt), case["l"]), dtype=np.int64)}
 
 
 def _quantize_labels(y_bits: int, l_value: int, fmt: FloatFormat) -> tuple[str, ...]:
-    from revcheck import bits as _bits
-
     value = _bits.to_fraction(y_bits, fmt)
     scaled = value * (1 << l_value) if not isinstance(value, float) else None
     if scaled is None or scaled.denominator == 1:
@@ -141,7 +144,7 @@ def _quantize_labels(y_bits: int, l_value: int, fmt: FloatFormat) -> tuple[str, 
         position = "tie"
     else:
         position = "between codes"
-    return (sp.label(y_bits, fmt), position)
+    return (vl.label(y_bits, fmt), position)
 
 
 def _quantize_compare(
@@ -154,9 +157,9 @@ def _quantize_compare(
     y_bits = int(case["y"][index])
     return Finding(
         index=index,
-        inputs=(sp.float_value("y", y_bits, fmt), sp.int_value("l", case["l"], "int")),
-        expected=(sp.int_value("code", int(expected["codes"][index])),),
-        actual=(sp.int_value("code", int(actual["codes"][index])),),
+        inputs=(vl.float_value("y", y_bits, fmt), vl.int_value("l", case["l"], "int")),
+        expected=(vl.int_value("code", int(expected["codes"][index])),),
+        actual=(vl.int_value("code", int(actual["codes"][index])),),
         labels=_quantize_labels(y_bits, case["l"], fmt),
         ulp_distance=abs(int(expected["codes"][index]) - int(actual["codes"][index])),
     )
@@ -170,20 +173,16 @@ def _quantize_sample(fmt: FloatFormat, rng: np.random.Generator) -> Case:
     values = rng.standard_normal(4096) * 100
     import torch
 
-    patterns = sp.to_tensor(np.zeros(1, fmt.uint_dtype), fmt, "cpu")
+    patterns = tn.to_tensor(np.zeros(1, fmt.uint_dtype), fmt, "cpu")
     tensor = torch.from_numpy(values).to(patterns.dtype)
-    from revcheck import bits as _bits
-
     return {"y": _bits.to_bits(tensor), "l": PAPER_L}
 
 
 def _quantize_exhaustive(fmt: FloatFormat) -> ExhaustivePlan | None:
     if fmt.width > 16:
         return None
-    everything = np.arange(1 << fmt.width, dtype=np.uint64).astype(fmt.uint_dtype)
+    everything = enumeration.all_patterns(fmt)
     limit = (MAX_VALUE_EXPONENT + fmt.bias) << fmt.mantissa_bits
-    from revcheck import bits as _bits
-
     small = (everything & fmt.uint_dtype.type(fmt.magnitude_mask)) < limit
     finite = everything[small & _bits.is_finite(everything, fmt)]
 
@@ -214,7 +213,7 @@ def _step_strategy(fmt: FloatFormat, inverse: bool) -> st.SearchStrategy[Case]:
         return case.map(_with_forward_outputs(fmt)) if inverse else case
 
     shapes = st.tuples(
-        st.integers(1, 4), st.integers(1, 8), st.integers(0, MAX_L), st.sampled_from([4, 12, 24, 40])
+        st.integers(1, 4), st.integers(1, 8), st.integers(0, DRAWN_L_MAX), st.sampled_from([4, 12, 24, 40])
     )
     # Seeded random states with every bit of large codes and of h random: where the rounding of
     # x = X * 2**-l and of y_k shows (Hypothesis' integers favour small, round values).
@@ -227,8 +226,6 @@ def _step_strategy(fmt: FloatFormat, inverse: bool) -> st.SearchStrategy[Case]:
 def _random_step_case(fmt: FloatFormat, rng: np.random.Generator, inverse: bool) -> Case:
     import torch
 
-    from revcheck import bits as _bits
-
     shape = (4, 32)
     code_bits = rng.integers(8, 41, size=shape)
     magnitudes = rng.integers(0, 1 << 62, size=shape, dtype=np.int64) >> (62 - code_bits)
@@ -239,7 +236,7 @@ def _random_step_case(fmt: FloatFormat, rng: np.random.Generator, inverse: bool)
         "X_cur": rng.choice(np.array([-1, 1], dtype=np.int64), size=shape) * np.roll(magnitudes, 1, axis=1),
         "h": _bits.to_bits(torch.from_numpy(h_values).to(_compute_dtype(fmt))),
         "gamma": rng.choice(np.array([-0.5, 0.5]), size=shape[0]),
-        "l": int(rng.integers(0, MAX_L + 1)),
+        "l": int(rng.integers(0, DRAWN_L_MAX + 1)),
     }
     return _with_forward_outputs(fmt)(case) if inverse else case
 
@@ -279,17 +276,17 @@ def _forward_call(
     candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
 ) -> Outputs:
     result = candidate(
-        sp.codes_to_tensor(case["X_prev"], device),
-        sp.codes_to_tensor(case["X_cur"], device),
-        sp.to_tensor(case["h"], fmt, device),
+        tn.codes_to_tensor(case["X_prev"], device),
+        tn.codes_to_tensor(case["X_cur"], device),
+        tn.to_tensor(case["h"], fmt, device),
         _gamma_tensor(case["gamma"], fmt, device),
         case["l"],
         compute_dtype=_compute_dtype(fmt),
     )
     if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise sp.BadOutput(f"forward_step must return (X_next, s_prev), got {type(result).__name__}")
+        raise tn.BadOutput(f"forward_step must return (X_next, s_prev), got {type(result).__name__}")
     shape = case["X_cur"].shape
-    x_next = sp.output_codes(result[0], shape, "X_next")
+    x_next = tn.output_codes(result[0], shape, "X_next")
     side = _side_bits_output(result[1], shape)
     return {"X_next": x_next, "s_prev": side}
 
@@ -298,11 +295,11 @@ def _side_bits_output(result: object, shape: tuple[int, ...]) -> np.ndarray[Any,
     import torch
 
     if not isinstance(result, torch.Tensor) or result.dtype.is_floating_point or result.dtype.is_complex:
-        raise sp.BadOutput(
+        raise tn.BadOutput(
             f"s_prev must be an integer or bool torch.Tensor, got {getattr(result, 'dtype', result)}"
         )
     if tuple(result.shape) != tuple(shape):
-        raise sp.BadOutput(f"s_prev has shape {tuple(result.shape)}, expected {tuple(shape)}")
+        raise tn.BadOutput(f"s_prev has shape {tuple(result.shape)}, expected {tuple(shape)}")
     return np.asarray(result.detach().cpu().to(torch.int64).numpy())
 
 
@@ -316,7 +313,7 @@ def _float_dtype(fmt: FloatFormat) -> Any:
 
 def _forward_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
     h, gamma, l_value = _oracle_step_args(case, fmt)
-    x_next, side = _oracle().forward_step(
+    x_next, side = oracle.forward_step(
         case["X_prev"], case["X_cur"], h, gamma, l_value, compute_dtype=_oracle_compute_dtype(fmt)
     )
     return {"X_next": np.asarray(x_next, dtype=np.int64), "s_prev": np.asarray(side).astype(np.int64)}
@@ -328,13 +325,13 @@ def _step_inputs(
     values: list[Value] = []
     for name in names:
         if name == "h":
-            values.append(sp.float_value("h", int(case["h"][index]), fmt))
+            values.append(vl.float_value("h", int(case["h"][index]), fmt))
         elif name == "gamma":
             values.append(Value("gamma", repr(float(case["gamma"][index[0]])), None, "float"))
         elif name == "l":
-            values.append(sp.int_value("l", case["l"], "int"))
+            values.append(vl.int_value("l", case["l"], "int"))
         else:
-            values.append(sp.int_value(name, int(case[name][index])))
+            values.append(vl.int_value(name, int(case[name][index])))
     return tuple(values)
 
 
@@ -375,8 +372,8 @@ def _step_compare(names: tuple[str, ...]) -> Any:
         return Finding(
             index=index,
             inputs=_step_inputs(case, index, fmt, names),
-            expected=tuple(sp.int_value(name, int(value[index])) for name, value in expected.items()),
-            actual=tuple(sp.int_value(name, int(value[index])) for name, value in actual.items()),
+            expected=tuple(vl.int_value(name, int(value[index])) for name, value in expected.items()),
+            actual=tuple(vl.int_value(name, int(value[index])) for name, value in actual.items()),
             labels=_step_labels(case, index, names) + _output_labels(expected, actual, index),
         )
 
@@ -398,8 +395,6 @@ def _narrow_step(case: Case, index: tuple[int, ...]) -> Case:
 
 def _step_sample(fmt: FloatFormat, rng: np.random.Generator, inverse: bool) -> Case:
     import torch
-
-    from revcheck import bits as _bits
 
     shape = (8, 512)
     h = torch.from_numpy(rng.standard_normal(shape)).to(_compute_dtype(fmt))
@@ -437,6 +432,7 @@ def forward_step_spec() -> OpSpec:
         narrow=_narrow_step,
         sample=partial(_step_sample, inverse=False),
         exhaustive=lambda fmt: None,
+        inputs=FORWARD_INPUTS,
     )
 
 
@@ -444,15 +440,15 @@ def _inverse_call(
     candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
 ) -> Outputs:
     result = candidate(
-        sp.codes_to_tensor(case["X_next"], device),
-        sp.codes_to_tensor(case["X_cur"], device),
-        sp.to_tensor(case["h"], fmt, device),
+        tn.codes_to_tensor(case["X_next"], device),
+        tn.codes_to_tensor(case["X_cur"], device),
+        tn.to_tensor(case["h"], fmt, device),
         _gamma_tensor(case["gamma"], fmt, device),
         _side_tensor(case["s_prev"], device),
         case["l"],
         compute_dtype=_compute_dtype(fmt),
     )
-    return {"X_prev": sp.output_codes(result, case["X_cur"].shape, "X_prev")}
+    return {"X_prev": tn.output_codes(result, case["X_cur"].shape, "X_prev")}
 
 
 def _side_tensor(side: np.ndarray[Any, Any], device: str) -> Any:
@@ -463,7 +459,7 @@ def _side_tensor(side: np.ndarray[Any, Any], device: str) -> Any:
 
 def _inverse_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
     h, gamma, l_value = _oracle_step_args(case, fmt)
-    x_prev = _oracle().inverse_step(
+    x_prev = oracle.inverse_step(
         case["X_next"],
         case["X_cur"],
         h,
@@ -492,4 +488,5 @@ def inverse_step_spec() -> OpSpec:
         narrow=_narrow_step,
         sample=partial(_step_sample, inverse=True),
         exhaustive=lambda fmt: None,
+        inputs=INVERSE_INPUTS,
     )

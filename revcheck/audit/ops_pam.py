@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
+from revcheck import bits as _bits
+from revcheck import enumeration
 from revcheck import formats as _formats
 from revcheck import strategies as rst
-from revcheck.audit import spec as sp
-from revcheck.audit.report import Finding
+from revcheck.audit import tensors as tn
+from revcheck.audit import values as vl
+from revcheck.audit.report import Finding, Value
 from revcheck.audit.spec import Candidate, Case, ExhaustivePlan, OpSpec, Outputs
 from revcheck.formats import FloatFormat
+from revcheck.modes import MODES
+from revcheck.oracle import pam as oracle
 
-__all__ = ["elementwise_spec", "matmul_spec"]
+__all__ = ["IMPLEMENTATIONS", "elementwise_spec", "matmul_spec"]
 
 ALL_FORMATS = _formats.names()
-PAM_MODES = ("ieee", "ftz")
+# revcheck's own implementations of the elementwise PAM ops: each module has a function of the op's name.
+IMPLEMENTATIONS = {"torch": "revcheck.kernels.pam", "triton": "revcheck.kernels.triton_pam"}
 # Elements per Hypothesis example: one kernel call checks a whole batch, and the
 # counterexample is then narrowed to the first wrong element.
 MAX_BATCH = 16
@@ -27,26 +33,27 @@ MAX_BATCH = 16
 DEFAULT_EXHAUSTIVE_LIMIT = 1 << 16
 # Largest input space enumerated at all, with exhaustive=True (16-bit binary, 32-bit unary).
 MAX_EXHAUSTIVE = 1 << 32
-CHUNK_ELEMENTS = 1 << 22
-
-
-def _oracle() -> Any:
-    from revcheck.oracle import pam
-
-    return pam
+# log2 of the inputs per exhaustive chunk.
+CHUNK_BITS = 22
 
 
 # ---- elementwise ops --------------------------------------------------------------------------
 
 
 def elementwise_spec(
-    name: str, arg_names: tuple[str, ...], summary: str, *, exponent_rule: int = 0
+    name: str,
+    bit_oracle: Callable[..., np.ndarray[Any, Any]],
+    arg_names: tuple[str, ...],
+    summary: str,
+    *,
+    exponent_rule: int = 0,
 ) -> OpSpec:
-    """The spec of an elementwise op ``oracle.pam.<name>(*bit_arrays, fmt, mode=...)``.
+    """The spec of an elementwise op whose oracle is ``bit_oracle(*bit_arrays, fmt, mode=...)``.
 
     ``exponent_rule`` is +1 for ops whose result exponent is about Ea + Eb (multiply), -1 for
     Ea - Eb (divide), 0 otherwise; for the first two, some batches pair operands so that the
-    result lands on the overflow and underflow boundaries, as TestFloat does.
+    result lands on the overflow and underflow boundaries, as TestFloat does.  The op's
+    implementations are the functions called ``name`` in the modules of :data:`IMPLEMENTATIONS`.
     """
     args = ", ".join(arg_names)
     return OpSpec(
@@ -54,14 +61,17 @@ def elementwise_spec(
         signature=f"candidate({args}[, *, mode]) -> Tensor (same dtype, shape and device as {arg_names[0]})",
         summary=summary,
         formats=ALL_FORMATS,
-        modes=PAM_MODES,
+        modes=MODES,
         strategy=partial(_elementwise_strategy, arg_names, exponent_rule),
         call=partial(_elementwise_call, arg_names),
-        oracle=partial(_elementwise_oracle, name, arg_names),
+        oracle=partial(_elementwise_oracle, bit_oracle, arg_names),
         compare=partial(_elementwise_compare, arg_names),
         narrow=_narrow_elementwise,
         sample=partial(_elementwise_sample, arg_names),
         exhaustive=partial(_elementwise_exhaustive, arg_names),
+        inputs=arg_names,
+        bit_oracle=bit_oracle,
+        implementations={impl: f"{module}:{name}" for impl, module in IMPLEMENTATIONS.items()},
     )
 
 
@@ -119,17 +129,20 @@ def _elementwise_call(
     mode: str | None,
     device: str,
 ) -> Outputs:
-    tensors = [sp.to_tensor(case[name], fmt, device) for name in arg_names]
+    tensors = [tn.to_tensor(case[name], fmt, device) for name in arg_names]
     keywords = {} if mode is None else {"mode": mode}
     result = candidate(*tensors, **keywords)
-    return {"result": sp.output_bits(result, fmt, case[arg_names[0]].shape, "the result")}
+    return {"result": tn.output_bits(result, fmt, case[arg_names[0]].shape, "the result")}
 
 
 def _elementwise_oracle(
-    name: str, arg_names: tuple[str, ...], case: Case, fmt: FloatFormat, mode: str | None
+    bit_oracle: Callable[..., np.ndarray[Any, Any]],
+    arg_names: tuple[str, ...],
+    case: Case,
+    fmt: FloatFormat,
+    mode: str | None,
 ) -> Outputs:
-    function = getattr(_oracle(), name)
-    return {"result": np.asarray(function(*(case[a] for a in arg_names), fmt, mode=mode or "ieee"))}
+    return {"result": np.asarray(bit_oracle(*(case[a] for a in arg_names), fmt, mode=mode or "ieee"))}
 
 
 def _elementwise_compare(
@@ -140,18 +153,18 @@ def _elementwise_compare(
     fmt: FloatFormat,
     mode: str | None,
 ) -> Finding | None:
-    index = sp.first_float_mismatch(expected["result"], actual["result"], fmt)
+    index = vl.first_float_mismatch(expected["result"], actual["result"], fmt)
     if index is None:
         return None
-    inputs = tuple(sp.float_value(name, int(case[name][index]), fmt) for name in arg_names)
+    inputs = tuple(vl.float_value(name, int(case[name][index]), fmt) for name in arg_names)
     want, got = int(expected["result"][index]), int(actual["result"][index])
     return Finding(
         index=index,
         inputs=inputs,
-        expected=(sp.float_value("result", want, fmt),),
-        actual=(sp.float_value("result", got, fmt),),
-        labels=tuple(sp.label(int(case[name][index]), fmt) for name in arg_names),
-        ulp_distance=sp.ulp(want, got, fmt),
+        expected=(vl.float_value("result", want, fmt),),
+        actual=(vl.float_value("result", got, fmt),),
+        labels=tuple(vl.label(int(case[name][index]), fmt) for name in arg_names),
+        ulp_distance=vl.ulp(want, got, fmt),
     )
 
 
@@ -167,7 +180,7 @@ def _elementwise_sample(arg_names: tuple[str, ...], fmt: FloatFormat, rng: np.ra
 
 
 def _elementwise_exhaustive(arg_names: tuple[str, ...], fmt: FloatFormat) -> ExhaustivePlan | None:
-    size = 1 << (fmt.width * len(arg_names))
+    size = 1 << enumeration.input_bits(fmt, len(arg_names))
     if size > MAX_EXHAUSTIVE:
         return None
     return ExhaustivePlan(
@@ -178,17 +191,9 @@ def _elementwise_exhaustive(arg_names: tuple[str, ...], fmt: FloatFormat) -> Exh
 
 
 def _all_inputs(arg_names: tuple[str, ...], fmt: FloatFormat) -> Iterator[Case]:
-    patterns = 1 << fmt.width
-    if len(arg_names) == 1:
-        for start in range(0, patterns, CHUNK_ELEMENTS):
-            stop = min(patterns, start + CHUNK_ELEMENTS)
-            yield {arg_names[0]: np.arange(start, stop, dtype=np.uint64).astype(fmt.uint_dtype)}
-        return
-    everything = np.arange(patterns, dtype=np.uint64).astype(fmt.uint_dtype)
-    rows = max(1, CHUNK_ELEMENTS // patterns)
-    for start in range(0, patterns, rows):
-        first = np.arange(start, min(patterns, start + rows), dtype=np.uint64).astype(fmt.uint_dtype)
-        yield {arg_names[0]: np.repeat(first, patterns), arg_names[1]: np.tile(everything, len(first))}
+    chunk_bits = enumeration.chunk_bits_for(fmt, len(arg_names), CHUNK_BITS)
+    for operands in enumeration.chunks(fmt, len(arg_names), chunk_bits):
+        yield dict(zip(arg_names, operands, strict=True))
 
 
 # ---- matrix product ---------------------------------------------------------------------------
@@ -213,7 +218,7 @@ def matmul_spec(*, any_order: bool) -> OpSpec:
         signature="candidate(A (M, K), B (K, N)[, *, mode]) -> Tensor (M, N) in the accumulator dtype",
         summary=summary,
         formats=ALL_FORMATS,
-        modes=PAM_MODES,
+        modes=MODES,
         strategy=_matmul_strategy,
         call=_matmul_call,
         oracle=_matmul_bound_oracle if any_order else _matmul_oracle,
@@ -221,6 +226,7 @@ def matmul_spec(*, any_order: bool) -> OpSpec:
         narrow=_narrow_matmul,
         sample=_matmul_sample,
         exhaustive=lambda fmt: None,
+        inputs=("A", "B"),
     )
 
 
@@ -264,17 +270,15 @@ def _matmul_call(
     candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
 ) -> Outputs:
     keywords = {} if mode is None else {"mode": mode}
-    result = candidate(sp.to_tensor(case["A"], fmt, device), sp.to_tensor(case["B"], fmt, device), **keywords)
+    result = candidate(tn.to_tensor(case["A"], fmt, device), tn.to_tensor(case["B"], fmt, device), **keywords)
     shape = (case["A"].shape[0], case["B"].shape[1])
-    accumulator = _oracle().accumulator_format(fmt)
-    return {"C": sp.output_bits(result, accumulator, shape, "the product")}
+    accumulator = oracle.accumulator_format(fmt)
+    return {"C": tn.output_bits(result, accumulator, shape, "the product")}
 
 
 def _matmul_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
     return {
-        "C": np.asarray(
-            _oracle().pam_matmul(case["A"], case["B"], fmt, order="sequential", mode=mode or "ieee")
-        )
+        "C": np.asarray(oracle.pam_matmul(case["A"], case["B"], fmt, order="sequential", mode=mode or "ieee"))
     }
 
 
@@ -286,40 +290,39 @@ def _matmul_bound_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outp
 def _matmul_inputs(case: Case, index: tuple[int, ...], fmt: FloatFormat) -> tuple[Any, ...]:
     row, column = index
     return (
-        sp.array_value(f"A[{row}, :]", case["A"][row], fmt),
-        sp.array_value(f"B[:, {column}]", case["B"][:, column], fmt),
+        vl.array_value(f"A[{row}, :]", case["A"][row], fmt),
+        vl.array_value(f"B[:, {column}]", case["B"][:, column], fmt),
     )
 
 
 def _matmul_labels(case: Case, index: tuple[int, ...], fmt: FloatFormat) -> tuple[str, ...]:
     row, column = index
     involved = np.concatenate([case["A"][row], case["B"][:, column]])
-    labels = sorted({sp.label(int(b), fmt) for b in involved})
+    labels = sorted({vl.label(int(b), fmt) for b in involved})
     return (*labels, f"K={case['A'].shape[1]}")
 
 
 def _matmul_compare(
     case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None
 ) -> Finding | None:
-    accumulator = _oracle().accumulator_format(fmt)
-    index = sp.first_float_mismatch(expected["C"], actual["C"], accumulator)
+    accumulator = oracle.accumulator_format(fmt)
+    index = vl.first_float_mismatch(expected["C"], actual["C"], accumulator)
     if index is None:
         return None
     want, got = int(expected["C"][index]), int(actual["C"][index])
     return Finding(
         index=index,
         inputs=_matmul_inputs(case, index, fmt),
-        expected=(sp.float_value(f"C[{index[0]}, {index[1]}]", want, accumulator),),
-        actual=(sp.float_value(f"C[{index[0]}, {index[1]}]", got, accumulator),),
+        expected=(vl.float_value(f"C[{index[0]}, {index[1]}]", want, accumulator),),
+        actual=(vl.float_value(f"C[{index[0]}, {index[1]}]", got, accumulator),),
         labels=_matmul_labels(case, index, fmt),
-        ulp_distance=sp.ulp(want, got, accumulator),
+        ulp_distance=vl.ulp(want, got, accumulator),
     )
 
 
 def _matmul_bound_compare(
     case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None
 ) -> Finding | None:
-    oracle = _oracle()
     accumulator = oracle.accumulator_format(fmt)
     inside = np.asarray(oracle.within_bound(actual["C"], case["A"], case["B"], fmt, mode=mode or "ieee"))
     if inside.all():
@@ -331,8 +334,8 @@ def _matmul_bound_compare(
     return Finding(
         index=index,
         inputs=_matmul_inputs(case, index, fmt),
-        expected=(sp.Value(f"C[{index[0]}, {index[1]}]", want_text, None, accumulator.name),),
-        actual=(sp.float_value(f"C[{index[0]}, {index[1]}]", got, accumulator),),
+        expected=(Value(f"C[{index[0]}, {index[1]}]", want_text, None, accumulator.name),),
+        actual=(vl.float_value(f"C[{index[0]}, {index[1]}]", got, accumulator),),
         labels=_matmul_labels(case, index, fmt),
     )
 
@@ -343,12 +346,7 @@ def _scalar_text(values: Any, index: tuple[int, ...]) -> str:
     except (IndexError, TypeError, ValueError):
         return str(values)
     try:
-        from mpmath import mp, mpf
-
-        with mp.workdps(40):
-            if hasattr(element, "numerator") and hasattr(element, "denominator"):
-                return str(mp.nstr(mpf(element.numerator) / element.denominator, 17))
-            return str(mp.nstr(mpf(element), 17))
+        return _bits.decimal_text(element)
     except (TypeError, ValueError):
         return str(element)
 

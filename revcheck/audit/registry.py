@@ -1,20 +1,24 @@
-"""The registry of auditable operations: one :class:`~revcheck.audit.spec.OpSpec` per op name.
+"""The registry of operations: one :class:`~revcheck.audit.spec.OpSpec` per op name.
 
-``revcheck audit --list-ops`` prints it.  Adding an op means adding one entry to
-:data:`REGISTRY` (its spec says how to draw inputs, call the candidate, ask the
-oracle and compare); the runner and the CLI pick it up from here.
+``revcheck ops`` prints it.  The audit and the exhaustive sweep (:mod:`revcheck.sweep`)
+both look ops up here: adding an op means adding one entry to :data:`REGISTRY`
+(its spec says how to draw inputs, call the candidate, ask the oracle and
+compare; an elementwise op also names its bit-pattern oracle and revcheck's
+implementations, which makes it sweepable).
 """
 
 from __future__ import annotations
 
 from revcheck.audit import ops_bdia, ops_pam
 from revcheck.audit.spec import OpSpec
+from revcheck.errors import UsageError
+from revcheck.oracle import pam
 
-__all__ = ["REGISTRY", "UnknownOpError", "get", "names"]
+__all__ = ["REGISTRY", "UnknownOpError", "get", "implementation_names", "names", "sweepable"]
 
 
-class UnknownOpError(KeyError):
-    """Raised for an op name that is not in :data:`REGISTRY`."""
+class UnknownOpError(UsageError, KeyError):
+    """Raised for an op name that is not in :data:`REGISTRY` (a usage error, and a ``KeyError``)."""
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -24,13 +28,29 @@ REGISTRY: dict[str, OpSpec] = {
     spec.name: spec
     for spec in (
         ops_pam.elementwise_spec(
-            "pam_mul", ("a", "b"), "PAM multiply a ⊡ b (integer addition of bit patterns)", exponent_rule=1
+            "pam_mul",
+            pam.pam_mul,
+            ("a", "b"),
+            "PAM multiply a ⊡ b (integer addition of bit patterns)",
+            exponent_rule=1,
         ),
         ops_pam.elementwise_spec(
-            "pam_div", ("a", "b"), "PAM divide a ⊘ b (integer subtraction of bit patterns)", exponent_rule=-1
+            "pam_div",
+            pam.pam_div,
+            ("a", "b"),
+            "PAM divide a ⊘ b (integer subtraction of bit patterns)",
+            exponent_rule=-1,
         ),
-        ops_pam.elementwise_spec("pa_log2", ("x",), "piecewise-affine log2: E + M"),
-        ops_pam.elementwise_spec("pa_exp2", ("y",), "piecewise-affine exp2: 2**floor(y) (1 + y - floor(y))"),
+        ops_pam.elementwise_spec(
+            "pam_mul_grad",
+            pam.pam_mul_grad,
+            ("a", "b"),
+            "exact derivative of a ⊡ b with respect to a: sign(b) · 2**(Eb + [Ma + Mb >= 1])",
+        ),
+        ops_pam.elementwise_spec("pa_log2", pam.pa_log2, ("x",), "piecewise-affine log2: E + M"),
+        ops_pam.elementwise_spec(
+            "pa_exp2", pam.pa_exp2, ("y",), "piecewise-affine exp2: 2**floor(y) (1 + y - floor(y))"
+        ),
         ops_pam.matmul_spec(any_order=False),
         ops_pam.matmul_spec(any_order=True),
         ops_bdia.quantize_spec(),
@@ -43,6 +63,16 @@ REGISTRY: dict[str, OpSpec] = {
 def names() -> tuple[str, ...]:
     """Names of all registered ops."""
     return tuple(REGISTRY)
+
+
+def sweepable() -> tuple[str, ...]:
+    """Names of the ops the exhaustive sweep can enumerate (elementwise ops on bit patterns)."""
+    return tuple(name for name, spec in REGISTRY.items() if spec.sweepable)
+
+
+def implementation_names() -> tuple[str, ...]:
+    """Every implementation name (``"torch"``, ``"triton"`` ...) some registered op has."""
+    return tuple(dict.fromkeys(impl for spec in REGISTRY.values() for impl in spec.implementations))
 
 
 def get(name: str) -> OpSpec:

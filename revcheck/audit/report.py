@@ -119,10 +119,12 @@ class Counterexample:
 class CheckResult:
     """The verdict for one (op, format, device, mode).
 
-    ``examples`` counts Hypothesis test-case executions (shrinking included),
-    ``elements`` the input elements checked in all stages, ``caught_after`` the
-    number of Hypothesis examples (or, for the exhaustive stage, elements) run
-    until the first failure, None when nothing failed.
+    ``examples`` counts the Hypothesis test cases run: the generated examples
+    (at most ``max_examples``) plus, after a failure, those tried while
+    shrinking it (the table's "cases run" column).  ``elements`` counts the input
+    elements checked in all stages, ``caught_after`` the number of Hypothesis
+    examples (or, for the exhaustive stage, inputs; for the determinism stage,
+    runs) until the first failure, None when nothing failed.
     """
 
     op: str
@@ -196,7 +198,18 @@ class AuditReport:
             raise AuditFailure(self)
 
     def table(self) -> str:
-        header = ("op", "format", "device", "mode", "verdict", "examples", "elements", "caught after", "time")
+        # "cases run": Hypothesis test cases, shrinking included (more than max_examples after a failure).
+        header = (
+            "op",
+            "format",
+            "device",
+            "mode",
+            "verdict",
+            "cases run",
+            "elements",
+            "caught after",
+            "time",
+        )
         rows = [
             (
                 r.op,

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from revcheck.errors import UsageError
+
 __all__ = ["TargetError", "load_target"]
 
 
-class TargetError(ValueError):
+class TargetError(UsageError):
     """The target text names nothing callable; the message is one line saying why."""
 
 

@@ -18,8 +18,11 @@ class Row:
     met: bool | None = None
 
 
-def best_time(fn: Callable[[], object], *, repeat: int = 5, min_time: float = 0.2) -> float:
-    """Median of ``repeat`` timings, each looping ``fn`` for at least ``min_time`` seconds."""
+def median_time(fn: Callable[[], object], *, repeat: int = 5, min_time: float = 0.2) -> float:
+    """Seconds per call of ``fn``: the median of ``repeat`` timings, each looping for at least ``min_time`` s.
+
+    The median, not the best: one lucky or unlucky repeat on a shared machine moves neither ratio.
+    """
     fn()  # warm-up: allocation, JIT, caches
     loops = 1
     while True:
@@ -48,8 +51,8 @@ def ratio_row(
     **timing: float,
 ) -> Row:
     """Time both in this run and report candidate/baseline (lower is better)."""
-    t_candidate = best_time(candidate, **timing)  # type: ignore[arg-type]
-    t_baseline = best_time(baseline, **timing)  # type: ignore[arg-type]
+    t_candidate = median_time(candidate, **timing)  # type: ignore[arg-type]
+    t_baseline = median_time(baseline, **timing)  # type: ignore[arg-type]
     ratio = t_candidate / t_baseline
     return Row(
         case,

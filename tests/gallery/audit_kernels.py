@@ -197,6 +197,32 @@ def pa_log2(x: Tensor, *, mode: str = "ieee") -> Tensor:
     return assemble(negative, magnitude, fmt, x.dtype)
 
 
+def _pam_mul_grad(a: Tensor, b: Tensor, mode: str, *, carry: bool) -> Tensor:
+    fmt = formats.get(a.dtype)
+    m = fmt.mantissa_bits
+    x, y = decode(a, mode), decode(b, mode)
+    # Ma, Mb: the fraction fields of the (normalised) values; zeros and infinities have none.
+    fraction_a = torch.where(x.zero | x.inf, 0, x.significand - (1 << m))
+    fraction_b = torch.where(y.zero | y.inf, 0, y.significand - (1 << m))
+    step = ((fraction_a + fraction_b) >> m) if carry else torch.zeros_like(fraction_a)
+    magnitude = encode_magnitude(torch.full_like(step, 1 << m), y.exponent + step - m, fmt, mode)
+    magnitude = torch.where(y.zero, torch.zeros_like(magnitude), magnitude)
+    magnitude = torch.where(y.inf, torch.full_like(magnitude, fmt.overflow_magnitude), magnitude)
+    nan = x.nan | y.nan | (x.inf & y.zero) | (x.zero & y.inf)
+    magnitude = torch.where(nan, _nan_pattern(fmt, magnitude), magnitude)
+    return assemble(y.negative & ~nan, magnitude, fmt, a.dtype)
+
+
+def pam_mul_grad(a: Tensor, b: Tensor, *, mode: str = "ieee") -> Tensor:
+    """Correct derivative of a ⊡ b with respect to a: sign(b) · 2**(Eb + [Ma + Mb >= 1])."""
+    return _pam_mul_grad(a, b, mode, carry=True)
+
+
+def pam_mul_grad_without_carry(a: Tensor, b: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG: sign(b) · 2**Eb, forgetting the exponent step where the significand sum carries."""
+    return _pam_mul_grad(a, b, mode, carry=False)
+
+
 _EXP2_OUT_OF_RANGE = 11  # |y| >= 2**11 overflows or underflows in every format up to fp64
 
 
@@ -488,6 +514,7 @@ def bdia_inverse_step_ignores_side_bit(
 CORRECT_KERNELS: dict[str, Any] = {
     "pam_mul": pam_mul,
     "pam_div": pam_div,
+    "pam_mul_grad": pam_mul_grad,
     "pa_log2": pa_log2,
     "pa_exp2": pa_exp2,
     "pam_matmul": pam_matmul,
@@ -529,6 +556,9 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
     ),
     "int16 wrap-around in the overflow test": PlantedBug(
         pam_mul_storage_width, "pam_mul", ("fp16",), ("input:normal", "expected:inf", "actual:normal")
+    ),
+    "gradient without the carry": PlantedBug(
+        pam_mul_grad_without_carry, "pam_mul_grad", ("bf16",), ("input:normal", "expected:normal")
     ),
     "float log2 route": PlantedBug(pa_log2_float_route, "pa_log2", ("fp32",), ("input:subnormal",)),
     "float exp2 route": PlantedBug(pa_exp2_float_route, "pa_exp2", ("bf16",), ("input:normal",)),

@@ -1,0 +1,151 @@
+"""From the arguments of :func:`revcheck.audit.audit` to an :class:`~revcheck.audit.config.AuditConfig`.
+
+Every request the audit cannot serve (unknown op, format, mode or device, a
+target that names nothing callable, a mode the candidate cannot take) is a
+:class:`~revcheck.errors.UsageError` here, before anything runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from revcheck import formats as _formats
+from revcheck.audit import registry
+from revcheck.audit.config import DEFAULT_MAX_EXAMPLES, AuditConfig
+from revcheck.audit.spec import OpSpec
+from revcheck.audit.target import load_target
+from revcheck.errors import UsageError
+from revcheck.formats import FloatFormat
+from revcheck.modes import check_mode
+
+__all__ = ["accepts_mode", "check_device", "resolve", "resolve_formats", "resolve_modes"]
+
+
+def resolve(
+    candidate: Callable[..., Any] | str,
+    op: str,
+    *,
+    formats: str | Iterable[object] | None,
+    device: str,
+    mode: str | Sequence[str] | None,
+    max_examples: int | None = None,
+    exhaustive: bool = False,
+    seed: int | None = None,
+    time_budget: float | None = None,
+    determinism: bool = False,
+) -> AuditConfig:
+    """The checked configuration of one audit; raises :class:`~revcheck.errors.UsageError`."""
+    target = None
+    if isinstance(candidate, str):
+        target = candidate
+        candidate = load_target(candidate)
+    if not callable(candidate):
+        raise UsageError(f"candidate {candidate!r} is not callable; pass the kernel function itself")
+    spec = registry.get(op)
+    chosen_formats = resolve_formats(spec, formats)
+    modes = resolve_modes(spec, mode)
+    device = check_device(device)
+    pass_mode = bool(spec.modes) and accepts_mode(candidate)
+    if spec.modes and not pass_mode and any(m != "ieee" for m in modes):
+        raise UsageError(
+            f"the candidate takes no `mode` keyword, so it can only be audited in mode 'ieee'; "
+            f"add a mode=... keyword argument to audit {', '.join(m for m in modes if m and m != 'ieee')}"
+        )
+    if max_examples is not None and max_examples < 1:
+        raise UsageError(f"max_examples={max_examples} must be at least 1")
+    return AuditConfig(
+        spec=spec,
+        candidate=candidate,
+        candidate_ref=_candidate_name(candidate, target),
+        formats=tuple(chosen_formats),
+        modes=tuple(modes),
+        pass_mode=pass_mode,
+        device=device,
+        max_examples=DEFAULT_MAX_EXAMPLES if max_examples is None else max_examples,
+        exhaustive=exhaustive,
+        seed=seed,
+        time_budget=time_budget,
+        determinism=determinism,
+    )
+
+
+def resolve_formats(spec: OpSpec, formats: str | Iterable[object] | None) -> list[FloatFormat]:
+    """The formats to audit: a name, several, ``"all"`` or None (every format the op supports)."""
+    if formats is None or formats == "all":
+        requested: list[object] = list(spec.formats)
+    elif isinstance(formats, str) or not isinstance(formats, Iterable):
+        requested = [formats]
+    else:
+        requested = list(formats)
+    resolved = []
+    for name in requested:
+        if name == "all":
+            resolved += [_formats.get(n) for n in spec.formats]
+            continue
+        try:
+            fmt = _formats.get(name)
+        except _formats.UnsupportedFormatError:
+            raise UsageError(
+                f"unknown format {name!r}; {spec.name} supports {', '.join(spec.formats)} (or 'all')"
+            ) from None
+        if fmt.name not in spec.formats:
+            raise UsageError(
+                f"{spec.name} does not support format {fmt.name}; use one of {', '.join(spec.formats)}"
+            )
+        resolved.append(fmt)
+    return list(dict.fromkeys(resolved))
+
+
+def resolve_modes(spec: OpSpec, mode: str | Sequence[str] | None) -> list[str | None]:
+    """The rounding modes to audit (checked by :func:`revcheck.modes.check_mode`); ``[None]`` if none."""
+    if not spec.modes:
+        if mode not in (None, "ieee", "all"):
+            raise UsageError(f"{spec.name} has no rounding modes; leave mode out (got mode={mode!r})")
+        return [None]
+    if mode is None:
+        return ["ieee"]
+    requested = list(spec.modes) if mode == "all" else [mode] if isinstance(mode, str) else list(mode)
+    for name in requested:
+        try:
+            check_mode(name)
+        except ValueError as error:
+            raise UsageError(f"{error} (or 'all')") from None
+    return list(dict.fromkeys(requested))
+
+
+def check_device(device: str) -> str:
+    """The device name if torch can allocate on it, else :class:`~revcheck.errors.UsageError` saying why."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise UsageError(f"unknown device {device!r} ({error}); use 'cpu' or 'cuda'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    try:
+        torch.empty(1, device=parsed)
+    except Exception as error:  # any backend failure means the device cannot be audited
+        raise UsageError(f"cannot allocate on device {device!r}: {error}; use 'cpu'") from None
+    return str(device)
+
+
+def accepts_mode(candidate: Callable[..., Any]) -> bool:
+    """Whether the candidate's signature takes a ``mode`` keyword."""
+    try:
+        parameters = inspect.signature(candidate).parameters.values()
+    except (TypeError, ValueError):
+        return True  # builtins and compiled wrappers: assume the documented signature
+    return any(p.name == "mode" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _candidate_name(candidate: Callable[..., Any], target: str | None) -> str:
+    if target is not None:
+        return target
+    module = getattr(candidate, "__module__", None)
+    qualname = getattr(candidate, "__qualname__", None) or getattr(candidate, "__name__", None)
+    if module and qualname:
+        return f"{module}:{qualname}"
+    return repr(candidate)

@@ -1,0 +1,55 @@
+"""Steady-state sweep speed, for the benchmarks (``python -m revcheck.bench``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from revcheck import enumeration
+from revcheck.sweep.config import SweepConfig, total_chunks, validate
+from revcheck.sweep.pool import check_chunk_job, spawn_pool, worker_count
+
+__all__ = ["Throughput", "throughput"]
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Sweep speed: wall-clock inputs/s with ``workers`` processes, and inputs per CPU-second."""
+
+    wall_rate: float
+    cpu_rate: float
+    workers: int
+
+    def projected_seconds(self, inputs: int, cores: int | None = None) -> float:
+        """Time for ``inputs`` at the measured wall rate, or on ``cores`` otherwise idle cores."""
+        if cores is None:
+            return inputs / self.wall_rate
+        return inputs / (self.cpu_rate * cores)
+
+
+def throughput(config: SweepConfig, n_chunks: int) -> Throughput:
+    """Steady-state speed of ``config``'s sweep over ``n_chunks`` chunks spread over the space.
+
+    Worker start-up and a warm-up chunk per worker are excluded, so the figure
+    projects long sweeps (a full 2**32 one runs for minutes; start-up takes seconds).
+    The CPU rate (inputs per CPU-second of the workers) does not depend on what else
+    the machine is running.  Nothing is recorded in the state dir.
+    """
+    validate(config)
+    n_total = total_chunks(config)
+    order = enumeration.run_order(range(n_total), n_total)
+    workers = worker_count(config, n_chunks)
+    warm_up, timed = order[:workers], order[workers : workers + n_chunks]
+    jobs = [(config, c) for c in timed]
+    if workers == 1:
+        check_chunk_job((config, warm_up[0]))
+        start = time.perf_counter()
+        results = [check_chunk_job(job) for job in jobs]
+    else:
+        with spawn_pool(workers) as pool:
+            pool.map(check_chunk_job, [(config, c) for c in warm_up], chunksize=1)
+            start = time.perf_counter()
+            results = list(pool.imap_unordered(check_chunk_job, jobs))
+    elapsed = time.perf_counter() - start
+    inputs = sum(r.inputs for r in results)
+    return Throughput(inputs / elapsed, inputs / sum(r.cpu_seconds for r in results), workers)
