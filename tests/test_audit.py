@@ -11,6 +11,7 @@ import torch
 
 from revcheck.audit import AuditFailure, AuditUsageError, audit, reproduce
 from revcheck.audit.registry import REGISTRY, UnknownOpError, get
+from revcheck.audit.spec import ExhaustivePlan, OpSpec
 from tests.gallery import audit_kernels as gallery
 
 REQUIRED_OPS = (
@@ -50,10 +51,16 @@ def test_unknown_op_names_the_registered_ones() -> None:
 
 def test_exhaustive_plans_follow_the_input_space_size() -> None:
     mul, log2 = get("pam_mul"), get("pa_log2")
-    assert mul.exhaustive(_fmt("fp8_e5m2")).by_default  # 2**16 pairs
-    assert not mul.exhaustive(_fmt("bf16")).by_default and mul.exhaustive(_fmt("bf16")).size == 2**32
+    assert _plan(mul, "fp8_e5m2").by_default  # 2**16 pairs
+    assert not _plan(mul, "bf16").by_default and _plan(mul, "bf16").size == 2**32
     assert mul.exhaustive(_fmt("fp32")) is None
-    assert log2.exhaustive(_fmt("fp16")).by_default and log2.exhaustive(_fmt("fp16")).size == 2**16
+    assert _plan(log2, "fp16").by_default and _plan(log2, "fp16").size == 2**16
+
+
+def _plan(op: OpSpec, fmt_name: str) -> ExhaustivePlan:
+    plan = op.exhaustive(_fmt(fmt_name))
+    assert plan is not None, f"{op.name} has no exhaustive plan for {fmt_name}"
+    return plan
 
 
 def _fmt(name: str):  # type: ignore[no-untyped-def]
