@@ -300,3 +300,12 @@ def test_plugin_registers_only_revcheck_names_and_imports_no_private_hypothesis(
     for name in _profiles.PROFILE_NAMES:
         assert name.startswith("revcheck")
         assert settings.get_profile(name) is _profiles.PROFILES[name]
+
+
+def test_property_suites_take_their_example_counts_from_the_profile() -> None:
+    # A hard-coded max_examples would ignore --hypothesis-profile revcheck-thorough.
+    properties = Path(__file__).resolve().parents[1] / "properties"
+    hard_coded = [
+        str(path) for path in sorted(properties.rglob("*.py")) if "max_examples" in path.read_text()
+    ]
+    assert hard_coded == [], hard_coded
