@@ -8,7 +8,7 @@ from revcheck import formats
 from revcheck.testing import BitMismatchError, assert_bit_exact
 
 __all__ = ["BitMismatchError", "assert_bit_exact", "assert_deterministic", "formats"]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version string: pyproject.toml reads it (setuptools dynamic version)
 
 
 def __getattr__(name: str) -> Any:
