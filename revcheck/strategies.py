@@ -289,7 +289,7 @@ def _sign_masks(fmt: FloatFormat, sign: str | None) -> tuple[int, ...]:
 
 
 def _class_branches(fmt: FloatFormat, name: str, signs: tuple[int, ...]) -> list[st.SearchStrategy[int]]:
-    """Reusable strategies for class ``name``: one ``sampled_from`` of listed values, then ranges.
+    """Reusable strategies for class ``name``: ``sampled_from`` the specials, the TestFloat values; ranges.
 
     Signs are ORed in before sampling (not ``.map``-ped on after), which keeps
     the values reusable; positive values come first so that shrinking prefers them.
@@ -342,6 +342,7 @@ def _class_magnitudes(fmt: FloatFormat, name: str) -> tuple[list[int], list[int]
         ranges = [(fmt.min_normal, fmt.max_finite)]
     # Pattern-major order: the powers of two first, then the 1.5-like values, ...
     testfloat = [case.bits for case in testfloat_cases(fmt) if case.cls == name and case.sign == "+"]
+    specials = list(dict.fromkeys(specials))
     return specials, [value for value in dict.fromkeys(testfloat) if value not in specials], ranges
 
 
