@@ -293,7 +293,8 @@ def test_functions_named_test_are_not_collected_from_importing_modules(pytester:
 def test_repr_shows_the_call(strategy: Callable[[], st.SearchStrategy[object]], shown: str) -> None:
     built = strategy()
     assert shown in repr(built)
-    draw_once(built) if "cuda" not in shown else None
+    if "cuda" not in shown:  # drawing from a CUDA strategy raises (or skips) where there is no GPU
+        draw_once(built)
     assert shown in repr(built), "the repr must not change once the strategy has been drawn from"
 
 
