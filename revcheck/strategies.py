@@ -26,7 +26,7 @@ The strategies follow Hypothesis' own (``hypothesis.extra.numpy``):
 - arguments are validated lazily: a bad argument raises
   :class:`hypothesis.errors.InvalidArgument` when the strategy is first drawn
   from, not when the module that builds it is imported; a device this machine
-  lacks raises :class:`DeviceUnavailable`, which pytest and unittest report as
+  lacks raises :class:`DeviceUnavailableError`, which pytest and unittest report as
   a skip;
 - :func:`bit_patterns`, :func:`normals_near_one` and :func:`testfloat_values`
   have reusable values (they are built from ``st.integers`` and
@@ -65,7 +65,7 @@ __all__ = [
     "CountedCase",
     "CountedCases",
     "CountedPairs",
-    "DeviceUnavailable",
+    "DeviceUnavailableError",
     "bit_arrays",
     "bit_patterns",
     "devices",
@@ -87,16 +87,16 @@ TESTFLOAT_LEVELS = (1, 2)
 T = TypeVar("T")
 
 
-class DeviceUnavailable(unittest.SkipTest, UsageError):
+class DeviceUnavailableError(unittest.SkipTest, UsageError):
     """A strategy was asked for a device this machine does not have; raised when it is drawn from.
 
-    It is a :class:`unittest.SkipTest`: pytest (its unittest support is on by
-    default) and unittest report the test as *skipped* with this message, and
-    Hypothesis re-raises it at once instead of shrinking.  Outside a test
-    runner it is an error saying what to use instead; it is also a
-    :class:`revcheck.errors.UsageError` (a ``ValueError``), so revcheck's command-line
-    tools report it as a usage error.  revcheck imports neither pytest nor torch to
-    raise it.
+    It is a :class:`unittest.SkipTest`: pytest (through its ``unittest`` plugin,
+    on by default) and unittest report the test as *skipped* with this message,
+    and Hypothesis re-raises it at once instead of shrinking; no pytest import
+    is needed to raise it.  Outside a test runner (or under ``-p no:unittest``)
+    it is an error saying what to use instead; it is also a
+    :class:`revcheck.errors.UsageError` (a ``ValueError``), so revcheck's
+    command-line tools report it as a usage error.
     """
 
 
@@ -484,7 +484,7 @@ def tensors(
     ------
     hypothesis.errors.InvalidArgument
         When drawn from, for an argument that is not a device (or as :func:`bit_arrays`).
-    DeviceUnavailable
+    DeviceUnavailableError
         When drawn from on a machine without ``device``: pytest reports the test
         as skipped, with the reason.  ``@given(x=tensors(..., device="cuda"))``
         therefore imports and collects everywhere; better still, take revcheck's
@@ -506,7 +506,7 @@ def tensors(
         ) from None
     reason = _device_unavailable_reason(torch_device)
     if reason is not None:
-        raise DeviceUnavailable(
+        raise DeviceUnavailableError(
             f"device={device!r} but {reason}; use device='cpu', draw the device from devices(), or take "
             "the `device` fixture of revcheck's pytest plugin"
         )

@@ -219,10 +219,12 @@ def test_cuda_tensors_without_cuda_raise_device_unavailable_when_drawn(
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     strategy = rst.tensors("bf16", 2, device="cuda")  # no error yet
-    with pytest.raises(rst.DeviceUnavailable, match=r"use device='cpu', draw the device from devices\(\)"):
+    with pytest.raises(
+        rst.DeviceUnavailableError, match=r"use device='cpu', draw the device from devices\(\)"
+    ):
         draw_once(strategy)
-    assert issubclass(rst.DeviceUnavailable, unittest.SkipTest)
-    assert issubclass(rst.DeviceUnavailable, UsageError)
+    assert issubclass(rst.DeviceUnavailableError, unittest.SkipTest)
+    assert issubclass(rst.DeviceUnavailableError, UsageError)
 
 
 CUDA_TENSOR_TESTS = """
