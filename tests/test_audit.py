@@ -187,7 +187,7 @@ def test_ftz_kernel_in_ieee_mode_is_caught_on_subnormals() -> None:
     assert counterexample is not None
     # Either a subnormal input was flushed, or a subnormal result (e.g. 0.5 x min normal) was.
     assert counterexample.involves("subnormal") or any(
-        value.bits is not None and bool(bits.is_subnormal(np.uint16([value.bits]), "fp16")[0])
+        value.bits is not None and bool(bits.is_subnormal(np.array([value.bits], dtype=np.uint16), "fp16")[0])
         for value in counterexample.expected
     )
 
