@@ -34,12 +34,16 @@ __all__ = [
     "RewardCheckError",
     "RewardSaturatedError",
     "RewardSignError",
+    "SilentUntieError",
     "StateMismatchError",
     "TieSemanticsError",
     "TieSemanticsResult",
+    "TiesNotRestoredError",
     "assert_reward_informative",
     "assert_state_matches_weights",
     "assert_tie_semantics",
+    "assert_ties_restored",
+    "tie_signature",
     "training_curve_pairs",
 ]
 
@@ -62,6 +66,14 @@ class RewardSignError(RewardCheckError):
 
 class StateMismatchError(AssertionError):
     """An agent state vector that does not describe the tie structure of the weights."""
+
+
+class TiesNotRestoredError(AssertionError):
+    """A restored model does not have the saved model's ties (which names share objects or storage)."""
+
+
+class SilentUntieError(AssertionError):
+    """A plain state dict of a tied model was loaded into a fresh model and nothing said the ties were lost."""
 
 
 @dataclass(frozen=True)
@@ -354,3 +366,55 @@ def assert_state_matches_weights(state: Sequence[int], layers: Sequence[nn.Modul
             raise StateMismatchError(
                 f"state {list(state)} says layer {i} {says}, but {truth} (the weights show {shown})"
             )
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+
+def tie_signature(model: nn.Module) -> dict[str, tuple[int, int, bool]]:
+    """Per parameter name: (first name index sharing its *object*, ... its *storage*, requires_grad).
+
+    Two models have the same ties exactly when their signatures are equal: equal object groups
+    (share), equal storage groups (share and stopgrad), equal frozen flags (stopgrad).
+    """
+    from revcheck.storage import storage_key
+
+    named = list(model.named_parameters(remove_duplicate=False))
+    by_object: dict[int, int] = {}
+    by_storage: dict[object, int] = {}
+    signature = {}
+    for index, (name, param) in enumerate(named):
+        signature[name] = (
+            by_object.setdefault(id(param), index),
+            by_storage.setdefault(storage_key(param), index),
+            bool(param.requires_grad),
+        )
+    return signature
+
+
+def assert_ties_restored(saved: nn.Module, restored: nn.Module) -> None:
+    """``restored`` has ``saved``'s ties and bit-identical values under every parameter name.
+
+    Level K (bit patterns of the stored values; ties compared as object and storage identity).
+    Raises :class:`TiesNotRestoredError` for a different tie structure, and
+    :class:`revcheck.testing.BitMismatchError` for a different value.
+    """
+    __tracebackhide__ = True
+    expected, actual = tie_signature(saved), tie_signature(restored)
+    if expected.keys() != actual.keys():
+        raise TiesNotRestoredError(
+            f"the models have different parameter names (first: {sorted(expected.keys() ^ actual.keys())[:2]})"
+        )
+    for name in expected:
+        if expected[name] != actual[name]:
+            names = list(expected)
+            want, got = expected[name], actual[name]
+            raise TiesNotRestoredError(
+                f"{name}: saved shares its object with {names[want[0]]} and its storage with {names[want[1]]} "
+                f"(requires_grad={want[2]}); restored shares its object with {names[got[0]]} and its storage with "
+                f"{names[got[1]]} (requires_grad={got[2]}). Save and load with revcheck.nn.tying.save_checkpoint "
+                "and load_checkpoint"
+            )
+    restored_parameters = dict(restored.named_parameters(remove_duplicate=False))
+    for name, param in saved.named_parameters(remove_duplicate=False):
+        assert_bit_exact(restored_parameters[name].detach(), param.detach(), msg=f"restored value of {name}")
