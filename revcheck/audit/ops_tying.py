@@ -498,7 +498,7 @@ def audit_storage(
     model_unique = list(model_params.values())
     notes = []
     if optimizers and gradients == "synthetic":
-        notes.append("updates measured with a random gradient on every trainable optimizer entry, then undone")
+        notes.append("updates measured with a random gradient on every trainable parameter, then undone")
     return StorageReport(
         device=", ".join(sorted({str(p.device) for p in model_unique})) or "no parameters",
         storages=storages,
@@ -527,7 +527,7 @@ def _instrumented_step(
             # As after zero_grad(set_to_none=True) and a backward reaching every trainable parameter.
             for p in params:
                 p.grad = None
-            for p in entries:
+            for p in params:
                 if p.requires_grad and p.grad is None:
                     noise = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.dtype)
                     p.grad = noise.to(p.device)
