@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -104,13 +105,18 @@ def real_tying(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Tyin
 
 @dataclass(frozen=True)
 class Checkpointing:
-    """How a tied model is saved and restored: ``save(model, tying, optimizer)``, ``load(model, saved, optimizer)``."""
+    """How a tied model is saved and restored.
+
+    ``save(model, tying, optimizer)`` returns what ``load(model, saved, optimizer)`` restores.
+    """
 
     save: Callable[..., Any]
     load: Callable[..., Any]
 
 
-REAL_CHECKPOINTING = Checkpointing(save_checkpoint, lambda model, saved, optimizer: load_checkpoint(model, saved, optimizer=optimizer))
+REAL_CHECKPOINTING = Checkpointing(
+    save_checkpoint, lambda model, saved, optimizer: load_checkpoint(model, saved, optimizer=optimizer)
+)
 
 
 # ---- drawing cases ----------------------------------------------------------------------------
@@ -145,7 +151,9 @@ def new_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
 
 
-def draw_case(data: st.DataObject, impl: Callable[..., Any], *, min_depth: int = 2, max_depth: int = 5) -> Case:
+def draw_case(
+    data: st.DataObject, impl: Callable[..., Any], *, min_depth: int = 2, max_depth: int = 5
+) -> Case:
     depth = data.draw(st.integers(min_depth, max_depth), label="depth")
     dtype = DTYPES[data.draw(st.sampled_from(sorted(DTYPES)), label="dtype")]
     seed = data.draw(st.integers(0, 2**16), label="seed")
@@ -221,7 +229,9 @@ def check_copy_equals_source_then_independent(data: st.DataObject, impl: Callabl
         for p in block.parameters()
     }
     for name, param in case.model.blocks[i].named_parameters():
-        assert_bit_exact(param.detach(), source[name], msg=f"layer {i} {name} right after the copy from layer {j}")
+        assert_bit_exact(
+            param.detach(), source[name], msg=f"layer {i} {name} right after the copy from layer {j}"
+        )
         if storage_key(param) in others:
             raise TieSemanticsError(f"layer {i} {name} shares storage with another layer right after a copy")
     assert_tie_semantics(case.model, case.optimizer, case.declared, case.loss)
@@ -258,7 +268,9 @@ def check_all_independent_is_baseline(data: st.DataObject, impl: Callable[..., A
         optimizer = new_optimizer(model)
         if with_tying:
             tying = impl(model, optimizer)
-            tying.apply_state(list(range(depth)), data.draw(st.sampled_from(TIE_MODES), label="declared mode"))
+            tying.apply_state(
+                list(range(depth)), data.draw(st.sampled_from(TIE_MODES), label="declared mode")
+            )
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
             model.loss(tokens[:, :-1], tokens[:, 1:]).backward()
@@ -382,7 +394,7 @@ def check_reward_informative(data: st.DataObject, reward: Callable[[float, float
     drop = data.draw(st.floats(0.0, start - 2.31), label="total decrease")
     noise = data.draw(st.lists(st.floats(-0.05, 0.05), min_size=4, max_size=24), label="noise")
     losses = [start - drop * k / len(noise) + e for k, e in enumerate(noise)]
-    pairs = list(zip(losses[:-1], losses[1:], strict=True))
+    pairs = list(itertools.pairwise(losses))
     if len({b - a for b, a in pairs}) < 2:
         return  # a curve on which every decision changes the loss alike cannot tell rewards apart
     assert_reward_informative(reward, pairs)

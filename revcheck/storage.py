@@ -58,10 +58,12 @@ def byte_span(tensor: Tensor) -> tuple[int, int]:
     interval, an upper bound of the bytes it covers.
     """
     itemsize = tensor.element_size()
-    start = tensor.storage_offset() * itemsize
+    start = int(tensor.storage_offset()) * itemsize
     if tensor.numel() == 0:
         return start, start
-    reach = 1 + sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride(), strict=True))
+    reach = 1 + sum(
+        (int(size) - 1) * abs(int(stride)) for size, stride in zip(tensor.shape, tensor.stride(), strict=True)
+    )
     return start, start + reach * itemsize
 
 

@@ -17,6 +17,7 @@ The storage audit (double updates, orphaned state, counts per storage) is in
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class TiesNotRestoredError(AssertionError):
 
 
 class SilentUntieError(AssertionError):
-    """A plain state dict of a tied model was loaded into a fresh model and nothing said the ties were lost."""
+    """A plain state dict of a tied model was loaded into a fresh model and nothing said ties were lost."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,9 @@ def _path_of(model: nn.Module, layers: nn.Module) -> str:
     for name, module in model.named_modules(remove_duplicate=False):
         if module is layers:
             return name
-    raise UsageError("the layers are not a submodule of the model; pass model.blocks (an nn.ModuleList of model)")
+    raise UsageError(
+        "the layers are not a submodule of the model; pass model.blocks (an nn.ModuleList of model)"
+    )
 
 
 def assert_tie_semantics(
@@ -194,14 +197,16 @@ def assert_tie_semantics(
         try:
             return reference.get_parameter(name)
         except AttributeError:
-            raise TieSemanticsError(f"{name} has no counterpart in the reference built from the declared ties") from None
+            raise TieSemanticsError(
+                f"{name} has no counterpart in the reference built from the declared ties"
+            ) from None
 
     def is_stopgrad(name: str) -> bool:
         where = position(name)
         return where is not None and where[0] in declared and declared[where[0]].mode == "stopgrad"
 
     named = list(model.named_parameters(remove_duplicate=False))
-    first_name = {}
+    first_name: dict[int, str] = {}
     for name, param in named:
         first_name.setdefault(id(param), name)
 
@@ -211,24 +216,26 @@ def assert_tie_semantics(
     for group in optimizer.param_groups:
         params = []
         for param in group["params"]:
-            name = first_name.get(id(param))
-            if name is None:
-                raise TieSemanticsError(f"the optimizer holds a {list(param.shape)} parameter that is not in the model")
-            if is_stopgrad(name):
+            found = first_name.get(id(param))
+            if found is None:
+                raise TieSemanticsError(
+                    f"the optimizer holds a {list(param.shape)} parameter that is not in the model"
+                )
+            if is_stopgrad(found):
                 continue  # a frozen alias: the reference has no such parameter to update
-            counterpart = reference_parameter(name)
+            counterpart = reference_parameter(found)
             if any(counterpart is p for p in mapped.values()):
                 continue
             mapped[id(param)] = counterpart
             params.append(counterpart)
         groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": params})
     # Every group carries all its hyperparameters; the constructor's defaults are not used.
-    reference_optimizer = type(optimizer)(groups)
+    reference_optimizer = type(optimizer)(groups)  # type: ignore[call-arg]
     reference_optimizer.defaults = copy.deepcopy(optimizer.defaults)
-    for param, state in optimizer.state.items():
-        counterpart = mapped.get(id(param))
-        if counterpart is not None:
-            reference_optimizer.state[counterpart] = {
+    for held, state in optimizer.state.items():
+        mapped_to = mapped.get(id(held))
+        if mapped_to is not None:
+            reference_optimizer.state[mapped_to] = {
                 k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in state.items()
             }
 
@@ -239,7 +246,9 @@ def assert_tie_semantics(
             p.grad = None
     loss = loss_fn(model)
     reference_loss = loss_fn(reference)
-    assert_bit_exact(loss.detach(), reference_loss.detach(), msg="forward: the loss differs from the reference's")
+    assert_bit_exact(
+        loss.detach(), reference_loss.detach(), msg="forward: the loss differs from the reference's"
+    )
     loss.backward()
     reference_loss.backward()
     for name, param in named:
@@ -247,7 +256,8 @@ def assert_tie_semantics(
         if is_stopgrad(name):
             if param.grad is not None:
                 raise TieSemanticsError(
-                    f"{name} is declared stopgrad but received a gradient (requires_grad={param.requires_grad})"
+                    f"{name} is declared stopgrad but received a gradient "
+                    f"(requires_grad={param.requires_grad})"
                 )
             continue
         if (param.grad is None) != (expected.grad is None):
@@ -261,7 +271,9 @@ def assert_tie_semantics(
     reference_optimizer.step()
     for name, param in named:
         assert_bit_exact(
-            param.detach(), reference_parameter(name).detach(), msg=f"step: the updated value of {name} differs"
+            param.detach(),
+            reference_parameter(name).detach(),
+            msg=f"step: the updated value of {name} differs",
         )
     return TieSemanticsResult(
         level=Level.K,
@@ -287,7 +299,7 @@ def training_curve_pairs(
     losses = [
         start + (stop - start) * k / decisions + wiggle * math.sin(2.7 * k) for k in range(decisions + 1)
     ]
-    return list(zip(losses[:-1], losses[1:], strict=True))
+    return list(itertools.pairwise(losses))
 
 
 def assert_reward_informative(
@@ -305,10 +317,10 @@ def assert_reward_informative(
     --------
     >>> from revcheck.nn.tying import clipped_perplexity_reward, log_perplexity_reward
     >>> assert_reward_informative(log_perplexity_reward)
-    >>> assert_reward_informative(clipped_perplexity_reward)
+    >>> assert_reward_informative(clipped_perplexity_reward)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
       ...
-    revcheck.tying.RewardSaturatedError: the reward is constant (-10.0) on 24 decisions whose validation loss moves between 2.43 and 4.30 nats (perplexity 11.3 to 73.7): the agent cannot learn from it
+    revcheck.tying.RewardSaturatedError: the reward is constant (-10.0) on 24 decisions ...
     """
     __tracebackhide__ = True
     pairs = list(pairs) if pairs is not None else training_curve_pairs()
@@ -319,7 +331,8 @@ def assert_reward_informative(
         losses = [x for pair in pairs for x in pair]
         low, high = min(losses), max(losses)
         raise RewardSaturatedError(
-            f"the reward is constant ({values[0]}) on {len(pairs)} decisions whose validation loss moves between "
+            f"the reward is constant ({values[0]}) on {len(pairs)} decisions "
+            "whose validation loss moves between "
             f"{low:.2f} and {high:.2f} nats (perplexity {math.exp(low):.1f} to {math.exp(high):.1f}): "
             "the agent cannot learn from it"
         )
@@ -329,7 +342,8 @@ def assert_reward_informative(
             if not better > worse:
                 raise RewardSignError(
                     f"reward({before:.4f} -> {after:.4f}) = {better!r} (perplexity fell) is not above "
-                    f"reward({after:.4f} -> {before:.4f}) = {worse!r} (it rose); lower log-perplexity is better"
+                    f"reward({after:.4f} -> {before:.4f}) = {worse!r} (it rose); "
+                    "lower log-perplexity is better"
                 )
 
 
@@ -346,10 +360,10 @@ def assert_state_matches_weights(state: Sequence[int], layers: Sequence[nn.Modul
     >>> from revcheck.nn import TinyGPT
     >>> model = TinyGPT(vocab=8, d_model=8, n_heads=2, depth=3, seq_len=4)
     >>> assert_state_matches_weights([0, 1, 2], model)
-    >>> assert_state_matches_weights([0, 0, 0], model)    # the public code's initial state
+    >>> assert_state_matches_weights([0, 0, 0], model)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
       ...
-    revcheck.tying.StateMismatchError: state [0, 0, 0] says layer 1 uses layer 0's weights, but its weights are its own (the weights show [0, 1, 2])
+    revcheck.tying.StateMismatchError: state [0, 0, 0] says layer 1 uses layer 0's weights, but ...
     """
     __tracebackhide__ = True
     shown = state_from_storage(layers)
@@ -403,16 +417,18 @@ def assert_ties_restored(saved: nn.Module, restored: nn.Module) -> None:
     expected, actual = tie_signature(saved), tie_signature(restored)
     if expected.keys() != actual.keys():
         raise TiesNotRestoredError(
-            f"the models have different parameter names (first: {sorted(expected.keys() ^ actual.keys())[:2]})"
+            "the models have different parameter names "
+            f"(first: {sorted(expected.keys() ^ actual.keys())[:2]})"
         )
     for name in expected:
         if expected[name] != actual[name]:
             names = list(expected)
             want, got = expected[name], actual[name]
             raise TiesNotRestoredError(
-                f"{name}: saved shares its object with {names[want[0]]} and its storage with {names[want[1]]} "
-                f"(requires_grad={want[2]}); restored shares its object with {names[got[0]]} and its storage with "
-                f"{names[got[1]]} (requires_grad={got[2]}). Save and load with revcheck.nn.tying.save_checkpoint "
+                f"{name}: saved shares its object with {names[want[0]]} and its storage with "
+                f"{names[want[1]]} (requires_grad={want[2]}); restored shares its object with "
+                f"{names[got[0]]} and its storage with {names[got[1]]} (requires_grad={got[2]}). "
+                "Save and load with revcheck.nn.tying.save_checkpoint "
                 "and load_checkpoint"
             )
     restored_parameters = dict(restored.named_parameters(remove_duplicate=False))

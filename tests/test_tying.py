@@ -101,7 +101,9 @@ def public_tie(model: TinyGPT, i: int, j: int) -> None:
 
 def test_every_tying_error_is_a_usage_error() -> None:
     for error in (NoLayersError, TieTargetError, TieShapeError, TieModeError, TiesLostError):
-        assert issubclass(error, TyingError) and issubclass(error, UsageError) and issubclass(error, ValueError)
+        assert (
+            issubclass(error, TyingError) and issubclass(error, UsageError) and issubclass(error, ValueError)
+        )
 
 
 @pytest.mark.parametrize(
@@ -120,8 +122,13 @@ def test_no_layers(layers: object, words: str) -> None:
 
 @pytest.mark.parametrize(
     "i, j, words",
-    [(1, 1, "cannot be tied to itself"), (1, 2, r"earlier layer \(j < 1\).*tie\(2, 1"), (3, 0, "not a layer index"),
-     (1, -1, "not a layer index"), (True, 0, "not a layer index")],
+    [
+        (1, 1, "cannot be tied to itself"),
+        (1, 2, r"earlier layer \(j < 1\).*tie\(2, 1"),
+        (3, 0, "not a layer index"),
+        (1, -1, "not a layer index"),
+        (True, 0, "not a layer index"),
+    ],
 )
 def test_bad_tie_targets(i: int, j: int, words: str) -> None:
     with pytest.raises(TieTargetError, match=words):
@@ -179,7 +186,9 @@ def test_share_is_one_parameter_and_its_state_leaves() -> None:
     retired = list(model.blocks[2].parameters())
     states_before = len(optimizer.state)
     tying.tie(2, 0, "share")
-    assert all(a is b for a, b in zip(model.blocks[2].parameters(), model.blocks[0].parameters(), strict=True))
+    assert all(
+        a is b for a, b in zip(model.blocks[2].parameters(), model.blocks[0].parameters(), strict=True)
+    )
     held = [p for group in optimizer.param_groups for p in group["params"]]
     assert not any(p is r for p in held for r in retired)
     assert len(optimizer.state) == states_before - len(retired)
@@ -223,7 +232,10 @@ def test_stopgrad_is_a_frozen_alias_outside_the_optimizer() -> None:
         assert alias is not root and not alias.requires_grad and id(alias) not in held
         assert alias.untyped_storage().data_ptr() == root.untyped_storage().data_ptr()
     train_step(model, optimizer)  # the alias follows the root's training
-    assert all(torch.equal(a, r) for a, r in zip(model.blocks[1].parameters(), model.blocks[0].parameters(), strict=True))
+    assert all(
+        torch.equal(a, r)
+        for a, r in zip(model.blocks[1].parameters(), model.blocks[0].parameters(), strict=True)
+    )
 
 
 def test_chains_resolve_and_dependents_follow() -> None:
@@ -250,7 +262,9 @@ def test_copy_in_place_keeps_the_object_and_takes_the_sources_state() -> None:
     before = model.blocks[2].qkv.weight
     tying.tie(2, 0, "copy")
     assert model.blocks[2].qkv.weight is before and torch.equal(before, model.blocks[0].qkv.weight)
-    assert torch.equal(optimizer.state[before]["exp_avg"], optimizer.state[model.blocks[0].qkv.weight]["exp_avg"])
+    assert torch.equal(
+        optimizer.state[before]["exp_avg"], optimizer.state[model.blocks[0].qkv.weight]["exp_avg"]
+    )
 
 
 def test_repeating_a_copy_decision_keeps_the_copy_but_an_explicit_tie_copies_again() -> None:
@@ -271,7 +285,9 @@ def test_new_parameters_join_the_group_of_their_source() -> None:
     model = tiny()
     decay = [p for n, p in model.named_parameters() if n.endswith("weight") and "norm" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (n.endswith("weight") and "norm" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}])
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+    )
     tying = TyingController(model, optimizer=optimizer)
     tying.tie(2, 1, "share")
     tying.untie(2)
@@ -289,7 +305,7 @@ def test_attaching_an_optimizer_later_reconciles_it() -> None:
     tying.tie(1, 0, "stopgrad")
     tying.attach_optimizer(optimizer)
     assert_storage_consistent(model, optimizer)
-    with pytest.raises(TyingError, match="not a torch.optim.Optimizer"):
+    with pytest.raises(TyingError, match=r"not a torch\.optim\.Optimizer"):
         tying.attach_optimizer(object())  # type: ignore[arg-type]
 
 
@@ -366,9 +382,17 @@ def test_agent_shapes_and_schedule() -> None:
     torch.manual_seed(0)
     agent = TyingAgent(5)
     assert num_actions(5) == 15 and agent.q_values(list(range(5))).shape == (15,)
-    assert [agent.action_slice(i) for i in range(5)] == [slice(0, 1), slice(1, 3), slice(3, 6), slice(6, 10), slice(10, 15)]
+    assert [agent.action_slice(i) for i in range(5)] == [
+        slice(0, 1),
+        slice(1, 3),
+        slice(3, 6),
+        slice(6, 10),
+        slice(10, 15),
+    ]
     epsilons = [agent.end_episode() for _ in range(100)]
-    assert epsilons[0] == pytest.approx(0.95) and epsilons[1] == pytest.approx(0.9025) and epsilons[-1] == 0.01
+    assert (
+        epsilons[0] == pytest.approx(0.95) and epsilons[1] == pytest.approx(0.9025) and epsilons[-1] == 0.01
+    )
     for layer in range(1, 5):
         assert {agent.act(list(range(5)), layer) for _ in range(40)} <= set(range(layer + 1))
     with pytest.raises(TyingError, match="at least 2 layers"):
@@ -405,8 +429,15 @@ def _agent_run(seed: int, episodes: int = 3) -> tuple[list, TyingAgent]:
 
     held_out = [windows(val, list(range(0, len(val) - 9, 37))[:16])]
     decisions = train_with_agent(
-        model, optimizer, tying, agent, train_batch=train_batch, val_loss=lambda: heldout_loss(model, held_out),
-        episodes=episodes, steps_per_action=3, mode="share",
+        model,
+        optimizer,
+        tying,
+        agent,
+        train_batch=train_batch,
+        val_loss=lambda: heldout_loss(model, held_out),
+        episodes=episodes,
+        steps_per_action=3,
+        mode="share",
     )
     return decisions, agent
 
@@ -478,7 +509,9 @@ def test_audit_flags_the_public_code_and_leaves_everything_as_it_was() -> None:
         assert_storage_consistent(model, optimizer)
     report = caught.value.report
     assert report is not None and len(report.double_updated) == 12 and len(report.duplicate_state) == 12
-    assert report.trainable_per_object - report.trainable_per_storage == sum(p.numel() for p in model.blocks[0].parameters())
+    assert report.trainable_per_object - report.trainable_per_storage == sum(
+        p.numel() for p in model.blocks[0].parameters()
+    )
     assert all(torch.equal(a, b) for a, b in zip(values, model.parameters(), strict=True))
     assert all(torch.equal(a, b.grad) for a, b in zip(grads, model.parameters(), strict=True))
     for p, s in optimizer.state.items():
@@ -516,16 +549,16 @@ def test_audit_of_a_tied_model_is_clean() -> None:
 def test_audit_finds_a_trainable_parameter_missing_from_the_optimizer() -> None:
     model = tiny()
     optimizer = torch.optim.AdamW([p for n, p in model.named_parameters() if "blocks.1." not in n])
-    with pytest.raises(NotUpdatedError, match="blocks.1"):
+    with pytest.raises(NotUpdatedError, match=r"blocks\.1"):
         assert_each_storage_updated_once(model, optimizer)
 
 
 def test_audit_bad_input() -> None:
-    with pytest.raises(StorageAuditUsageError, match="not an nn.Module"):
+    with pytest.raises(StorageAuditUsageError, match=r"not an nn\.Module"):
         audit_storage(42)  # type: ignore[arg-type]
     with pytest.raises(StorageAuditUsageError, match="gradients="):
         audit_storage(tiny(), gradients="all")
-    with pytest.raises(StorageAuditUsageError, match="not a torch.optim.Optimizer"):
+    with pytest.raises(StorageAuditUsageError, match=r"not a torch\.optim\.Optimizer"):
         audit_storage(tiny(), object())  # type: ignore[arg-type]
 
 
@@ -551,7 +584,9 @@ def test_memory_tying_reduces_persistent_state_only() -> None:
             for i in (1, 2, 3):
                 tying.tie(i, 0, mode)
         idx, targets = batch()
-        reports[mode] = measure_training_step(model, optimizer, lambda m=model: m.loss(idx, targets), inputs=[idx, targets])
+        reports[mode] = measure_training_step(
+            model, optimizer, lambda m=model, x=idx, y=targets: m.loss(x, y), inputs=[idx, targets]
+        )
     untied, shared, frozen = reports["none"], reports["share"], reports["stopgrad"]
     assert shared.activation_bytes == untied.activation_bytes  # tying does not touch activations
     assert frozen.activation_bytes < shared.activation_bytes  # a frozen layer saves less for backward
@@ -563,7 +598,7 @@ def test_memory_tying_reduces_persistent_state_only() -> None:
 def test_assert_tie_semantics_bad_input() -> None:
     model = tiny()
     optimizer = torch.optim.AdamW(model.parameters())
-    with pytest.raises(UsageError, match="layers=model.blocks"):
+    with pytest.raises(UsageError, match=r"layers=model\.blocks"):
         assert_tie_semantics(nn.Linear(2, 2), optimizer, {}, lambda m: m.loss(*batch()))
     with pytest.raises(UsageError, match="0 <= j < i"):
         assert_tie_semantics(model, optimizer, {1: (1, "share")}, lambda m: m.loss(*batch()))

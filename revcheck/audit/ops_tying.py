@@ -195,7 +195,7 @@ class StorageReport:
 
     @property
     def not_updated(self) -> list[StorageEntry]:
-        """Trainable storages that had a gradient and were not updated (without a step: not in the optimizer)."""
+        """Trainable storages with a gradient that were not updated (without a step: not in the optimizer)."""
         if self.step == "not run":
             return [s for s in self.storages if s.trainable_objects > 0 and s.optimizer_entries == 0]
         return [s for s in self.storages if s.expected_update and not s.updates]
@@ -215,7 +215,9 @@ class StorageReport:
         for s in self.not_updated:
             found.append(f"not updated: {_names(s)} is trainable but no optimizer entry updates it")
         for s in self.duplicate_state:
-            found.append(f"duplicate state: {_names(s)} has {s.state_entries} optimizer states on one storage")
+            found.append(
+                f"duplicate state: {_names(s)} has {s.state_entries} optimizer states on one storage"
+            )
         for orphan in self.orphaned:
             found.append(f"orphaned optimizer state: {orphan}")
         return found
@@ -227,9 +229,11 @@ class StorageReport:
     def __str__(self) -> str:
         objects = len({n for s in self.storages for n in s.names})
         lines = [
-            f"storage audit (level {self.level.value}: real objects and one real optimizer step on {self.device}; "
+            f"storage audit (level {self.level.value}: real objects and one real optimizer step "
+            f"on {self.device}; "
             f"step: {self.step})",
-            f"  storages {len(self.storages)}, parameter positions {objects}, aliased storages {len(self.aliased)}",
+            f"  storages {len(self.storages)}, parameter positions {objects}, "
+            f"aliased storages {len(self.aliased)}",
             f"  trainable elements: {self.trainable_per_storage} per storage, "
             f"{self.trainable_per_object} per Parameter object",
             f"  all parameter elements: {self.parameters_per_storage} per storage, "
@@ -260,7 +264,9 @@ class StorageReport:
 
 
 def _names(entry: StorageEntry, limit: int = 3) -> str:
-    shown = list(entry.names[:limit]) + ([f"... ({len(entry.names)} names)"] if len(entry.names) > limit else [])
+    shown = list(entry.names[:limit]) + (
+        [f"... ({len(entry.names)} names)"] if len(entry.names) > limit else []
+    )
     return " = ".join(shown)
 
 
@@ -275,7 +281,9 @@ class _WriteRecorder(TorchDispatchMode):
         self.watched = watched
         self.writes: dict[StorageKey, list[int]] = {}
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
         kwargs = kwargs or {}
         for index, argument in enumerate(func._schema.arguments):
             info = argument.alias_info
@@ -303,7 +311,11 @@ class _Snapshot:
             self._keep(t)
         self.grads = [(p, p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
         self.states = [
-            (opt, {p: _clone_state(s) for p, s in opt.state.items()}, [_group_settings(g) for g in opt.param_groups])
+            (
+                opt,
+                {p: _clone_state(s) for p, s in opt.state.items()},
+                [_group_settings(g) for g in opt.param_groups],
+            )
             for opt in optimizers
         ]
 
@@ -347,7 +359,8 @@ def _as_optimizers(optimizer: object) -> list[torch.optim.Optimizer]:
     for item in items:
         if not isinstance(item, torch.optim.Optimizer):
             raise StorageAuditUsageError(
-                f"{type(item).__name__} is not a torch.optim.Optimizer; pass the model's optimizer (or a list of them)"
+                f"{type(item).__name__} is not a torch.optim.Optimizer; "
+                "pass the model's optimizer (or a list of them)"
             )
     return items  # type: ignore[return-value]
 
@@ -364,7 +377,7 @@ def _layer_ties(layers: list[nn.Module]) -> list[LayerTies]:
     first_object: dict[tuple[str, int], int] = {}
     first_storage: dict[tuple[str, object], int] = {}
     for i, layer in enumerate(layers):
-        kinds = []
+        kinds: list[tuple[str, str, int | None, bool]] = []
         for name, param in layer.named_parameters(remove_duplicate=False):
             by_object = first_object.setdefault((name, id(param)), i)
             by_storage = first_storage.setdefault((name, storage_key(param)), i)
@@ -381,7 +394,9 @@ def _layer_ties(layers: list[nn.Module]) -> list[LayerTies]:
             trainable_alias = any(t for _, k, _, t in kinds if k == "alias")
             result.append(LayerTies(i, kind, target, trainable_alias if kind == "alias" else trainable))
         else:
-            detail = tuple(f"{name} {kind}{'' if target is None else f' {target}'}" for name, kind, target, _ in kinds)
+            detail = tuple(
+                f"{name} {kind}{'' if target is None else f' {target}'}" for name, kind, target, _ in kinds
+            )
             result.append(LayerTies(i, "mixed", None, trainable, detail))
     return result
 
@@ -448,7 +463,9 @@ def audit_storage(
     objects: dict[int, Tensor] = dict(model_params)
     for p in [*entries, *state_keys]:
         objects.setdefault(id(p), p)
-    step_label = {"synthetic": "synthetic gradients", "present": "present gradients", "none": "not run"}[gradients]
+    step_label = {"synthetic": "synthetic gradients", "present": "present gradients", "none": "not run"}[
+        gradients
+    ]
     writes: dict[StorageKey, list[int]] = {}
     had_grad: set[int] = set()
     if optimizers and gradients != "none":
@@ -478,7 +495,9 @@ def audit_storage(
                 trainable_objects=sum(1 for p in group if p.requires_grad),
                 optimizer_entries=len(group_entries),
                 state_entries=sum(1 for p in state_keys if id(p) in ids),
-                updates=None if step_label == "not run" else sum(1 for p in group_entries if id(p) in written),
+                updates=None
+                if step_label == "not run"
+                else sum(1 for p in group_entries if id(p) in written),
                 foreign_writes=len(written - {id(p) for p in group_entries}),
                 expected_update=any(p.requires_grad and id(p) in had_grad for p in group),
             )
@@ -664,7 +683,8 @@ class MemoryReport:
         p = self.persistent
         return (
             f"persistent {p.total / 1024:.1f} KiB (parameters {p.parameter_bytes / 1024:.1f}, "
-            f"gradients {p.gradient_bytes / 1024:.1f}, optimizer state {p.optimizer_state_bytes / 1024:.1f}); "
+            f"gradients {p.gradient_bytes / 1024:.1f}, "
+            f"optimizer state {p.optimizer_state_bytes / 1024:.1f}); "
             f"activations saved for backward {self.activation_bytes / 1024:.1f} KiB "
             f"({self.activation_storages} storages) on {self.device}"
         )
@@ -725,4 +745,6 @@ def measure_training_step(
     for opt in optimizers:
         opt.step()
     devices = sorted({str(p.device) for p in model.parameters()})
-    return MemoryReport(persistent_memory(model, optimizers), saved.nbytes, saved.storages, ", ".join(devices))
+    return MemoryReport(
+        persistent_memory(model, optimizers), saved.nbytes, saved.storages, ", ".join(devices)
+    )

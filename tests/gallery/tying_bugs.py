@@ -168,7 +168,8 @@ FAMILY = "tying"
 PLANTED_BUGS = [
     PlantedBug(
         name="public-stopgrad-called-share",
-        mistake="tie = `param.data = src.data; requires_grad = False`: the source layer's gradient lacks the tied use",
+        mistake="tie = `param.data = src.data; requires_grad = False`: "
+        "the source layer's gradient lacks the tied use",
         check=check_share_matches_module_reuse,
         wrong=public_tying,
         right=real_tying,

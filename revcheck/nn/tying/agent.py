@@ -125,7 +125,8 @@ class TyingAgent:
     ) -> None:
         if not isinstance(num_layers, int) or num_layers < 2:
             raise TyingError(
-                f"num_layers={num_layers!r}: a stack needs at least 2 layers for a tie decision; use depth >= 2"
+                f"num_layers={num_layers!r}: a stack needs at least 2 layers for a tie decision; "
+                "use depth >= 2"
             )
         if hidden < 1 or not 0.0 <= gamma <= 1.0:
             raise TyingError(f"hidden={hidden}, gamma={gamma}: use hidden >= 1 and 0 <= gamma <= 1")
@@ -161,7 +162,8 @@ class TyingAgent:
         low = 0 if allow_zero else 1
         if not isinstance(layer, int) or not low <= layer < self.num_layers:
             raise TyingError(
-                f"layer={layer!r}: decisions are made for layers {low}..{self.num_layers - 1} (layer 0 is never tied)"
+                f"layer={layer!r}: decisions are made for layers {low}..{self.num_layers - 1} "
+                "(layer 0 is never tied)"
             )
 
     @torch.no_grad()

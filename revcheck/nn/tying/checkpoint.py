@@ -100,7 +100,7 @@ def _identical_layers(state_dict: Mapping[str, Any]) -> list[tuple[str, ...]]:
         match = _INDEXED.match(key)
         if match and torch.is_tensor(value):
             layers.setdefault((match["prefix"], int(match["index"])), {})[match["rest"]] = value
-    found = []
+    found: list[tuple[str, ...]] = []
     ordered = sorted(layers)
     for a, (prefix_a, index_a) in enumerate(ordered):
         for prefix_b, index_b in ordered[a + 1 :]:
@@ -110,7 +110,9 @@ def _identical_layers(state_dict: Mapping[str, Any]) -> list[tuple[str, ...]]:
             if all(
                 first[r].shape == second[r].shape
                 and first[r].dtype == second[r].dtype
-                and torch.equal(first[r].reshape(-1).view(torch.uint8), second[r].reshape(-1).view(torch.uint8))
+                and torch.equal(
+                    first[r].reshape(-1).view(torch.uint8), second[r].reshape(-1).view(torch.uint8)
+                )
                 for r in first
             ):
                 found.append((f"{prefix_a}.{index_a}", f"{prefix_b}.{index_b}"))
@@ -186,7 +188,8 @@ def save_checkpoint(
             missing = [tuple(p.shape) for p in group["params"] if id(p) not in names]
             if missing:
                 raise TyingError(
-                    f"optimizer group {index} holds parameters that are not in the model (shapes {missing[:3]}); "
+                    f"optimizer group {index} holds parameters that are not in the model "
+                    f"(shapes {missing[:3]}); "
                     "checkpoint an optimizer over this model's parameters"
                 )
             groups.append([names[id(p)] for p in group["params"]])
@@ -239,17 +242,21 @@ def load_checkpoint(
     expected = [tuple(keys) for keys in checkpoint["storage_groups"]]
     if sorted(restored) != sorted(expected):
         raise TiesLostError(
-            f"the restored model shares storage in {len(restored)} group(s), the saved one in {len(expected)}; "
+            f"the restored model shares storage in {len(restored)} group(s), "
+            f"the saved one in {len(expected)}; "
             "load into a fresh model of the same architecture (first difference: "
             f"{sorted(set(expected) ^ set(restored))[:1]})"
         )
     if optimizer is not None:
         if "optimizer" not in checkpoint:
-            raise TyingError("the checkpoint holds no optimizer state; save it with save_checkpoint(..., optimizer)")
+            raise TyingError(
+                "the checkpoint holds no optimizer state; save it with save_checkpoint(..., optimizer)"
+            )
         names = checkpoint["optimizer_parameter_names"]
         if len(names) != len(optimizer.param_groups):
             raise TyingError(
-                f"the checkpoint's optimizer has {len(names)} parameter groups, this one {len(optimizer.param_groups)}; "
+                f"the checkpoint's optimizer has {len(names)} parameter groups, "
+                f"this one {len(optimizer.param_groups)}; "
                 "build the optimizer with the same groups"
             )
         by_name = dict(model.named_parameters())

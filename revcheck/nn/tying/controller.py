@@ -97,10 +97,10 @@ def check_tie_mode(mode: object) -> str:
 
     >>> check_tie_mode("share")
     'share'
-    >>> check_tie_mode("tied")
+    >>> check_tie_mode("tied")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
       ...
-    revcheck.nn.tying.controller.TieModeError: unknown tie mode 'tied'; use one of 'share', 'copy', 'stopgrad' (docs/spec.md §5: every tie declares its meaning)
+    revcheck.nn.tying.controller.TieModeError: unknown tie mode 'tied'; use one of 'share', 'copy', ...
     """
     if not isinstance(mode, str) or mode not in TIE_MODES:
         names = ", ".join(repr(m) for m in TIE_MODES)
@@ -132,17 +132,22 @@ def _layers_of(layers: object) -> list[nn.Module]:
         if blocks is None:
             raise NoLayersError(
                 f"{type(layers).__name__} has no `blocks` attribute; pass the list of layers to tie "
-                "(e.g. TyingController(model.blocks)) or use a model with a `blocks` ModuleList such as TinyGPT"
+                "(e.g. TyingController(model.blocks)) or use a model with a `blocks` ModuleList "
+                "such as TinyGPT"
             )
         layers = blocks
     if not isinstance(layers, Iterable):
         raise NoLayersError(f"{type(layers).__name__} is not a sequence of layers; pass e.g. model.blocks")
     result = list(layers)
     if not result:
-        raise NoLayersError("there are no layers to tie; build the controller on a non-empty stack (e.g. model.blocks)")
+        raise NoLayersError(
+            "there are no layers to tie; build the controller on a non-empty stack (e.g. model.blocks)"
+        )
     for index, layer in enumerate(result):
         if not isinstance(layer, nn.Module):
-            raise NoLayersError(f"layer {index} is a {type(layer).__name__}, not an nn.Module; pass nn.Module layers")
+            raise NoLayersError(
+                f"layer {index} is a {type(layer).__name__}, not an nn.Module; pass nn.Module layers"
+            )
     return result
 
 
@@ -214,8 +219,8 @@ class TyingController:
         self._mode: list[str | None] = [None] * len(self.layers)
         self._aliases: list[dict[str, nn.Parameter]] = [{} for _ in self.layers]
         self._known: dict[int, weakref.ref[nn.Parameter]] = {}
-        for own in self._own:
-            for param in (own or {}).values():
+        for layer_own in self._own:
+            for param in (layer_own or {}).values():
                 self._remember(param)
         self._pending: list[_Pending] = []
         self._optimizers: list[torch.optim.Optimizer] = []
@@ -361,7 +366,9 @@ class TyingController:
         if self._own[i] is None:
             own = {}
             for name, source in self.parameters_of(i).items():
-                fresh = nn.Parameter(source.detach().clone(), requires_grad=self._initial_requires_grad[i][name])
+                fresh = nn.Parameter(
+                    source.detach().clone(), requires_grad=self._initial_requires_grad[i][name]
+                )
                 self._remember(fresh)
                 own[name] = fresh
                 self._pending.append(_Pending(fresh, self._own_parameter_behind(i, name)))
@@ -403,7 +410,9 @@ class TyingController:
         controller never saw (embeddings, head) are left alone.
         """
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TyingError(f"{type(optimizer).__name__} is not a torch.optim.Optimizer; pass e.g. torch.optim.AdamW(...)")
+            raise TyingError(
+                f"{type(optimizer).__name__} is not a torch.optim.Optimizer; pass e.g. torch.optim.AdamW(...)"
+            )
         if any(optimizer is attached for attached in self._optimizers):
             return
         self._optimizers.append(optimizer)
@@ -432,7 +441,8 @@ class TyingController:
             )
         if structure.get("num_layers") != self.num_layers:
             raise TieTargetError(
-                f"the structure is for {structure.get('num_layers')} layers, this stack has {self.num_layers}; "
+                f"the structure is for {structure.get('num_layers')} layers, "
+                f"this stack has {self.num_layers}; "
                 "load it into a model of the same depth"
             )
         for i in reversed(range(self.num_layers)):
@@ -465,7 +475,9 @@ class TyingController:
 
     def _check_index(self, i: object, what: str) -> None:
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.num_layers:
-            raise TieTargetError(f"{what} {i!r} is not a layer index; use an integer in 0..{self.num_layers - 1}")
+            raise TieTargetError(
+                f"{what} {i!r} is not a layer index; use an integer in 0..{self.num_layers - 1}"
+            )
 
     def _check_not_aliased(self) -> None:
         owners: dict[object, tuple[int, str]] = {}
@@ -479,7 +491,8 @@ class TyingController:
                     first = owners[key]
                     raise TyingError(
                         f"layer {i} parameter {name!r} already shares storage with layer {first[0]} "
-                        f"parameter {first[1]!r}; build the controller on untied layers and declare ties with tie()"
+                        f"parameter {first[1]!r}; build the controller on untied layers "
+                        "and declare ties with tie()"
                     )
                 owners[key] = (i, name)
 
@@ -499,7 +512,8 @@ class TyingController:
             if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
                 raise TieShapeError(
                     f"layers {i} and {j} differ at {name!r}: {tuple(a.shape)} {a.dtype} on {a.device} vs "
-                    f"{tuple(b.shape)} {b.dtype} on {b.device}; tie only layers of the same shape, dtype and device"
+                    f"{tuple(b.shape)} {b.dtype} on {b.device}; "
+                    "tie only layers of the same shape, dtype and device"
                 )
 
     def _materialise(self) -> None:
@@ -508,16 +522,17 @@ class TyingController:
             root_own = self._own[root]
             assert root_own is not None
             for name, slot in self._slots[i].items():
-                if root == i:
-                    wanted = root_own[name]
-                    self._aliases[i].pop(name, None)
-                elif self._mode[i] == "share":
+                if root == i or self._mode[i] == "share":
                     wanted = root_own[name]
                     self._aliases[i].pop(name, None)
                 else:  # stopgrad: a distinct, frozen object viewing the root's storage
                     alias = self._aliases[i].get(name)
                     source = root_own[name]
-                    if alias is None or storage_key(alias) != storage_key(source) or alias.shape != source.shape:
+                    if (
+                        alias is None
+                        or storage_key(alias) != storage_key(source)
+                        or alias.shape != source.shape
+                    ):
                         alias = nn.Parameter(source.detach(), requires_grad=False)
                         self._remember(alias)
                         self._aliases[i][name] = alias
@@ -539,10 +554,12 @@ class TyingController:
         cloned: dict[int, dict[str, Any] | None] = {}
         for item in pending:
             source_state = optimizer.state.get(item.source) if item.source is not None else None
-            keep = self.untie_state == "copy" and source_state
-            cloned[id(item.param)] = _clone_state(source_state) if keep else None
+            keep = self.untie_state == "copy" and bool(source_state)
+            cloned[id(item.param)] = _clone_state(source_state) if keep and source_state else None
         groups_of_sources = {
-            id(item.param): _group_index(optimizer, item.source) for item in pending if item.source is not None
+            id(item.param): _group_index(optimizer, item.source)
+            for item in pending
+            if item.source is not None
         }
         # 2. Release what the layers no longer train.
         present: set[int] = set()
@@ -607,7 +624,9 @@ def _group_index(optimizer: torch.optim.Optimizer, param: object) -> int | None:
 
 
 def _clone_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value.clone() if torch.is_tensor(value) else copy.deepcopy(value) for key, value in state.items()}
+    return {
+        key: value.clone() if torch.is_tensor(value) else copy.deepcopy(value) for key, value in state.items()
+    }
 
 
 def state_from_storage(layers: Sequence[nn.Module] | nn.Module) -> list[int | None]:

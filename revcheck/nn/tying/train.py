@@ -117,7 +117,9 @@ def train_with_agent(
             "build TyingAgent(controller.num_layers)"
         )
     controller.attach_optimizer(optimizer)
-    layer_elements = max(1, sum(p.numel() for i in range(controller.num_layers) for p in controller.parameters_of(i).values()))
+    layer_elements = max(
+        1, sum(p.numel() for i in range(controller.num_layers) for p in controller.parameters_of(i).values())
+    )
     decisions: list[Decision] = []
     bar = None
     if progress:
@@ -147,7 +149,17 @@ def train_with_agent(
                 next_layer = layer + 1 if layer + 1 < controller.num_layers else 1
                 td = agent.td_update(state, layer, action, r, controller.state(), next_layer)
                 decision = Decision(
-                    episode, layer, action, tuple(controller.state()), before, after, r, td, trainable, epsilon, steps
+                    episode,
+                    layer,
+                    action,
+                    tuple(controller.state()),
+                    before,
+                    after,
+                    r,
+                    td,
+                    trainable,
+                    epsilon,
+                    steps,
                 )
                 decisions.append(decision)
                 if on_decision is not None:
