@@ -86,3 +86,36 @@ def test_output_check_flags_a_diverging_run() -> None:
     problems = check_char_lm_output(broken)
     assert any("bdia training loss did not decrease" in p for p in problems), problems
     assert any("not finite" in p for p in problems), problems
+
+
+TYING_LM = REPO_ROOT / "examples" / "tying_char_lm.py"
+TYING_PERPLEXITY = re.compile(r"^final val perplexity\s+tied (\S+)\s+untied (\S+)", re.MULTILINE)
+TYING_TRAINABLE = re.compile(
+    r"^trainable parameters\s+tied (\d+) \(per Parameter object (\d+)\)\s+untied (\d+)$", re.MULTILINE
+)
+TYING_MEMORY = re.compile(
+    r"^memory (tied|untied)\s*: persistent\s+([\d.]+) KiB.*activations\s+([\d.]+) KiB$", re.MULTILINE
+)
+
+
+def test_tying_char_lm_prints_its_figures() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(TYING_LM), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "identical initialisation: yes" in out and "storage audit (tied): clean" in out, out
+    ((tied, untied),) = [(float(a), float(b)) for a, b in TYING_PERPLEXITY.findall(out)]
+    assert 1.0 < tied < 100 and 1.0 < untied < 100, out
+    ((trainable, per_object, baseline),) = [tuple(map(int, t)) for t in TYING_TRAINABLE.findall(out)]
+    assert trainable <= per_object and trainable <= baseline, out
+    memory = {kind: (float(p), float(a)) for kind, p, a in TYING_MEMORY.findall(out)}
+    assert set(memory) == {"tied", "untied"}, out
+    assert memory["tied"][0] <= memory["untied"][0] and memory["tied"][1] == memory["untied"][1], out
+    assert re.search(r"rewards: \d+ decisions, (\d+) distinct", out), out
