@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from revcheck._profiles import scaled
 from revcheck.audit.ops_tying import (
     ParameterCountError,
     assert_each_storage_updated_once,
@@ -88,11 +89,6 @@ def single_threaded(check: Callable[..., None]) -> Callable[..., None]:
             check(*args, **kwargs)
 
     return wrapper
-
-
-def _scaled(fraction: float) -> settings:
-    # A model build plus a few training steps per example: a fraction of the active profile.
-    return settings(max_examples=max(5, int(settings.default.max_examples * fraction)))
 
 
 # ---- implementations under test (injected) ---------------------------------------------------
@@ -411,67 +407,67 @@ def check_initial_state_matches_weights(data: st.DataObject, agent_factory: Call
 # ---- the tests: the real implementations ------------------------------------------------------
 
 
-@_scaled(0.4)
+@scaled(0.4)
 @given(data=st.data())
 def test_share_matches_module_reuse(data: st.DataObject) -> None:
     check_share_matches_module_reuse(data, real_tying)
 
 
-@_scaled(0.4)
+@scaled(0.4)
 @given(data=st.data())
 def test_copy_equals_source_then_independent(data: st.DataObject) -> None:
     check_copy_equals_source_then_independent(data, real_tying)
 
 
-@_scaled(0.4)
+@scaled(0.4)
 @given(data=st.data())
 def test_stopgrad_matches_detached(data: st.DataObject) -> None:
     check_stopgrad_matches_detached(data, real_tying)
 
 
-@_scaled(0.4)
+@scaled(0.4)
 @given(data=st.data())
 def test_mixed_sequence_matches_reference(data: st.DataObject) -> None:
     check_mixed_sequence_matches_reference(data, real_tying)
 
 
-@_scaled(0.4)
+@scaled(0.4)
 @given(data=st.data())
 def test_all_independent_is_baseline(data: st.DataObject) -> None:
     check_all_independent_is_baseline(data, real_tying)
 
 
-@_scaled(0.4)
+@scaled(0.4)
 @given(data=st.data())
 def test_each_storage_updated_once(data: st.DataObject) -> None:
     check_each_storage_updated_once(data, real_tying)
 
 
-@_scaled(0.4)
+@scaled(0.4)
 @given(data=st.data())
 def test_one_state_per_storage(data: st.DataObject) -> None:
     check_one_state_per_storage(data, real_tying)
 
 
-@_scaled(0.4)
+@scaled(0.4)
 @given(data=st.data())
 def test_optimizer_state_released(data: st.DataObject) -> None:
     check_optimizer_state_released(data, real_tying)
 
 
-@_scaled(0.5)
+@scaled(0.5)
 @given(data=st.data())
 def test_parameter_count_per_storage(data: st.DataObject) -> None:
     check_parameter_count(data, count_parameters)
 
 
-@_scaled(0.4)
+@scaled(0.4)
 @given(data=st.data())
 def test_checkpoint_round_trip(data: st.DataObject) -> None:
     check_checkpoint_round_trip(data, REAL_CHECKPOINTING)
 
 
-@_scaled(0.4)
+@scaled(0.4)
 @given(data=st.data())
 def test_plain_state_dict_untie_detected(data: st.DataObject) -> None:
     check_plain_state_dict_untie_detected(data, find_lost_ties)
@@ -482,7 +478,7 @@ def test_reward_informative(data: st.DataObject) -> None:
     check_reward_informative(data, log_perplexity_reward)
 
 
-@_scaled(0.5)
+@scaled(0.5)
 @given(data=st.data())
 def test_initial_state_matches_weights(data: st.DataObject) -> None:
     check_initial_state_matches_weights(data, TyingAgent)

@@ -303,7 +303,8 @@ def test_plugin_registers_only_revcheck_names_and_imports_no_private_hypothesis(
 
 
 def test_property_suites_take_their_example_counts_from_the_profile() -> None:
-    # A hard-coded max_examples would ignore --hypothesis-profile revcheck-thorough.
+    # A hard-coded max_examples would ignore --hypothesis-profile revcheck-thorough; expensive
+    # properties take a fraction of the profile through revcheck._profiles.scaled.
     properties = Path(__file__).resolve().parents[1] / "properties"
     hard_coded = [
         str(path) for path in sorted(properties.rglob("*.py")) if "max_examples" in path.read_text()

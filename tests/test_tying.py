@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
@@ -26,7 +28,7 @@ from revcheck.audit.ops_tying import (
     measure_training_step,
 )
 from revcheck.errors import UsageError
-from revcheck.nn.transformer import TinyGPT
+from revcheck.nn.transformer import PreNormTransformerBlock, TinyGPT
 from revcheck.nn.tying import (
     NoLayersError,
     TieModeError,
@@ -67,6 +69,20 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+def layer(model: TinyGPT, index: int) -> PreNormTransformerBlock:
+    """Block ``index`` of ``model``, typed (``ModuleList`` indexing is ``Module`` to mypy)."""
+    return cast(PreNormTransformerBlock, model.blocks[index])
+
+
+def _output_layer(agent: TyingAgent) -> nn.Linear:
+    return cast(nn.Linear, agent.q_network[2])
+
+
+def _grad(parameter: torch.Tensor) -> torch.Tensor:
+    assert parameter.grad is not None, "the step left no gradient"
+    return parameter.grad
+
+
 def tiny(depth: int = 3, seed: int = 0) -> TinyGPT:
     return TinyGPT(vocab=11, d_model=8, n_heads=2, depth=depth, seq_len=4, seed=seed)
 
@@ -91,7 +107,7 @@ def through_bytes(value: object) -> object:
 
 def public_tie(model: TinyGPT, i: int, j: int) -> None:
     """The public code's tie, as docs/spec.md §5 describes it."""
-    for param, source in zip(model.blocks[i].parameters(), model.blocks[j].parameters(), strict=True):
+    for param, source in zip(layer(model, i).parameters(), layer(model, j).parameters(), strict=True):
         param.data = source.data
         param.requires_grad = False
 
@@ -183,11 +199,11 @@ def test_share_is_one_parameter_and_its_state_leaves() -> None:
     optimizer = torch.optim.AdamW(model.parameters())
     tying = TyingController(model, optimizer=optimizer)
     train_step(model, optimizer)
-    retired = list(model.blocks[2].parameters())
+    retired = list(layer(model, 2).parameters())
     states_before = len(optimizer.state)
     tying.tie(2, 0, "share")
     assert all(
-        a is b for a, b in zip(model.blocks[2].parameters(), model.blocks[0].parameters(), strict=True)
+        a is b for a, b in zip(layer(model, 2).parameters(), layer(model, 0).parameters(), strict=True)
     )
     held = [p for group in optimizer.param_groups for p in group["params"]]
     assert not any(p is r for p in held for r in retired)
@@ -202,7 +218,7 @@ def test_untie_copies_values_and_state_into_new_storage() -> None:
     tying.tie(2, 0, "share")
     train_step(model, optimizer)
     tying.untie(2)
-    for mine, root in zip(model.blocks[2].parameters(), model.blocks[0].parameters(), strict=True):
+    for mine, root in zip(layer(model, 2).parameters(), layer(model, 0).parameters(), strict=True):
         assert mine is not root and mine.untyped_storage().data_ptr() != root.untyped_storage().data_ptr()
         assert torch.equal(mine, root)
         for key, value in optimizer.state[root].items():
@@ -217,9 +233,9 @@ def test_untie_fresh_state() -> None:
     tying.tie(2, 0, "stopgrad")
     train_step(model, optimizer)
     tying.untie(2)
-    assert all(p not in optimizer.state for p in model.blocks[2].parameters())
+    assert all(p not in optimizer.state for p in layer(model, 2).parameters())
     train_step(model, optimizer)
-    assert all(float(optimizer.state[p]["step"]) == 1.0 for p in model.blocks[2].parameters())
+    assert all(float(optimizer.state[p]["step"]) == 1.0 for p in layer(model, 2).parameters())
 
 
 def test_stopgrad_is_a_frozen_alias_outside_the_optimizer() -> None:
@@ -228,13 +244,13 @@ def test_stopgrad_is_a_frozen_alias_outside_the_optimizer() -> None:
     tying = TyingController(model, optimizer=optimizer)
     tying.tie(1, 0, "stopgrad")
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    for alias, root in zip(model.blocks[1].parameters(), model.blocks[0].parameters(), strict=True):
+    for alias, root in zip(layer(model, 1).parameters(), layer(model, 0).parameters(), strict=True):
         assert alias is not root and not alias.requires_grad and id(alias) not in held
         assert alias.untyped_storage().data_ptr() == root.untyped_storage().data_ptr()
     train_step(model, optimizer)  # the alias follows the root's training
     assert all(
         torch.equal(a, r)
-        for a, r in zip(model.blocks[1].parameters(), model.blocks[0].parameters(), strict=True)
+        for a, r in zip(layer(model, 1).parameters(), layer(model, 0).parameters(), strict=True)
     )
 
 
@@ -246,10 +262,10 @@ def test_chains_resolve_and_dependents_follow() -> None:
     tying.tie(1, 0, "share")
     assert [tying.root(i) for i in range(4)] == [0, 0, 0, 0]
     assert tying.state() == [0, 0, 1, 2]
-    assert model.blocks[3].qkv.weight is model.blocks[0].qkv.weight  # share of a stopgrad-tied layer
-    assert not model.blocks[2].qkv.weight.requires_grad
+    assert layer(model, 3).qkv.weight is layer(model, 0).qkv.weight  # share of a stopgrad-tied layer
+    assert not layer(model, 2).qkv.weight.requires_grad
     tying.untie(1)
-    assert model.blocks[3].qkv.weight is model.blocks[1].qkv.weight is not model.blocks[0].qkv.weight
+    assert layer(model, 3).qkv.weight is layer(model, 1).qkv.weight is not layer(model, 0).qkv.weight
     assert state_from_storage(model.blocks) == [0, 1, 1, 1]
     assert tying.describe()[2] == "layer 2: stopgrad -> 1 (root 1)"
 
@@ -259,11 +275,11 @@ def test_copy_in_place_keeps_the_object_and_takes_the_sources_state() -> None:
     optimizer = torch.optim.AdamW(model.parameters())
     tying = TyingController(model, optimizer=optimizer)
     train_step(model, optimizer)
-    before = model.blocks[2].qkv.weight
+    before = layer(model, 2).qkv.weight
     tying.tie(2, 0, "copy")
-    assert model.blocks[2].qkv.weight is before and torch.equal(before, model.blocks[0].qkv.weight)
+    assert layer(model, 2).qkv.weight is before and torch.equal(before, layer(model, 0).qkv.weight)
     assert torch.equal(
-        optimizer.state[before]["exp_avg"], optimizer.state[model.blocks[0].qkv.weight]["exp_avg"]
+        optimizer.state[before]["exp_avg"], optimizer.state[layer(model, 0).qkv.weight]["exp_avg"]
     )
 
 
@@ -273,12 +289,12 @@ def test_repeating_a_copy_decision_keeps_the_copy_but_an_explicit_tie_copies_aga
     tying = TyingController(model, optimizer=optimizer)
     tying.apply_state([0, 0, 2], "copy")
     train_step(model, optimizer)
-    trained = model.blocks[1].qkv.weight.detach().clone()
-    assert not torch.equal(trained, model.blocks[0].qkv.weight)
+    trained = layer(model, 1).qkv.weight.detach().clone()
+    assert not torch.equal(trained, layer(model, 0).qkv.weight)
     tying.apply_state([0, 0, 2], "copy")  # the same decision again: no change
-    assert torch.equal(model.blocks[1].qkv.weight, trained)
+    assert torch.equal(layer(model, 1).qkv.weight, trained)
     tying.tie(1, 0, "copy")  # an explicit tie is a new decision
-    assert torch.equal(model.blocks[1].qkv.weight, model.blocks[0].qkv.weight)
+    assert torch.equal(layer(model, 1).qkv.weight, layer(model, 0).qkv.weight)
 
 
 def test_new_parameters_join_the_group_of_their_source() -> None:
@@ -292,8 +308,8 @@ def test_new_parameters_join_the_group_of_their_source() -> None:
     tying.tie(2, 1, "share")
     tying.untie(2)
     decay_ids = {id(p) for p in optimizer.param_groups[0]["params"]}
-    assert id(model.blocks[2].qkv.weight) in decay_ids
-    assert id(model.blocks[2].qkv.bias) not in decay_ids and id(model.blocks[2].norm1.weight) not in decay_ids
+    assert id(layer(model, 2).qkv.weight) in decay_ids
+    assert id(layer(model, 2).qkv.bias) not in decay_ids and id(layer(model, 2).norm1.weight) not in decay_ids
     assert optimizer.param_groups[0]["params"][0] is model.token_embedding.weight  # foreign order untouched
 
 
@@ -312,7 +328,7 @@ def test_attaching_an_optimizer_later_reconciles_it() -> None:
 def test_trainable_elements_per_storage() -> None:
     model = tiny(4)
     tying = TyingController(model)
-    per_layer = sum(p.numel() for p in model.blocks[0].parameters())
+    per_layer = sum(p.numel() for p in layer(model, 0).parameters())
     tying.tie(2, 0, "share")
     tying.tie(3, 1, "stopgrad")
     assert tying.trainable_elements() == 2 * per_layer
@@ -351,7 +367,7 @@ def test_plain_state_dict_is_detected_and_refused() -> None:
         warn_if_ties_lost(fresh, plain)  # type: ignore[arg-type]
     with pytest.raises(TiesLostError, match="plain state dict with 12 tie"):
         load_checkpoint(fresh, plain)  # type: ignore[arg-type]
-    fresh.load_state_dict(plain)  # what torch does: silently untied
+    fresh.load_state_dict(cast(dict[str, torch.Tensor], plain))  # what torch does: silently untied
     assert state_from_storage(fresh.blocks) == [0, 1, 2]
 
 
@@ -418,7 +434,7 @@ def _agent_run(seed: int, episodes: int = 3) -> tuple[list, TyingAgent]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     tying = TyingController(model, optimizer=optimizer)
     agent = TyingAgent(4)
-    agent.initial_output_weights = agent.q_network[2].weight.detach().clone()  # type: ignore[attr-defined]
+    agent.initial_output_weights = _output_layer(agent).weight.detach().clone()  # type: ignore[attr-defined]
 
     def windows(source: torch.Tensor, starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         w = torch.stack([source[s : s + 9] for s in starts])
@@ -459,8 +475,8 @@ def test_agent_runs_are_reproducible_under_manual_seed() -> None:
     assert first == second
     # Layer 0's one-action slice is never chosen and never in a TD target: it never trains (D5.6).
     initial = agent.initial_output_weights  # type: ignore[attr-defined]
-    assert torch.equal(agent.q_network[2].weight[0], initial[0])
-    assert not torch.equal(agent.q_network[2].weight[1:], initial[1:])
+    assert torch.equal(_output_layer(agent).weight[0], initial[0])
+    assert not torch.equal(_output_layer(agent).weight[1:], initial[1:])
 
 
 def test_train_with_agent_bad_input() -> None:
@@ -499,21 +515,21 @@ def test_audit_flags_the_public_code_and_leaves_everything_as_it_was() -> None:
     public_tie(model, 2, 0)
     with pytest.raises(OrphanedStateError, match="frozen"):
         assert_no_orphaned_state(model, optimizer)
-    for param in model.blocks[2].parameters():  # the public "train independently"
+    for param in layer(model, 2).parameters():  # the public "train independently"
         param.requires_grad = True
     train_step(model, optimizer)
     values = [p.detach().clone() for p in model.parameters()]
-    grads = [p.grad.clone() for p in model.parameters()]
+    grads = [_grad(p).clone() for p in model.parameters()]
     states = {id(p): {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()}
     with pytest.raises(DoubleUpdateError, match="updated 2 times per step") as caught:
         assert_storage_consistent(model, optimizer)
     report = caught.value.report
     assert report is not None and len(report.double_updated) == 12 and len(report.duplicate_state) == 12
     assert report.trainable_per_object - report.trainable_per_storage == sum(
-        p.numel() for p in model.blocks[0].parameters()
+        p.numel() for p in layer(model, 0).parameters()
     )
     assert all(torch.equal(a, b) for a, b in zip(values, model.parameters(), strict=True))
-    assert all(torch.equal(a, b.grad) for a, b in zip(grads, model.parameters(), strict=True))
+    assert all(torch.equal(a, _grad(b)) for a, b in zip(grads, model.parameters(), strict=True))
     for p, s in optimizer.state.items():
         assert all(torch.equal(v, states[id(p)][k]) for k, v in s.items())
 
@@ -566,7 +582,7 @@ def test_counts_per_storage_and_per_object() -> None:
     model = tiny()
     tying = TyingController(model)
     tying.tie(1, 0, "stopgrad")
-    per_layer = sum(p.numel() for p in model.blocks[0].parameters())
+    per_layer = sum(p.numel() for p in layer(model, 0).parameters())
     assert count_parameters_per_object(model) - count_parameters(model) == per_layer
     assert count_parameters(model, trainable=True) == count_parameters_per_object(model, trainable=True)
 
@@ -585,7 +601,7 @@ def test_memory_tying_reduces_persistent_state_only() -> None:
                 tying.tie(i, 0, mode)
         idx, targets = batch()
         reports[mode] = measure_training_step(
-            model, optimizer, lambda m=model, x=idx, y=targets: m.loss(x, y), inputs=[idx, targets]
+            model, optimizer, functools.partial(model.loss, idx, targets), inputs=[idx, targets]
         )
     untied, shared, frozen = reports["none"], reports["share"], reports["stopgrad"]
     assert shared.activation_bytes == untied.activation_bytes  # tying does not touch activations
@@ -599,6 +615,6 @@ def test_assert_tie_semantics_bad_input() -> None:
     model = tiny()
     optimizer = torch.optim.AdamW(model.parameters())
     with pytest.raises(UsageError, match=r"layers=model\.blocks"):
-        assert_tie_semantics(nn.Linear(2, 2), optimizer, {}, lambda m: m.loss(*batch()))
+        assert_tie_semantics(nn.Linear(2, 2), optimizer, {}, lambda m: cast(TinyGPT, m).loss(*batch()))
     with pytest.raises(UsageError, match="0 <= j < i"):
-        assert_tie_semantics(model, optimizer, {1: (1, "share")}, lambda m: m.loss(*batch()))
+        assert_tie_semantics(model, optimizer, {1: (1, "share")}, lambda m: cast(TinyGPT, m).loss(*batch()))
