@@ -290,6 +290,15 @@ class OrderedArithmetic:
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.store(self.dtype.type(1.0) / ordered.sqrt(x))
 
+    def center(self, x: FloatArray) -> FloatArray:
+        """``x - mean(x)`` over the last axis (LayerNorm's first step): two ops."""
+        return self.sub(x, self.mean_last(x))
+
+    def normalize(self, x: FloatArray, eps: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``(x * r, r)`` with ``r = rsqrt(mean(x * x) + eps)``: four ops in this order."""
+        r = self.rsqrt(self.add(self.mean_last(self.mul(x, x)), eps))
+        return self.mul(x, r), r
+
     def relu(self, x: FloatArray) -> FloatArray:
         return np.where(np.isnan(x), x, np.where(x > 0, x, self.dtype.type(0.0)))
 
@@ -352,14 +361,8 @@ def _future_mask(time: int) -> npt.NDArray[np.bool_]:
 def _norm(
     config: ModelConfig, A: Any, x: Any, gain: Any, bias: Any, eps: Any, tape: dict[str, Any] | None
 ) -> Any:
-    if config.norm == "rms":
-        centred = x
-    else:
-        centred = A.sub(x, A.mean_last(x))
-    square = A.mul(centred, centred)
-    mean = A.mean_last(square)
-    r = A.rsqrt(A.add(mean, eps))
-    scaled = A.mul(centred, r)
+    centred = x if config.norm == "rms" else A.center(x)
+    scaled, r = A.normalize(centred, eps)
     out = A.mul(scaled, gain)
     if bias is not None:
         out = A.add(out, bias)
