@@ -356,16 +356,22 @@ def _compare_storage(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any], storage_a
     return compare_bits(a, b)
 
 
+_PRECISION = {"fp64": 53, "fp32": 24, "bf16": 8, "fp16": 11}
+
+
 def _exact_overrides(
     before: ReferenceTransformer, after: ReferenceTransformer, certificate: GrowthCertificate
-) -> tuple[dict[str, Any], Fraction]:
-    """Exact values of ``after``'s scaled parameters: the old exact value times the exact factor."""
+) -> tuple[dict[str, Any], Fraction, list[str]]:
+    """Exact values of ``after``'s scaled parameters (the old exact value times the exact factor), the exact
+    eps, and the scaled entries whose STORED value is not that exact value rounded once (problems)."""
     import mpmath
 
     from revcheck.exact.expand import as_exact
 
     params_b, params_a = oracle_parameters(before), oracle_parameters(after)
+    unit = mpmath.mpf(2) ** -_PRECISION[storage_name(after.dtype)]
     overrides: dict[str, Any] = {}
+    problems: list[str] = []
     for name, entry in certificate.parameter_map.items():
         if entry.factor_squared == 1:
             continue
@@ -373,9 +379,23 @@ def _exact_overrides(
         if target is None:
             target = as_exact(params_a[entry.parameter])
         factor = mpmath.sqrt(mpmath.mpf(entry.factor_squared.numerator) / entry.factor_squared.denominator)
-        target[np.ix_(*entry.index)] = as_exact(params_b[name]) * factor
+        exact = as_exact(params_b[name]) * factor
+        where = np.ix_(*entry.index)
+        stored = target[where]
+        # one rounding to nearest (through binary64 first: at most u (1 + 2**-28) relative, under 2u)
+        wrong = [
+            index for index in np.ndindex(exact.shape)
+            if abs(stored[index] - exact[index]) > 2 * unit * abs(exact[index])
+        ]
+        if wrong:
+            index = wrong[0]
+            problems.append(
+                f"{entry.parameter}: {len(wrong)} scaled entr(ies) are not {name} x {entry.factor!r} rounded once "
+                f"(first: stored {mpmath.nstr(stored[index], 12)}, exact {mpmath.nstr(exact[index], 12)})"
+            )
+        target[where] = exact
         overrides[entry.parameter] = target
-    return overrides, Fraction(before.config.eps) * certificate.eps_factor
+    return overrides, Fraction(before.config.eps) * certificate.eps_factor, problems
 
 
 def _level_r(
@@ -390,7 +410,9 @@ def _level_r(
     try:
         with mpmath.workprec(precision):
             out_b = exact_forward(before.config, oracle_parameters(before), ids, precision=precision)
-            overrides, eps = ({}, None) if certificate is None else _exact_overrides(before, after, certificate)
+            overrides, eps, problems = (
+                ({}, None, []) if certificate is None else _exact_overrides(before, after, certificate)
+            )
             out_a = exact_forward(
                 after.config, oracle_parameters(after), ids, precision=precision, overrides=overrides, eps=eps
             )
@@ -403,8 +425,9 @@ def _level_r(
         else "stored parameters read as exact reals"
     )
     what = f"exact real functions (mpmath, {precision} bits), {source}, output shape {out_a.shape}"
-    passed = worst <= -R_TOLERANCE_BITS
+    passed = worst <= -R_TOLERANCE_BITS and not problems
     report = PreservationReport(Level.R, passed, what)
+    report.lines += [f"stored parameters disagree with the certificate: {problem}" for problem in problems]
     if where:
         with mpmath.workprec(precision):
             report.lines.append(

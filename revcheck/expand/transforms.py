@@ -146,18 +146,20 @@ class _Surgery:
         self.mapping: dict[str, ParameterMap] = {}
 
     def _fresh(self, rule: _Rule, shape: tuple[int, ...]) -> Tensor:
+        """The new entries' values (the whole shape; old entries are overwritten), in the model's dtype."""
+        dtype = self.model.dtype
         if rule.new_entries == "zero":
-            return torch.zeros(shape, dtype=torch.float64)
+            return torch.zeros(shape, dtype=dtype)
         fan_in = shape[0] if len(shape) == 2 else 1
         values = self.init(rule.role, shape, fan_in, self.generator)
         if not isinstance(values, Tensor) or tuple(values.shape) != shape:
             got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
             raise UsageError(f"init({rule.role!r}, {shape}, ...) returned {got}; it must return a tensor of shape {shape}")
-        values = values.detach().to(torch.float64).cpu()
+        values = values.detach().cpu().to(dtype)
         if not bool(torch.isfinite(values).all()):
             raise GrowthRefused(
-                f"init returned non-finite values for {rule.new}: a free block with inf/NaN cannot preserve the "
-                "function (0·inf = NaN); the initialiser must return finite values"
+                f"init returned values that are not finite in {dtype} for {rule.new}: a free block with inf/NaN "
+                "cannot preserve the function (0·inf = NaN); the initialiser must return finite values"
             )
         return values
 
@@ -165,7 +167,7 @@ class _Surgery:
         shape = self.shapes[rule.new]
         dtype, device = self.model.dtype, self.model.device
         if rule.old is None:
-            values = self._fresh(rule, shape).to(dtype)
+            values = self._fresh(rule, shape)
             (self.zeroed if rule.new_entries == "zero" else self.free).append(Block(rule.new, "all", values.numel()))
             self.params[rule.new] = values.to(device)
             return
@@ -176,7 +178,7 @@ class _Surgery:
         where = tuple(torch.from_numpy(i) for i in np.ix_(*index))
         new_count = int((~covered).sum())
         if new_count:
-            result = self._fresh(rule, shape).to(dtype)
+            result = self._fresh(rule, shape)
             (self.zeroed if rule.new_entries == "zero" else self.free).append(Block(rule.new, rule.region, new_count))
         else:
             result = torch.zeros(shape, dtype=dtype)
