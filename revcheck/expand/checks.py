@@ -395,7 +395,13 @@ def _exact_overrides(
             )
         target[where] = exact
         overrides[entry.parameter] = target
-    return overrides, Fraction(before.config.eps) * certificate.eps_factor, problems
+    eps = Fraction(before.config.eps) * certificate.eps_factor
+    if abs(Fraction(after.config.eps) - eps) > eps * Fraction(1, 2**53):
+        problems.append(
+            f"after's eps {after.config.eps!r} is not the certificate's eps {before.config.eps!r} x "
+            f"{certificate.eps_factor} = {float(eps)!r} (rounded once)"
+        )
+    return overrides, eps, problems
 
 
 def _level_r(
