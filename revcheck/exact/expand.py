@@ -31,7 +31,7 @@ __all__ = ["DEFAULT_PRECISION", "R_TOLERANCE_BITS", "ExactArithmetic", "check_si
 
 DEFAULT_PRECISION = 200
 R_TOLERANCE_BITS = 100
-MAX_EXACT_OPERATIONS = 3_000_000
+MAX_EXACT_OPERATIONS = 400_000  # about five seconds per model on one core
 
 ObjectArray = npt.NDArray[np.object_]
 

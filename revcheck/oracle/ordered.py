@@ -210,6 +210,7 @@ def _expm1_64(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     result = np.where(finite, result, 0.0)
     result = np.where(x > _OVERFLOW, np.inf, result)
     result = np.where(x < _EXPM1_NEGATIVE_SATURATION, -1.0, result)
+    result = np.where(x == 0, x, result)  # expm1(±0) = ±0
     return np.where(np.isnan(x), np.nan, result)
 
 
