@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a text file to train on")
     parser.add_argument("--quick", action="store_true", help="few steps, short context: a smoke test")
     args = parser.parse_args(argv)
-    args.steps_before = args.steps_before if args.steps_before is not None else (20 if args.quick else 100)
+    args.steps_before = args.steps_before if args.steps_before is not None else (20 if args.quick else 200)
     args.steps_after = args.steps_after if args.steps_after is not None else (20 if args.quick else 100)
     args.seq_len = args.seq_len if args.seq_len is not None else (16 if args.quick else 32)
     args.batch = args.batch if args.batch is not None else (4 if args.quick else 16)
