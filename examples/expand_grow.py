@@ -42,7 +42,9 @@ DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "public_domain_english
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps-before", type=int, default=None, help="steps before growing (default 200)")
     parser.add_argument("--steps-after", type=int, default=None, help="steps after growing (default 100)")
     parser.add_argument("--seq-len", type=int, default=None, help="context length (default 32)")
@@ -68,14 +70,22 @@ def load_tokens(path: Path) -> tuple[list[str], torch.Tensor]:
     return alphabet, torch.tensor([code[ch] for ch in text], dtype=torch.long)
 
 
-def batch(tokens: torch.Tensor, size: int, seq_len: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(
+    tokens: torch.Tensor, size: int, seq_len: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     starts = torch.randint(0, len(tokens) - seq_len - 1, (size,), generator=generator)
     window = torch.stack([tokens[s : s + seq_len + 1] for s in starts.tolist()])
     return window[:, :-1], window[:, 1:]
 
 
-def train(model: ReferenceTransformer, tokens: torch.Tensor, steps: int, args: argparse.Namespace,
-          generator: torch.Generator, label: str) -> list[float]:
+def train(
+    model: ReferenceTransformer,
+    tokens: torch.Tensor,
+    steps: int,
+    args: argparse.Namespace,
+    generator: torch.Generator,
+    label: str,
+) -> list[float]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     losses = []
     for _ in tqdm(range(steps), desc=label, leave=False):
@@ -88,8 +98,13 @@ def train(model: ReferenceTransformer, tokens: torch.Tensor, steps: int, args: a
     return losses
 
 
-def report_step(number: int, before: ReferenceTransformer, after: ReferenceTransformer, ids: torch.Tensor,
-                targets: torch.Tensor) -> None:
+def report_step(
+    number: int,
+    before: ReferenceTransformer,
+    after: ReferenceTransformer,
+    ids: torch.Tensor,
+    targets: torch.Tensor,
+) -> None:
     with torch.no_grad():
         loss_before, loss_after = float(before.loss(ids, targets)), float(after.loss(ids, targets))
     try:
@@ -102,13 +117,19 @@ def report_step(number: int, before: ReferenceTransformer, after: ReferenceTrans
         level_k = "bit-exact"
     except FunctionNotPreservedError as error:
         assert error.comparison is not None
-        level_k = f"{error.comparison.mismatch_count} of {error.comparison.total} logits differ (max {error.comparison.max_ulp} ulp)"
+        comparison = error.comparison
+        level_k = (
+            f"{comparison.mismatch_count} of {comparison.total} logits differ (max {comparison.max_ulp} ulp)"
+        )
     c = after.config
     print(
         f"growth step {number}: {after.growth_step.transformation} -> h={c.hidden} p={c.mlp} N={c.layers}, "
         f"{sum(p.numel() for p in after.parameters())} parameters"
     )
-    print(f"  eval loss before {loss_before:.9f}  after {loss_after:.9f}  difference {loss_after - loss_before:.1e}")
+    print(
+        f"  eval loss before {loss_before:.9f}  after {loss_after:.9f}  "
+        f"difference {loss_after - loss_before:.1e}"
+    )
     print(f"  certified level {after.growth_step.level}; level O: {level_o}; level K (this CPU): {level_k}")
 
 
@@ -119,15 +140,26 @@ def main(argv: list[str] | None = None) -> int:
     split = int(0.9 * len(tokens))
     train_tokens, val_tokens = tokens[:split], tokens[split:]
     config = ModelConfig(
-        vocab=len(alphabet), max_len=args.seq_len, hidden=32, mlp=64, heads=2, qk=16, v=16, layers=1,
-        eps=1e-5, activation="gelu",
+        vocab=len(alphabet),
+        max_len=args.seq_len,
+        hidden=32,
+        mlp=64,
+        heads=2,
+        qk=16,
+        v=16,
+        layers=1,
+        eps=1e-5,
+        activation="gelu",
     )
     model = ReferenceTransformer(config, seed=args.seed)
     data_order = torch.Generator().manual_seed(args.seed)
     eval_ids, eval_targets = batch(val_tokens, 8, args.seq_len, torch.Generator().manual_seed(args.seed + 1))
 
     losses = train(model, train_tokens, args.steps_before, args, data_order, "training h=32")
-    print(f"trained {args.steps_before} steps: train loss {losses[0]:.4f} -> {sum(losses[-10:]) / len(losses[-10:]):.4f}")
+    print(
+        f"trained {args.steps_before} steps: train loss {losses[0]:.4f} -> "
+        f"{sum(losses[-10:]) / len(losses[-10:]):.4f}"
+    )
 
     steps = [
         lambda m: expand_hidden(m, 128, seed=args.seed),

@@ -91,7 +91,9 @@ def configs(draw: st.DrawFn, *, tiny: bool = False, placement: str | None = None
     )
 
 
-def random_model(config: ModelConfig, dtype: torch.dtype, seed: int, scale: float = 1.0) -> ReferenceTransformer:
+def random_model(
+    config: ModelConfig, dtype: torch.dtype, seed: int, scale: float = 1.0
+) -> ReferenceTransformer:
     """Every parameter random (gains near 1, biases around 0), so no block is zero by accident."""
     model = ReferenceTransformer(config, dtype=dtype, seed=seed)
     generator = torch.Generator().manual_seed(seed + 1)
@@ -105,8 +107,13 @@ def random_model(config: ModelConfig, dtype: torch.dtype, seed: int, scale: floa
 
 
 @st.composite
-def models(draw: st.DrawFn, *, tiny: bool = False, dtypes: tuple[str, ...] = ("fp64", "fp32", "bf16"),
-           placement: str | None = None) -> ReferenceTransformer:
+def models(
+    draw: st.DrawFn,
+    *,
+    tiny: bool = False,
+    dtypes: tuple[str, ...] = ("fp64", "fp32", "bf16"),
+    placement: str | None = None,
+) -> ReferenceTransformer:
     config = draw(configs(tiny=tiny, placement=placement), label="config")
     dtype = draw(st.sampled_from(dtypes), label="dtype")
     seed = draw(st.integers(0, 2**16), label="parameter seed")
@@ -118,7 +125,9 @@ def models(draw: st.DrawFn, *, tiny: bool = False, dtypes: tuple[str, ...] = ("f
 def token_ids(draw: st.DrawFn, config: ModelConfig, max_batch: int = 2) -> torch.Tensor:
     batch = draw(st.integers(1, max_batch), label="batch")
     time = draw(st.integers(1, config.max_len), label="time")
-    ids = draw(st.lists(st.integers(0, config.vocab - 1), min_size=batch * time, max_size=batch * time), label="ids")
+    ids = draw(
+        st.lists(st.integers(0, config.vocab - 1), min_size=batch * time, max_size=batch * time), label="ids"
+    )
     return torch.tensor(ids, dtype=torch.int64).reshape(batch, time)
 
 
@@ -143,7 +152,9 @@ def _allowed(config: ModelConfig, name: str) -> bool:
     return True
 
 
-def grow_sequence(data: st.DataObject, impl: Growths, model: ReferenceTransformer, steps: int) -> ReferenceTransformer:
+def grow_sequence(
+    data: st.DataObject, impl: Growths, model: ReferenceTransformer, steps: int
+) -> ReferenceTransformer:
     """Apply ``steps`` O-certified transformations drawn in any order, each with its own free initialiser."""
     for step in range(steps):
         names = [name for name in TRANSFORMATIONS if _allowed(model.config, name)]
@@ -192,8 +203,13 @@ def check_gradients_preserved(data: st.DataObject, impl: Growths) -> None:
 def _r_size(config: ModelConfig, name: str, data: st.DataObject) -> int:
     if name == "insert_layer":
         return data.draw(st.integers(0, config.layers), label="insert index")
-    attribute = {"expand_mlp": "mlp", "add_heads": "heads", "expand_head_dim": "v", "expand_qk_dim": "qk",
-                 "expand_hidden": "hidden"}[name]
+    attribute = {
+        "expand_mlp": "mlp",
+        "add_heads": "heads",
+        "expand_head_dim": "v",
+        "expand_qk_dim": "qk",
+        "expand_hidden": "hidden",
+    }[name]
     return getattr(config, attribute) + data.draw(st.integers(0, 3), label=f"{attribute} growth")
 
 
@@ -254,15 +270,21 @@ def check_violation_is_detected(data: st.DataObject, checker: Callable[..., Any]
     """A broken constraint changes the function (GELU, every new entry in [1, 2)) and ``checker`` says so."""
     drawn = data.draw(configs(placement="pre"), label="config")
     eps = data.draw(st.sampled_from([1e-3, 1e-6]), label="eps")  # 1e-6: the notebook's
-    config = drawn.replace(activation="gelu", eps=eps, causal=False, max_len=max(2, drawn.max_len),
-                           layers=max(1, drawn.layers))
+    config = drawn.replace(
+        activation="gelu", eps=eps, causal=False, max_len=max(2, drawn.max_len), layers=max(1, drawn.layers)
+    )
     before = random_model(config, torch.float64, data.draw(st.integers(0, 2**16), label="seed"))
     names = [name for name in TRANSFORMATIONS if _allowed(before.config, name)]
     name = data.draw(st.sampled_from(names), label="transformation")
     config = before.config
-    size = {"insert_layer": data.draw(st.integers(0, config.layers), label="index"),
-            "expand_hidden": 4 * config.hidden, "expand_qk_dim": (4 if config.attention == "explicit" else 16) * config.qk,
-            "expand_mlp": config.mlp + 2, "add_heads": config.heads + 1, "expand_head_dim": config.v + 2}[name]
+    size = {
+        "insert_layer": data.draw(st.integers(0, config.layers), label="index"),
+        "expand_hidden": 4 * config.hidden,
+        "expand_qk_dim": (4 if config.attention == "explicit" else 16) * config.qk,
+        "expand_mlp": config.mlp + 2,
+        "add_heads": config.heads + 1,
+        "expand_head_dim": config.v + 2,
+    }[name]
     grown = REAL[name](before, size, seed=data.draw(st.integers(0, 99), label="seed"))
     broken, what = _violate(data, grown)
     if broken is grown:
@@ -279,9 +301,18 @@ def check_violation_is_detected(data: st.DataObject, checker: Callable[..., Any]
 def check_nan_is_reported(data: st.DataObject, checker: Callable[..., Any]) -> None:
     """A new head's values overflow to inf and meet w_o's zero rows: 0·inf = NaN, which must be reported."""
     dtype = DTYPES[data.draw(st.sampled_from(["fp32", "fp64", "bf16"]), label="dtype")]
-    config = ModelConfig(vocab=5, max_len=4, hidden=1, mlp=2, heads=1, qk=1, v=1, layers=1,
-                         eps=data.draw(st.sampled_from([0.0, 1e-5]), label="eps"),
-                         attention=data.draw(st.sampled_from(["explicit", "sdpa"]), label="attention"))
+    config = ModelConfig(
+        vocab=5,
+        max_len=4,
+        hidden=1,
+        mlp=2,
+        heads=1,
+        qk=1,
+        v=1,
+        layers=1,
+        eps=data.draw(st.sampled_from([0.0, 1e-5]), label="eps"),
+        attention=data.draw(st.sampled_from(["explicit", "sdpa"]), label="attention"),
+    )
     before = random_model(config, dtype, data.draw(st.integers(0, 99), label="seed"), 1.0)
     with torch.no_grad():
         before.layers[0].norm1.weight.fill_(4.0)  # |norm1(x)| = 4 for h = 1
@@ -339,9 +370,12 @@ def test_nan_is_reported(data: st.DataObject) -> None:
     check_nan_is_reported(data, level_o_checker)
 
 
-def forge(model: ReferenceTransformer, mutate: Callable[[dict[str, torch.Tensor]], None],
-          config_changes: Mapping[str, Any] | None = None,
-          certificate_changes: Mapping[str, Any] | None = None) -> ReferenceTransformer:
+def forge(
+    model: ReferenceTransformer,
+    mutate: Callable[[dict[str, torch.Tensor]], None],
+    config_changes: Mapping[str, Any] | None = None,
+    certificate_changes: Mapping[str, Any] | None = None,
+) -> ReferenceTransformer:
     """``model`` with ``mutate`` applied to (copies of) its parameters, keeping (forging) its certificates.
 
     The gallery's buggy transformations use it: the certificate claims what the
@@ -353,5 +387,7 @@ def forge(model: ReferenceTransformer, mutate: Callable[[dict[str, torch.Tensor]
     target = fingerprint(forged)
     for attribute in ("growth_step", "growth_certificate"):
         certificate = getattr(model, attribute)
-        setattr(forged, attribute, dataclasses.replace(certificate, target=target, **(certificate_changes or {})))
+        setattr(
+            forged, attribute, dataclasses.replace(certificate, target=target, **(certificate_changes or {}))
+        )
     return forged

@@ -91,16 +91,21 @@ def test_output_check_flags_a_diverging_run() -> None:
 GROW = REPO_ROOT / "examples" / "expand_grow.py"
 GROWTH_LINE = re.compile(r"^  eval loss before (\S+)  after (\S+)  difference", re.MULTILINE)
 LEVEL_LINE = re.compile(r"^  certified level (\w); level O: (.*?); level K", re.MULTILINE)
-RETRAIN_LINE = re.compile(r"^trained the grown model \d+ more steps: train loss (\S+) -> (\S+);", re.MULTILINE)
+RETRAIN_LINE = re.compile(
+    r"^trained the grown model \d+ more steps: train loss (\S+) -> (\S+);", re.MULTILINE
+)
 
 
 def check_grow_output(output: str) -> list[str]:
-    """Problems with expand_grow.py's printout: three growth steps, no loss jump, level O, training goes on."""
+    """Problems with expand_grow.py's printout: three growth steps, no loss jump, level O, training goes "
+    "on."""
     problems = []
     growth = [(float(b), float(a)) for b, a in GROWTH_LINE.findall(output)]
     levels = LEVEL_LINE.findall(output)
     if len(growth) != 3 or len(levels) != 3:
-        problems.append(f"expected three growth steps, found {len(growth)} losses and {len(levels)} level lines")
+        problems.append(
+            f"expected three growth steps, found {len(growth)} losses and {len(levels)} level lines"
+        )
     # The loss is compared at the kernel (K is data): a jump beyond rounding would mean the function changed.
     problems += [f"loss jumped: {b} -> {a}" for b, a in growth if not abs(a - b) <= 1e-5 * max(1.0, abs(b))]
     problems += [f"level O did not hold: {o}" for certified, o in levels if certified == "O" and o != "holds"]
@@ -113,7 +118,12 @@ def check_grow_output(output: str) -> list[str]:
 def test_expand_grow_example_preserves_the_loss_and_keeps_training() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "2"}
     result = subprocess.run(
-        [sys.executable, str(GROW), "--quick"], capture_output=True, text=True, env=env, timeout=120, check=False
+        [sys.executable, str(GROW), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, f"example failed:\n{result.stdout}\n{result.stderr}"
     assert check_grow_output(result.stdout) == [], result.stdout
@@ -121,7 +131,8 @@ def test_expand_grow_example_preserves_the_loss_and_keeps_training() -> None:
 
 def test_grow_output_check_flags_a_jump() -> None:
     broken = (
-        "  eval loss before 2.5  after 2.9  difference 4.0e-01\n  certified level O; level O: FAILS: x; level K\n"
+        "  eval loss before 2.5  after 2.9  difference 4.0e-01\n  certified level O; level O: FAILS: x; "
+        "level K\n"
         "trained the grown model 5 more steps: train loss 2.0 -> 2.5; eval loss 2.4\n"
     )
     problems = check_grow_output(broken)

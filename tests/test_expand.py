@@ -1,4 +1,4 @@
-"""Function-preserving expansions: the model, the six transformations, certificates, refusals, the checks, audits.
+"""Function-preserving expansions: model, six transformations, certificates, refusals, checks, audits.
 
 The property suite (properties/test_expand.py) proves the transformations at
 levels O and R over drawn sizes; these are the examples, edge cases and bad
@@ -40,11 +40,15 @@ from revcheck.levels import Level
 from revcheck.nn.expand import ModelConfig, ReferenceTransformer, from_state_dict, oracle_parameters
 from revcheck.oracle.expand import ConfigError, oracle_forward, oracle_gradients
 
-CONFIG = ModelConfig(vocab=11, max_len=6, hidden=8, mlp=12, heads=2, qk=2, v=3, layers=2, eps=1e-5, activation="gelu")
+CONFIG = ModelConfig(
+    vocab=11, max_len=6, hidden=8, mlp=12, heads=2, qk=2, v=3, layers=2, eps=1e-5, activation="gelu"
+)
 IDS = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
 
 
-def model(config: ModelConfig = CONFIG, dtype: torch.dtype = torch.float32, seed: int = 0) -> ReferenceTransformer:
+def model(
+    config: ModelConfig = CONFIG, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> ReferenceTransformer:
     return random_model(config, dtype, seed)
 
 
@@ -82,7 +86,7 @@ def test_bad_configurations_and_inputs_are_refused() -> None:
         CONFIG.replace(hidden=0)
     with pytest.raises(ConfigError, match="norm='batch' is not supported"):
         CONFIG.replace(norm="batch")
-    with pytest.raises(ConfigError, match="eps=-1.0 must be a finite float"):
+    with pytest.raises(ConfigError, match=r"eps=-1\.0 must be a finite float"):
         CONFIG.replace(eps=-1.0)
     m = model()
     with pytest.raises(UsageError, match="int64 tensor"):
@@ -95,7 +99,9 @@ def test_bad_configurations_and_inputs_are_refused() -> None:
 
 def test_from_state_dict_maps_another_models_parameters() -> None:
     m = model()
-    theirs = {f"net.{name}": p.detach().t() if p.dim() == 2 else p.detach() for name, p in m.named_parameters()}
+    theirs = {
+        f"net.{name}": p.detach().t() if p.dim() == 2 else p.detach() for name, p in m.named_parameters()
+    }
     mapping = {name: (f"net.{name}", p.dim() == 2) for name, p in m.named_parameters()}
     rebuilt = from_state_dict(CONFIG, theirs, mapping)
     assert fingerprint(rebuilt) == fingerprint(m)
@@ -131,7 +137,9 @@ def test_certificate_lists_zeroed_scaled_free_blocks_and_reductions() -> None:
     step = grown.growth_step
     assert {block.parameter for block in step.zeroed} == {"layers.0.w_k", "layers.1.w_k"}
     assert all(block.count == 8 * 2 * 6 for block in step.zeroed)
-    assert [(block.factor, block.power_of_two, block.exact) for block in step.scaled] == [(2.0, True, True)] * 2
+    assert [(block.factor, block.power_of_two, block.exact) for block in step.scaled] == [
+        (2.0, True, True)
+    ] * 2
     assert {block.parameter for block in step.free} == {"layers.0.w_q", "layers.1.w_q"}
     assert step.grown_reductions[0].before == 2 and step.grown_reductions[0].after == 8
     assert "x 2.0 = sqrt(4)" in step.summary()
@@ -140,7 +148,8 @@ def test_certificate_lists_zeroed_scaled_free_blocks_and_reductions() -> None:
 
 
 @pytest.mark.parametrize(
-    "attention, ratio, level", [("explicit", 4, "O"), ("explicit", 2, "R"), ("sdpa", 4, "R"), ("sdpa", 16, "O")]
+    "attention, ratio, level",
+    [("explicit", 4, "O"), ("explicit", 2, "R"), ("sdpa", 4, "R"), ("sdpa", 16, "O")],
 )
 def test_qk_level_depends_on_the_ratio_and_the_attention(attention: str, ratio: int, level: str) -> None:
     grown = expand_qk_dim(model(CONFIG.replace(attention=attention)), 2 * ratio, seed=0)
@@ -172,7 +181,7 @@ def test_refusals_say_why() -> None:
         insert_layer(m, -1)
     with pytest.raises(GrowthRefused, match="must be an int"):
         expand_mlp(m, 24.0)  # type: ignore[arg-type]
-    with pytest.raises(UsageError, match="not revcheck.nn.ReferenceTransformer"):
+    with pytest.raises(UsageError, match=r"not revcheck\.nn\.ReferenceTransformer"):
         expand_mlp(torch.nn.Linear(2, 2), 4)  # type: ignore[arg-type]
 
     class Subclass(ReferenceTransformer):
@@ -269,7 +278,8 @@ def test_level_k_compares_any_two_callables_and_reports_bits() -> None:
 
 
 def test_level_k_gradients_with_an_explicit_parameter_map() -> None:
-    """A hand-made 'growth' (weight x 2, output / 2): the map says where the weight went and by what factor."""
+    """A hand-made 'growth' (weight x 2, output / 2): the map says where the weight went and by what "
+    "factor."""
     small = torch.nn.Linear(3, 2, bias=False)
 
     class Doubled(torch.nn.Module):
@@ -284,7 +294,9 @@ def test_level_k_gradients_with_an_explicit_parameter_map() -> None:
 
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
     mapping = {"weight": ParameterMap("inner.weight", (np.arange(2), np.arange(3)), Fraction(4))}
-    report = assert_function_preserved(small, Doubled(), x, level="K", check_grads=True, parameter_map=mapping)
+    report = assert_function_preserved(
+        small, Doubled(), x, level="K", check_grads=True, parameter_map=mapping
+    )
     assert report.gradients[0].factor == 2.0 and report.gradients[0].equal
     with pytest.raises(UsageError, match="cannot tell where"):
         assert_function_preserved(small, Doubled(), x, level="K", check_grads=True)
@@ -345,7 +357,9 @@ def test_eps_zero_layer_insertion_on_a_zero_row() -> None:
 def test_audit_of_a_growth_function() -> None:
     good = audit_growth_function(lambda m: expand_mlp(m, 2 * m.config.mlp, seed=0), seeds=(0,))
     assert good.ok and "bit-exact" in str(good)
-    bad = audit_growth_function(lambda m: expand_hidden(m, 2 * m.config.hidden, seed=0), seeds=(0,), name="hidden x2")
+    bad = audit_growth_function(
+        lambda m: expand_hidden(m, 2 * m.config.hidden, seed=0), seeds=(0,), name="hidden x2"
+    )
     assert not bad.ok
     with pytest.raises(FunctionNotPreservedError, match="audit of hidden x2"):
         bad.raise_if_failed()
@@ -361,7 +375,9 @@ def test_audit_of_a_users_own_model_through_a_parameter_mapping() -> None:
         state = {f"net.{name}": p for name, p in names.items()}
         return from_state_dict(user_model.config, state, {name: (f"net.{name}", False) for name in names})
 
-    audit = audit_growth_function(lambda m: expand_mlp(m, 24, seed=0), models=[model()], to_reference=to_reference)
+    audit = audit_growth_function(
+        lambda m: expand_mlp(m, 24, seed=0), models=[model()], to_reference=to_reference
+    )
     assert audit.ok and len(audit.cases) == 1
     with pytest.raises(UsageError, match="to_reference"):
         audit_growth_function(lambda m: m, models=[model()])
@@ -382,8 +398,14 @@ def test_bench_matrix_rows_reach_the_certified_level_at_o() -> None:
     for cell in cells:
         if cell.certified == "O":
             assert cell.o_diff[0] == 0, cell  # O is asserted; K is data
-        assert cell.reached in ("K bit-exact", "O only", "R only", "broken", "K bit-exact, not O",
-                                "broken in R, bits equal here")
+        assert cell.reached in (
+            "K bit-exact",
+            "O only",
+            "R only",
+            "broken",
+            "K bit-exact, not O",
+            "broken in R, bits equal here",
+        )
     notebook = [c for c in cells if c.growth.ratio.endswith("(notebook)")]
     assert notebook and all(c.r_holds is False for c in notebook)
     assert "| transformation | ratio |" in bench.pivot(cells)

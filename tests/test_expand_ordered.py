@@ -1,4 +1,4 @@
-"""The primitives ordered.py gained for the expansion oracle: erf, tanh, expm1, the GELUs and storage rounding.
+"""What ordered.py gained for the expansion oracle: erf, tanh, expm1, the GELUs and storage rounding.
 
 Accuracy is a level-R bound measured against mpmath; position independence and
 the storage rounding are bit-level facts.
@@ -71,11 +71,16 @@ def test_gelus_match_their_real_definitions() -> None:
     x = np.random.default_rng(4).uniform(-6, 6, 800)
     with mpmath.workprec(200):
         erf_gelu = [mpmath.mpf(v) / 2 * (1 + mpmath.erf(mpmath.mpf(v) / mpmath.sqrt(2))) for v in x]
-        inner = [mpmath.sqrt(2 / mpmath.pi) * (mpmath.mpf(v) + mpmath.mpf("0.044715") * mpmath.mpf(v) ** 3) for v in x]
+        inner = [
+            mpmath.sqrt(2 / mpmath.pi) * (mpmath.mpf(v) + mpmath.mpf("0.044715") * mpmath.mpf(v) ** 3)
+            for v in x
+        ]
         tanh_gelu = [mpmath.mpf(v) / 2 * (1 + mpmath.tanh(t)) for v, t in zip(x, inner, strict=True)]
     # absolute error relative to |x| (the 1 + erf cancellation for negative x is inherent to torch's formula)
     for got, reference in ((ordered.gelu(x), erf_gelu), (ordered.gelu_tanh(x), tanh_gelu)):
-        error = max(abs(float(g) - float(r)) / max(abs(v), 1.0) for g, r, v in zip(got, reference, x, strict=True))
+        error = max(
+            abs(float(g) - float(r)) / max(abs(v), 1.0) for g, r, v in zip(got, reference, x, strict=True)
+        )
         assert error < 2.0**-50
 
 

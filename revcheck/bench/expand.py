@@ -63,7 +63,14 @@ def _rebuild(model: Any, **changes: Any) -> Any:
 
 
 def growths() -> list[Growth]:
-    from revcheck.expand import add_heads, expand_head_dim, expand_hidden, expand_mlp, expand_qk_dim, insert_layer
+    from revcheck.expand import (
+        add_heads,
+        expand_head_dim,
+        expand_hidden,
+        expand_mlp,
+        expand_qk_dim,
+        insert_layer,
+    )
 
     def scaled(attribute: str, ratio: Fraction) -> Callable[[Any], int]:
         return lambda m: int(getattr(m.config, attribute) * ratio)
@@ -80,7 +87,9 @@ def growths() -> list[Growth]:
         Growth("expand_qk_dim", "x16", lambda m: expand_qk_dim(m, 16 * m.config.qk, seed=1)),
         Growth("expand_qk_dim", "x1.5", lambda m: expand_qk_dim(m, scaled("qk", Fraction(3, 2))(m), seed=1)),
         Growth("expand_hidden", "x4", lambda m: expand_hidden(m, 4 * m.config.hidden, seed=1)),
-        Growth("expand_hidden", "x1.5", lambda m: expand_hidden(m, scaled("hidden", Fraction(3, 2))(m), seed=1)),
+        Growth(
+            "expand_hidden", "x1.5", lambda m: expand_hidden(m, scaled("hidden", Fraction(3, 2))(m), seed=1)
+        ),
         Growth("expand_hidden", "x4, eps kept (notebook)", notebook_eps),
         Growth("insert_layer", "at 0", lambda m: insert_layer(m, 0, seed=1)),
         Growth("insert_layer", "at N", lambda m: insert_layer(m, m.config.layers, seed=1)),
@@ -92,16 +101,28 @@ def base_model(size: dict[str, int], dtype: torch.dtype, attention: str, seed: i
     from revcheck.nn.expand import ModelConfig, ReferenceTransformer
 
     config = ModelConfig(
-        vocab=VOCAB, max_len=MAX_LEN, layers=LAYERS, eps=EPS, activation="gelu", attention=attention, **size
+        vocab=VOCAB,
+        max_len=MAX_LEN,
+        layers=LAYERS,
+        eps=EPS,
+        activation="gelu",
+        attention=attention,
+        **size,  # type: ignore[arg-type]
     )
     model = ReferenceTransformer(config, dtype=dtype, seed=seed)
     generator = torch.Generator().manual_seed(seed + 100)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith(("norm1.weight", "norm2.weight")):
-                parameter.copy_((1 + 0.3 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64)).to(dtype))
+                parameter.copy_(
+                    (1 + 0.3 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64)).to(
+                        dtype
+                    )
+                )
             elif name.endswith(("b1", "b2")):
-                parameter.copy_((0.1 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64)).to(dtype))
+                parameter.copy_(
+                    (0.1 * torch.randn(parameter.shape, generator=generator, dtype=torch.float64)).to(dtype)
+                )
     return model
 
 
@@ -178,8 +199,11 @@ def _r_holds(growth: Growth, attention: str) -> bool:
 
 
 def measure(
-    *, dtypes: tuple[str, ...] = ("fp32", "bf16", "fp64"), sizes: tuple[str, ...] = ("small", "large"),
-    attentions: tuple[str, ...] = ("explicit", "sdpa"), progress: bool = True,
+    *,
+    dtypes: tuple[str, ...] = ("fp32", "bf16", "fp64"),
+    sizes: tuple[str, ...] = ("small", "large"),
+    attentions: tuple[str, ...] = ("explicit", "sdpa"),
+    progress: bool = True,
 ) -> Iterator[Cell]:
     """Measure every row (tqdm progress on stderr)."""
     from tqdm import tqdm
@@ -204,11 +228,22 @@ def measure(
         k_diff = _diff(before, after, ids, "K")
         o_diff = _diff(before, after, ids, "O")
         r_holds = _r_holds(growth, attention)
-        yield Cell(growth, dtype, size, attention, k_diff, o_diff, certified, r_holds, time.perf_counter() - start)
+        yield Cell(
+            growth, dtype, size, attention, k_diff, o_diff, certified, r_holds, time.perf_counter() - start
+        )
 
 
 def markdown(cells: list[Cell]) -> str:
-    headers = ("transformation", "ratio", "dtype", "kernel", "K: differing", "O: differing", "certified", "level reached")
+    headers = (
+        "transformation",
+        "ratio",
+        "dtype",
+        "kernel",
+        "K: differing",
+        "O: differing",
+        "certified",
+        "level reached",
+    )
     rows = [
         (
             c.growth.name,
@@ -232,7 +267,11 @@ def pivot(cells: list[Cell]) -> str:
     columns = list(dict.fromkeys((c.dtype, c.size, c.attention) for c in cells))
     row_keys = list(dict.fromkeys((c.growth.name, c.growth.ratio) for c in cells))
     table = {((c.growth.name, c.growth.ratio), (c.dtype, c.size, c.attention)): c.code for c in cells}
-    headers = ["transformation", "ratio", *(f"{d} {s} {'expl' if a == 'explicit' else a}" for d, s, a in columns)]
+    headers = [
+        "transformation",
+        "ratio",
+        *(f"{d} {s} {'expl' if a == 'explicit' else a}" for d, s, a in columns),
+    ]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for key in row_keys:
         lines.append("| " + " | ".join([*key, *(table.get((key, col), "") for col in columns)]) + " |")
@@ -248,8 +287,10 @@ def header() -> str:
 
 
 LEGEND = (
-    "K: bit-exact on the kernel (and in the oracle). O (K n): oracle bit-exact, n logits differ on the kernel. "
-    "R (O n): exact in real numbers only, n logits differ in the oracle. K, not O (n): the kernel is bit-exact "
+    "K: bit-exact on the kernel (and in the oracle). O (K n): oracle bit-exact, n logits differ on the "
+    "kernel. "
+    "R (O n): exact in real numbers only, n logits differ in the oracle. K, not O (n): the kernel is "
+    "bit-exact "
     "where the declared order is not. broken: not even R (R checked on a tiny fp64 model, exact factors)."
 )
 
@@ -257,7 +298,9 @@ LEGEND = (
 def run(args: argparse.Namespace) -> list[Row]:
     """Rows for ``python -m revcheck.bench`` (``--quick``: fp32, small, explicit only)."""
     quick = bool(getattr(args, "quick", False))
-    options: dict[str, Any] = {"dtypes": ("fp32",), "sizes": ("small",), "attentions": ("explicit",)} if quick else {}
+    options: dict[str, Any] = (
+        {"dtypes": ("fp32",), "sizes": ("small",), "attentions": ("explicit",)} if quick else {}
+    )
     return [
         Row(
             f"{c.growth.name} {c.growth.ratio}, {c.dtype}, {c.size} {c.attention}",
@@ -268,11 +311,17 @@ def run(args: argparse.Namespace) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m revcheck.bench.expand", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m revcheck.bench.expand", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="fp32, small, explicit attention only")
-    parser.add_argument("--long", action="store_true", help="one line per measurement instead of the pivot table")
+    parser.add_argument(
+        "--long", action="store_true", help="one line per measurement instead of the pivot table"
+    )
     args = parser.parse_args(argv)
-    options: dict[str, Any] = {"dtypes": ("fp32",), "sizes": ("small",), "attentions": ("explicit",)} if args.quick else {}
+    options: dict[str, Any] = (
+        {"dtypes": ("fp32",), "sizes": ("small",), "attentions": ("explicit",)} if args.quick else {}
+    )
     start = time.perf_counter()
     cells = list(measure(**options))
     print(header())

@@ -27,7 +27,14 @@ import numpy.typing as npt
 
 from revcheck.oracle.expand import ModelConfig, forward, parameter_shapes
 
-__all__ = ["DEFAULT_PRECISION", "R_TOLERANCE_BITS", "ExactArithmetic", "check_size", "exact_forward", "r_distance"]
+__all__ = [
+    "DEFAULT_PRECISION",
+    "R_TOLERANCE_BITS",
+    "ExactArithmetic",
+    "check_size",
+    "exact_forward",
+    "r_distance",
+]
 
 DEFAULT_PRECISION = 200
 R_TOLERANCE_BITS = 100
@@ -70,7 +77,9 @@ class ExactArithmetic:
 
     level = "R"
 
-    def __init__(self, precision: int = DEFAULT_PRECISION, overrides: Mapping[str, ObjectArray] | None = None):
+    def __init__(
+        self, precision: int = DEFAULT_PRECISION, overrides: Mapping[str, ObjectArray] | None = None
+    ):
         self.precision = precision
         self.overrides = dict(overrides or {})
 
@@ -154,12 +163,15 @@ def as_exact(value: object) -> ObjectArray:
 def check_size(config: ModelConfig, batch: int, time: int) -> None:
     """Refuse shapes whose exact evaluation would take minutes (a ``ValueError`` saying what to use)."""
     c = config
-    per_token = sum(int(np.prod(shape)) for shape in parameter_shapes(c).values()) + c.layers * c.heads * time * (c.qk + c.v)
+    per_token = sum(
+        int(np.prod(shape)) for shape in parameter_shapes(c).values()
+    ) + c.layers * c.heads * time * (c.qk + c.v)
     operations = batch * time * per_token
     if operations > MAX_EXACT_OPERATIONS:
         raise ValueError(
             f"the exact (level R) model would take about {operations:,} mpmath operations for this shape "
-            f"(limit {MAX_EXACT_OPERATIONS:,}); check R on a tiny model (e.g. hidden <= 16, batch 1, time <= 4), "
+            f"(limit {MAX_EXACT_OPERATIONS:,}); check R on a tiny model (e.g. hidden <= 16, batch 1, time "
+            "<= 4), "
             "or use level O"
         )
 
@@ -189,7 +201,9 @@ def r_distance(a: ObjectArray, b: ObjectArray) -> tuple[float, tuple[int, ...]]:
     against a number, or infinities of different sign, count as ``+inf``.
     """
     worst, where = -np.inf, ()
-    scale = max((abs(v) for v in list(a.flat) + list(b.flat) if mpmath.isfinite(v)), default=mpmath.mpf(1))
+    scale: Any = max(  # type: ignore[type-var]
+        (abs(v) for v in list(a.flat) + list(b.flat) if mpmath.isfinite(v)), default=mpmath.mpf(1)
+    )
     scale = max(scale, mpmath.mpf(2) ** -1000)
     for index in np.ndindex(a.shape):
         x, y = a[index], b[index]

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from revcheck.expand.certificate import Block, GrowthCertificate, GrownReduction, ParameterMap, ScaledBlock
+from revcheck.expand.certificate import Block, GrownReduction, GrowthCertificate, ParameterMap, ScaledBlock
 from revcheck.expand.checks import (
     FunctionNotPreservedError,
     GradientResult,
@@ -33,9 +33,9 @@ __all__ = [
     "Block",
     "FunctionNotPreservedError",
     "GradientResult",
+    "GrownReduction",
     "GrowthCertificate",
     "GrowthRefused",
-    "GrownReduction",
     "Initializer",
     "ParameterMap",
     "PreservationReport",

@@ -28,8 +28,8 @@ from revcheck.levels import Level
 
 __all__ = [
     "Block",
-    "GrowthCertificate",
     "GrownReduction",
+    "GrowthCertificate",
     "ParameterMap",
     "ScaledBlock",
     "is_power_of",
@@ -78,7 +78,8 @@ class ScaledBlock:
         kind = "power of two" if self.power_of_two else "NOT a power of two"
         exact = "exact" if self.exact else "ROUNDED"
         return (
-            f"{self.parameter} [{self.region}] x {self.factor!r} = sqrt({self.factor_squared}) ({kind}, {exact}, "
+            f"{self.parameter} [{self.region}] x {self.factor!r} = sqrt({self.factor_squared}) ({kind}, "
+            f"{exact}, "
             f"{self.count} entries)"
         )
 
@@ -146,7 +147,10 @@ class GrowthCertificate:
                 f"(fingerprints {later.source[:12]} != {self.target[:12]})"
             )
         steps = (self.steps or (self,)) + (later.steps or (later,))
-        mapping = {name: entry.then(later.parameter_map[entry.parameter]) for name, entry in self.parameter_map.items()}
+        mapping = {
+            name: entry.then(later.parameter_map[entry.parameter])
+            for name, entry in self.parameter_map.items()
+        }
         level = Level.O if self.level == Level.O and later.level == Level.O else Level.R
         return GrowthCertificate(
             transformation=" then ".join(step.transformation for step in steps),
@@ -169,7 +173,10 @@ class GrowthCertificate:
 
     def summary(self) -> str:
         """A multi-line account of the certificate."""
-        lines = [f"growth certificate: {self.transformation}", f"  certified level: {self.level} ({self.level.meaning})"]
+        lines = [
+            f"growth certificate: {self.transformation}",
+            f"  certified level: {self.level} ({self.level.meaning})",
+        ]
         lines += [f"  R only because: {reason}" for reason in self.reasons]
         sections = (
             ("zeroed", self.zeroed),

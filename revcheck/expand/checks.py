@@ -79,10 +79,14 @@ class GradientResult:
     @property
     def failed(self) -> bool:
         """Differing bits, or a gradient on one side only (an unused parameter on both sides is fine)."""
-        return (self.comparison is not None and not self.comparison.equal) or self.note.startswith("gradient missing")
+        return (self.comparison is not None and not self.comparison.equal) or self.note.startswith(
+            "gradient missing"
+        )
 
     def line(self) -> str:
-        rescale = "" if self.factor == 1 else f", scaled x {self.factor!r}: expected gradient / {self.factor!r}"
+        rescale = (
+            "" if self.factor == 1 else f", scaled x {self.factor!r}: expected gradient / {self.factor!r}"
+        )
         where = "" if self.after_parameter == self.parameter else f" -> {self.after_parameter}"
         if self.comparison is None:
             return f"  {self.parameter}{where}{rescale}: {self.note}"
@@ -141,30 +145,37 @@ def _ids(inputs: object) -> np.ndarray[Any, Any]:
         ids = ids.detach().cpu().numpy()
     array = np.asarray(ids)
     if array.dtype.kind not in "iu" or array.ndim != 2:
-        raise UsageError(f"token ids must be an integer array (batch, time); got {array.dtype} of shape {array.shape}")
+        raise UsageError(
+            f"token ids must be an integer array (batch, time); got {array.dtype} of shape {array.shape}"
+        )
     return array.astype(np.int64)
 
 
 def _nan_notes(after: np.ndarray[Any, Any], before: np.ndarray[Any, Any]) -> list[str]:
-    notes = []
+    notes: list[str] = []
     if after.shape != before.shape:
         return notes
     new_nan = np.isnan(after) & ~np.isnan(before)
     if new_nan.any():
         notes.append(
-            f"after is NaN at {int(new_nan.sum())} element(s) where before is not: an inf or NaN activation met a "
-            "zero weight (0·inf = NaN; a zero block does not neutralise a non-finite activation, docs/spec.md §0)"
+            f"after is NaN at {int(new_nan.sum())} element(s) where before is not: an inf or NaN "
+            "activation met a "
+            "zero weight (0·inf = NaN; a zero block does not neutralise a non-finite activation, "
+            "docs/spec.md §0)"
         )
     nonfinite = ~np.isfinite(before)
     if nonfinite.any():
         notes.append(
-            f"before itself has {int(nonfinite.sum())} non-finite element(s): preservation is claimed for finite "
+            f"before itself has {int(nonfinite.sum())} non-finite element(s): preservation is claimed for "
+            "finite "
             "activations only; NaNs are compared as one class"
         )
     return notes
 
 
-def resolve_certificate(before: object, after: object, certificate: CertificateArg) -> GrowthCertificate | None:
+def resolve_certificate(
+    before: object, after: object, certificate: CertificateArg
+) -> GrowthCertificate | None:
     """The certificate that leads from ``before`` to ``after``: given, attached to ``after``, or None.
 
     ``"auto"`` takes ``after.growth_certificate`` or ``after.growth_step`` when
@@ -174,24 +185,35 @@ def resolve_certificate(before: object, after: object, certificate: CertificateA
         return None
     if type(before) is not ReferenceTransformer or type(after) is not ReferenceTransformer:
         if isinstance(certificate, GrowthCertificate):
-            raise UsageError("a growth certificate describes reference models; before and after are not both one")
+            raise UsageError(
+                "a growth certificate describes reference models; before and after are not both one"
+            )
         return None
     source, target = fingerprint(before), fingerprint(after)
     if isinstance(certificate, GrowthCertificate):
         if certificate.source != source or certificate.target != target:
             raise UsageError(
-                "the certificate does not lead from before to after (its fingerprints differ): after was changed "
-                "(trained?) since it was grown, or the certificate belongs to other models; pass the matching one"
+                "the certificate does not lead from before to after (its fingerprints differ): after was "
+                "changed "
+                "(trained?) since it was grown, or the certificate belongs to other models; pass the "
+                "matching one"
             )
         return certificate
     for candidate in (getattr(after, "growth_certificate", None), getattr(after, "growth_step", None)):
-        if isinstance(candidate, GrowthCertificate) and candidate.source == source and candidate.target == target:
+        if (
+            isinstance(candidate, GrowthCertificate)
+            and candidate.source == source
+            and candidate.target == target
+        ):
             return candidate
     return None
 
 
 def _parameter_map(
-    before: Any, after: Any, certificate: GrowthCertificate | None, explicit: Mapping[str, ParameterMap] | None
+    before: Any,
+    after: Any,
+    certificate: GrowthCertificate | None,
+    explicit: Mapping[str, ParameterMap] | None,
 ) -> dict[str, ParameterMap]:
     if explicit is not None:
         return dict(explicit)
@@ -204,7 +226,8 @@ def _parameter_map(
         if name not in new or new[name].shape != parameter.shape:
             got = tuple(new[name].shape) if name in new else "absent"
             raise UsageError(
-                f"cannot tell where before's parameter {name!r} {tuple(parameter.shape)} lives in after ({got}); "
+                f"cannot tell where before's parameter {name!r} {tuple(parameter.shape)} lives in after "
+                f"({got}); "
                 "pass certificate= (a growth certificate) or parameter_map={name: ParameterMap(...)}"
             )
         mapping[name] = ParameterMap(name, tuple(np.arange(n) for n in parameter.shape))
@@ -241,7 +264,9 @@ def _compare_gradients(
         if fmt == "bf16":
             result.comparison = compare_bits(_bf16_bits(region), _bf16_bits(expected), fmt="bf16")
         elif fmt == "fp16":
-            result.comparison = compare_bits(np.asarray(region).astype(np.float16), np.asarray(expected).astype(np.float16))
+            result.comparison = compare_bits(
+                np.asarray(region).astype(np.float16), np.asarray(expected).astype(np.float16)
+            )
         else:
             result.comparison = compare_bits(region, expected)
         results.append(result)
@@ -277,12 +302,18 @@ def _describe_kernel(output: Tensor) -> str:
     threads = torch.get_num_threads()
     device = str(output.device)
     name = torch.cuda.get_device_name(output.device) if output.is_cuda else f"CPU, {threads} threads"
-    return f"torch {torch.__version__} on {device} ({name}), {output.dtype}, output shape {tuple(output.shape)}"
+    return (
+        f"torch {torch.__version__} on {device} ({name}), {output.dtype}, output shape {tuple(output.shape)}"
+    )
 
 
 def _level_k(
-    before: Callable[..., Any], after: Callable[..., Any], inputs: object, check_grads: bool,
-    certificate: GrowthCertificate | None, parameter_map: Mapping[str, ParameterMap] | None,
+    before: Callable[..., Any],
+    after: Callable[..., Any],
+    inputs: object,
+    check_grads: bool,
+    certificate: GrowthCertificate | None,
+    parameter_map: Mapping[str, ParameterMap] | None,
     grad_outputs: Tensor | None,
 ) -> PreservationReport:
     args = _as_args(inputs)
@@ -290,15 +321,19 @@ def _level_k(
         out_before, out_after = before(*args), after(*args)
     for name, out in (("before", out_before), ("after", out_after)):
         if not isinstance(out, Tensor):
-            raise UsageError(f"{name}(*inputs) returned {type(out).__name__}; level K compares tensor outputs")
+            raise UsageError(
+                f"{name}(*inputs) returned {type(out).__name__}; level K compares tensor outputs"
+            )
     comparison = compare_bits(out_after.detach(), out_before.detach())
     report = PreservationReport(Level.K, comparison.equal, "kernel outputs " + _describe_kernel(out_after))
     report.comparison = comparison
     if not comparison.equal:
         report.lines += comparison.message().splitlines()
-        report.lines += _nan_notes(
-            out_after.detach().double().cpu().numpy(), out_before.detach().double().cpu().numpy()
-        ) if comparison.reason == "values" else []
+        report.lines += (
+            _nan_notes(out_after.detach().double().cpu().numpy(), out_before.detach().double().cpu().numpy())
+            if comparison.reason == "values"
+            else []
+        )
     if check_grads:
         if not all(isinstance(m, torch.nn.Module) for m in (before, after)):
             raise UsageError("check_grads needs torch modules (their parameters), not plain callables")
@@ -307,8 +342,11 @@ def _level_k(
             raise UsageError("check_grads needs outputs of one shape")
         cotangent = _grad_outputs(tuple(out_after.shape), out_after.dtype, grad_outputs)
         grads = []
-        for model, out in ((before, out_before), (after, out_after)):
-            names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad], strict=True)
+        modules: tuple[Any, Any] = (before, after)
+        for model, out in zip(modules, (out_before, out_after), strict=True):
+            names, params = zip(
+                *[(n, p) for n, p in model.named_parameters() if p.requires_grad], strict=True
+            )
             values = torch.autograd.grad((out * cotangent.to(out.device)).sum(), params, allow_unused=True)
             grads.append({n: g.detach().cpu() for n, g in zip(names, values, strict=True) if g is not None})
         report.gradients = _compare_gradients(mapping, grads[0], grads[1])
@@ -317,8 +355,12 @@ def _level_k(
 
 
 def _level_o(
-    before: ReferenceTransformer, after: ReferenceTransformer, inputs: object, check_grads: bool,
-    certificate: GrowthCertificate | None, parameter_map: Mapping[str, ParameterMap] | None,
+    before: ReferenceTransformer,
+    after: ReferenceTransformer,
+    inputs: object,
+    check_grads: bool,
+    certificate: GrowthCertificate | None,
+    parameter_map: Mapping[str, ParameterMap] | None,
     grad_outputs: Tensor | None,
 ) -> PreservationReport:
     from revcheck.oracle.expand import oracle_forward, oracle_gradients
@@ -329,7 +371,10 @@ def _level_o(
     out_b = oracle_forward(before.config, params_b, ids, storage_b)
     out_a = oracle_forward(after.config, params_a, ids, storage_a)
     comparison = _compare_storage(out_a, out_b, storage_a, storage_b)
-    what = f"declared-order oracle (revcheck.oracle.expand), {storage_a}, output shape {out_a.shape}; no kernel involved"
+    what = (
+        f"declared-order oracle (revcheck.oracle.expand), {storage_a}, output shape {out_a.shape}; "
+        "no kernel involved"
+    )
     report = PreservationReport(Level.O, comparison.equal, what, comparison=comparison)
     if not comparison.equal:
         report.lines += comparison.message().splitlines()
@@ -348,7 +393,9 @@ def _level_o(
     return report
 
 
-def _compare_storage(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any], storage_a: str, storage_b: str) -> Comparison:
+def _compare_storage(
+    a: np.ndarray[Any, Any], b: np.ndarray[Any, Any], storage_a: str, storage_b: str
+) -> Comparison:
     if storage_a == storage_b == "bf16":
         return compare_bits(_bf16_bits(a), _bf16_bits(b), fmt="bf16")
     if storage_a == storage_b == "fp16":
@@ -384,13 +431,15 @@ def _exact_overrides(
         stored = target[where]
         # one rounding to nearest (through binary64 first: at most u (1 + 2**-28) relative, under 2u)
         wrong = [
-            index for index in np.ndindex(exact.shape)
+            index
+            for index in np.ndindex(exact.shape)
             if abs(stored[index] - exact[index]) > 2 * unit * abs(exact[index])
         ]
         if wrong:
             index = wrong[0]
             problems.append(
-                f"{entry.parameter}: {len(wrong)} scaled entr(ies) are not {name} x {entry.factor!r} rounded once "
+                f"{entry.parameter}: {len(wrong)} scaled entr(ies) are not {name} x {entry.factor!r} "
+                "rounded once "
                 f"(first: stored {mpmath.nstr(stored[index], 12)}, exact {mpmath.nstr(exact[index], 12)})"
             )
         target[where] = exact
@@ -405,8 +454,11 @@ def _exact_overrides(
 
 
 def _level_r(
-    before: ReferenceTransformer, after: ReferenceTransformer, inputs: object,
-    certificate: GrowthCertificate | None, precision: int,
+    before: ReferenceTransformer,
+    after: ReferenceTransformer,
+    inputs: object,
+    certificate: GrowthCertificate | None,
+    precision: int,
 ) -> PreservationReport:
     import mpmath
 
@@ -447,15 +499,19 @@ def _level_r(
         attached = getattr(after, "growth_certificate", None)
         if isinstance(attached, GrowthCertificate) and any(not s.power_of_two for s in attached.scaled):
             report.lines.append(
-                "after carries rounded growth factors; pass certificate=after.growth_certificate to check the "
+                "after carries rounded growth factors; pass certificate=after.growth_certificate to check "
+                "the "
                 "real transformation (its exact factors) rather than the stored, rounded parameters"
             )
     return report
 
 
 def _level_b(
-    before: ReferenceTransformer, after: ReferenceTransformer, inputs: object,
-    certificate: GrowthCertificate | None, error_model: Any,
+    before: ReferenceTransformer,
+    after: ReferenceTransformer,
+    inputs: object,
+    certificate: GrowthCertificate | None,
+    error_model: Any,
 ) -> PreservationReport:
     from revcheck.oracle.enclosure import ErrorModel, IntervalArithmetic
     from revcheck.oracle.expand import forward
@@ -471,7 +527,9 @@ def _level_b(
             if entry.factor_squared != 1 and not (
                 is_power_of(entry.factor_squared, 4) or is_power_of(1 / entry.factor_squared, 4)
             ):
-                mask = uncertain.setdefault(entry.parameter, np.zeros(params_a[entry.parameter].shape, dtype=bool))
+                mask = uncertain.setdefault(
+                    entry.parameter, np.zeros(params_a[entry.parameter].shape, dtype=bool)
+                )
                 mask[np.ix_(*entry.index)] = True
         eps_values.append(float(Fraction(before.config.eps) * certificate.eps_factor))
     with torch.no_grad():
@@ -480,8 +538,12 @@ def _level_b(
         arithmetic = IntervalArithmetic(model, uncertain, fused_attention=after.config.attention == "sdpa")
         enclosure = forward(after.config, params_a, ids, arithmetic, eps=arithmetic.hull(*eps_values))
         exact_arithmetic = IntervalArithmetic(ErrorModel.exact())
-        exact = forward(before.config, params_b, ids, exact_arithmetic, eps=exact_arithmetic.hull(before.config.eps))
-    what = f"kernel output of after ({storage}) against before's exact output; error model: {model.describe()}"
+        exact = forward(
+            before.config, params_b, ids, exact_arithmetic, eps=exact_arithmetic.hull(before.config.eps)
+        )
+    what = (
+        f"kernel output of after ({storage}) against before's exact output; error model: {model.describe()}"
+    )
     report = PreservationReport(Level.B, True, what)
     if enclosure.shape != exact.shape or kernel.shape != exact.shape:
         report.passed = False
@@ -497,14 +559,16 @@ def _level_b(
     if unbounded.any():
         report.passed = False
         report.lines.append(
-            f"no finite bound at {int(unbounded.sum())} of {unbounded.size} element(s): an inf/NaN activation, or a "
+            f"no finite bound at {int(unbounded.sum())} of {unbounded.size} element(s): an inf/NaN "
+            "activation, or a "
             "norm over values that may be 0 (eps = 0); level B does not hold as checked"
         )
     if not_preserved.any():
         report.passed = False
         index = tuple(int(i) for i in np.argwhere(not_preserved)[0])
         report.lines.append(
-            f"before's exact output leaves after's enclosure at {int(not_preserved.sum())} element(s): not preserved "
+            f"before's exact output leaves after's enclosure at {int(not_preserved.sum())} element(s): not "
+            "preserved "
             f"even within the bound; first at {index}: before in [{exact.lo[index]!r}, {exact.hi[index]!r}], "
             f"after's enclosure [{enclosure.lo[index]!r}, {enclosure.hi[index]!r}]"
         )
@@ -512,7 +576,8 @@ def _level_b(
         report.passed = False
         index = tuple(int(i) for i in np.argwhere(outside)[0])
         report.lines.append(
-            f"the kernel's result leaves the enclosure at {int(outside.sum())} element(s) (the kernel is less accurate "
+            f"the kernel's result leaves the enclosure at {int(outside.sum())} element(s) (the kernel is "
+            "less accurate "
             f"than the error model assumes, or computes another function); first at {index}: kernel "
             f"{kernel[index]!r}, enclosure [{enclosure.lo[index]!r}, {enclosure.hi[index]!r}]"
         )
@@ -520,13 +585,20 @@ def _level_b(
     if finite.any():
         ratio = np.where(finite, deviation / np.where(bound > 0, bound, np.inf), -1.0)
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
-        spacing = float(np.spacing(np.float32(abs(centre[index])))) if storage != "fp64" else float(np.spacing(abs(centre[index])))
+        spacing = (
+            float(np.spacing(np.float32(abs(centre[index]))))
+            if storage != "fp64"
+            else float(np.spacing(abs(centre[index])))
+        )
         report.lines.append(
-            f"bound: |after_kernel - before_exact| <= {float(bound[finite].max()):.3e} (largest over elements); "
-            f"worst element {index}: deviation {float(deviation[index]):.3e} of bound {float(bound[index]):.3e} "
+            f"bound: |after_kernel - before_exact| <= {float(bound[finite].max()):.3e} (largest over "
+            "elements); "
+            f"worst element {index}: deviation {float(deviation[index]):.3e} of bound "
+            f"{float(bound[index]):.3e} "
             f"({float(ratio[index]):.2%} of it; bound = {float(bound[index]) / spacing:.1f} fp32-ulp there)"
             if storage != "fp64"
-            else f"bound: |after_kernel - before_exact| <= {float(bound[finite].max()):.3e}; worst element {index}: "
+            else f"bound: |after_kernel - before_exact| <= {float(bound[finite].max()):.3e}; "
+            f"worst element {index}: "
             f"deviation {float(deviation[index]):.3e} of bound {float(bound[index]):.3e}"
         )
     return report
@@ -598,10 +670,11 @@ def assert_function_preserved(
     >>> import torch
     >>> from revcheck.expand import expand_mlp
     >>> from revcheck.nn.expand import ModelConfig, ReferenceTransformer
-    >>> small = ReferenceTransformer(ModelConfig(vocab=7, max_len=4, hidden=8, mlp=8, heads=2, qk=2, v=2, layers=1))
+    >>> config = ModelConfig(vocab=7, max_len=4, hidden=8, mlp=8, heads=2, qk=2, v=2, layers=1)
+    >>> small = ReferenceTransformer(config)
     >>> ids = torch.tensor([[1, 2, 3, 4]])
     >>> print(assert_function_preserved(small, expand_mlp(small, 32, seed=0), ids, level="O"))
-    function preserved at level O (bit-equal under the declared reduction order (NumPy oracle)): declared-order oracle ...
+    function preserved at level O (bit-equal under the declared reduction order (NumPy oracle)): ...
     """
     __tracebackhide__ = True
     level = check_level(level)
@@ -637,7 +710,10 @@ def assert_function_preserved(
 
 
 def preserved_levels(
-    before: ReferenceTransformer, after: ReferenceTransformer, inputs: object, levels: Sequence[str] = ("K", "O")
+    before: ReferenceTransformer,
+    after: ReferenceTransformer,
+    inputs: object,
+    levels: Sequence[str] = ("K", "O"),
 ) -> dict[str, PreservationReport | FunctionNotPreservedError]:
     """Run several levels and keep each outcome (a report or the error): data for tables, never a verdict."""
     outcomes: dict[str, PreservationReport | FunctionNotPreservedError] = {}

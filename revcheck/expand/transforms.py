@@ -33,8 +33,8 @@ from torch import Tensor
 from revcheck.errors import UsageError
 from revcheck.expand.certificate import (
     Block,
-    GrowthCertificate,
     GrownReduction,
+    GrowthCertificate,
     ParameterMap,
     ScaledBlock,
     is_power_of,
@@ -132,7 +132,9 @@ class _Rule:
 
 
 class _Surgery:
-    def __init__(self, model: ReferenceTransformer, new_config: ModelConfig, init: Initializer | None, seed: int | None):
+    def __init__(
+        self, model: ReferenceTransformer, new_config: ModelConfig, init: Initializer | None, seed: int | None
+    ):
         self.model = model
         self.old = {name: p.detach() for name, p in model.named_parameters()}
         self.new_config = new_config
@@ -154,11 +156,14 @@ class _Surgery:
         values = self.init(rule.role, shape, fan_in, self.generator)
         if not isinstance(values, Tensor) or tuple(values.shape) != shape:
             got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
-            raise UsageError(f"init({rule.role!r}, {shape}, ...) returned {got}; it must return a tensor of shape {shape}")
+            raise UsageError(
+                f"init({rule.role!r}, {shape}, ...) returned {got}; it must return a tensor of shape {shape}"
+            )
         values = values.detach().cpu().to(dtype)
         if not bool(torch.isfinite(values).all()):
             raise GrowthRefused(
-                f"init returned values that are not finite in {dtype} for {rule.new}: a free block with inf/NaN "
+                f"init returned values that are not finite in {dtype} for {rule.new}: a free block with "
+                "inf/NaN "
                 "cannot preserve the function (0·inf = NaN); the initialiser must return finite values"
             )
         return values
@@ -168,7 +173,9 @@ class _Surgery:
         dtype, device = self.model.dtype, self.model.device
         if rule.old is None:
             values = self._fresh(rule, shape)
-            (self.zeroed if rule.new_entries == "zero" else self.free).append(Block(rule.new, "all", values.numel()))
+            (self.zeroed if rule.new_entries == "zero" else self.free).append(
+                Block(rule.new, "all", values.numel())
+            )
             self.params[rule.new] = values.to(device)
             return
         old = self.old[rule.old]
@@ -179,7 +186,9 @@ class _Surgery:
         new_count = int((~covered).sum())
         if new_count:
             result = self._fresh(rule, shape)
-            (self.zeroed if rule.new_entries == "zero" else self.free).append(Block(rule.new, rule.region, new_count))
+            (self.zeroed if rule.new_entries == "zero" else self.free).append(
+                Block(rule.new, rule.region, new_count)
+            )
         else:
             result = torch.zeros(shape, dtype=dtype)
         placed = old.cpu()
@@ -192,7 +201,15 @@ class _Surgery:
             )
             power = is_power_of(rule.factor_squared, 4) or is_power_of(1 / rule.factor_squared, 4)
             self.scaled.append(
-                ScaledBlock(rule.new, rule.scaled_region, old.numel(), rule.factor_squared, factor, power, exact and power)
+                ScaledBlock(
+                    rule.new,
+                    rule.scaled_region,
+                    old.numel(),
+                    rule.factor_squared,
+                    factor,
+                    power,
+                    exact and power,
+                )
             )
         result[where] = placed
         self.params[rule.new] = result.to(device)
@@ -218,7 +235,9 @@ class _Surgery:
         reasons = list(reasons)
         for block in self.scaled:
             if not block.exact and block.power_of_two:
-                reasons.append(f"scaling {block.parameter} by {block.factor} left the normal range for some entries")
+                reasons.append(
+                    f"scaling {block.parameter} by {block.factor} left the normal range for some entries"
+                )
         level = Level.O if not reasons else Level.R
         certificate = GrowthCertificate(
             transformation=transformation,
@@ -281,14 +300,15 @@ def _finish_rules(model: ReferenceTransformer, rules: list[_Rule]) -> list[_Rule
 def expand_mlp(
     model: ReferenceTransformer, new_width: int, *, init: Initializer | None = None, seed: int | None = None
 ) -> ReferenceTransformer:
-    """MLP width ``p -> new_width`` in every layer: new ``w1`` columns and ``b1`` entries free, new ``w2`` rows 0.
+    """MLP width ``p -> new_width`` in every layer: new ``w1`` columns, ``b1`` entries free, ``w2`` rows 0.
 
     Level O for every ratio (only zero constraints: the new ``z @ w2`` terms are ``z · 0``).
 
     Examples
     --------
     >>> from revcheck.nn.expand import ModelConfig, ReferenceTransformer
-    >>> small = ReferenceTransformer(ModelConfig(vocab=5, max_len=4, hidden=4, mlp=8, heads=1, qk=2, v=2, layers=1))
+    >>> config = ModelConfig(vocab=5, max_len=4, hidden=4, mlp=8, heads=1, qk=2, v=2, layers=1)
+    >>> small = ReferenceTransformer(config)
     >>> grown = expand_mlp(small, 32, seed=0)
     >>> grown.config.mlp, grown.growth_step.level, small.config.mlp
     (32, <Level.O: 'O'>, 8)
@@ -301,11 +321,19 @@ def expand_mlp(
     for i in range(c.layers):
         pre = f"layers.{i}."
         rules += [
-            _Rule(pre + "w1", pre + "w1", (_keep(h), _keep(c.mlp)), "free", "weight", f"columns {c.mlp}:{p_new}"),
+            _Rule(
+                pre + "w1", pre + "w1", (_keep(h), _keep(c.mlp)), "free", "weight", f"columns {c.mlp}:{p_new}"
+            ),
             _Rule(pre + "b1", pre + "b1", (_keep(c.mlp),), "free", "bias", f"entries {c.mlp}:{p_new}"),
-            _Rule(pre + "w2", pre + "w2", (_keep(c.mlp), _keep(h)), "zero", "weight", f"rows {c.mlp}:{p_new}"),
+            _Rule(
+                pre + "w2", pre + "w2", (_keep(c.mlp), _keep(h)), "zero", "weight", f"rows {c.mlp}:{p_new}"
+            ),
         ]
-    reductions = [GrownReduction("layers.*: MLP output z @ w2", c.mlp, p_new, "appended last, z · 0")] if c.layers else []
+    reductions = (
+        [GrownReduction("layers.*: MLP output z @ w2", c.mlp, p_new, "appended last, z · 0")]
+        if c.layers
+        else []
+    )
     surgery = _Surgery(model, c.replace(mlp=p_new), init, seed)
     return surgery.finish(f"expand_mlp(p {c.mlp} -> {p_new})", _finish_rules(model, rules), reductions, [])
 
@@ -326,15 +354,31 @@ def add_heads(
         pre = f"layers.{i}."
         for name, size in (("w_q", k), ("w_k", k), ("w_v", v)):
             rules.append(
-                _Rule(pre + name, pre + name, (_keep(h), _keep(c.heads * size)), "free", "weight",
-                      f"columns {c.heads * size}:{e_new * size} (heads {c.heads}..{e_new - 1})")
+                _Rule(
+                    pre + name,
+                    pre + name,
+                    (_keep(h), _keep(c.heads * size)),
+                    "free",
+                    "weight",
+                    f"columns {c.heads * size}:{e_new * size} (heads {c.heads}..{e_new - 1})",
+                )
             )
         rules.append(
-            _Rule(pre + "w_o", pre + "w_o", (_keep(c.heads * v), _keep(h)), "zero", "weight",
-                  f"rows {c.heads * v}:{e_new * v} (heads {c.heads}..{e_new - 1})")
+            _Rule(
+                pre + "w_o",
+                pre + "w_o",
+                (_keep(c.heads * v), _keep(h)),
+                "zero",
+                "weight",
+                f"rows {c.heads * v}:{e_new * v} (heads {c.heads}..{e_new - 1})",
+            )
         )
     reductions = (
-        [GrownReduction("layers.*: attention output merged @ w_o", c.heads * v, e_new * v, "appended last, H_e · 0")]
+        [
+            GrownReduction(
+                "layers.*: attention output merged @ w_o", c.heads * v, e_new * v, "appended last, H_e · 0"
+            )
+        ]
         if c.layers
         else []
     )
@@ -345,7 +389,7 @@ def add_heads(
 def expand_head_dim(
     model: ReferenceTransformer, new_v: int, *, init: Initializer | None = None, seed: int | None = None
 ) -> ReferenceTransformer:
-    """Value size per head ``v -> new_v``: new ``w_v`` columns of every head free, the matching ``w_o`` rows 0.
+    """Value size per head ``v -> new_v``: new ``w_v`` columns of each head free, matching ``w_o`` rows 0.
 
     Level O for every ratio.  The new terms of ``merged @ w_o`` stand inside each
     head's block, not at the end: in a sequential sum a ``±0`` term is neutral
@@ -360,12 +404,29 @@ def expand_head_dim(
     for i in range(c.layers):
         pre = f"layers.{i}."
         rules += [
-            _Rule(pre + "w_v", pre + "w_v", (_keep(h), index), "free", "weight",
-                  f"columns {c.v}:{v_new} of each head's block"),
-            _Rule(pre + "w_o", pre + "w_o", (index, _keep(h)), "zero", "weight", f"rows {c.v}:{v_new} of each head's block"),
+            _Rule(
+                pre + "w_v",
+                pre + "w_v",
+                (_keep(h), index),
+                "free",
+                "weight",
+                f"columns {c.v}:{v_new} of each head's block",
+            ),
+            _Rule(
+                pre + "w_o",
+                pre + "w_o",
+                (index, _keep(h)),
+                "zero",
+                "weight",
+                f"rows {c.v}:{v_new} of each head's block",
+            ),
         ]
     reductions = (
-        [GrownReduction("layers.*: attention output merged @ w_o", e * c.v, e * v_new, "inside each head's block")]
+        [
+            GrownReduction(
+                "layers.*: attention output merged @ w_o", e * c.v, e * v_new, "inside each head's block"
+            )
+        ]
         if c.layers
         else []
     )
@@ -376,7 +437,7 @@ def expand_head_dim(
 def expand_qk_dim(
     model: ReferenceTransformer, new_k: int, *, init: Initializer | None = None, seed: int | None = None
 ) -> ReferenceTransformer:
-    """Key/query size ``k -> new_k``: new ``w_q`` columns free, new ``w_k`` columns 0, old ``w_k`` x sqrt(k'/k).
+    """Key/query size ``k -> new_k``: new ``w_q`` columns free, new ``w_k`` columns 0, ``w_k`` x sqrt(k'/k).
 
     The factor compensates the new ``1/sqrt(k')``.  Level O iff ``k'/k`` is a power
     of 4 (explicit attention: ``sqrt(k'/k)`` is then a power of two) or of 16
@@ -385,7 +446,8 @@ def expand_qk_dim(
     Examples
     --------
     >>> from revcheck.nn.expand import ModelConfig, ReferenceTransformer
-    >>> small = ReferenceTransformer(ModelConfig(vocab=5, max_len=4, hidden=4, mlp=8, heads=2, qk=2, v=2, layers=1))
+    >>> config = ModelConfig(vocab=5, max_len=4, hidden=4, mlp=8, heads=2, qk=2, v=2, layers=1)
+    >>> small = ReferenceTransformer(config)
     >>> expand_qk_dim(small, 8, seed=0).growth_step.level, expand_qk_dim(small, 3, seed=0).growth_step.level
     (<Level.O: 'O'>, <Level.R: 'R'>)
     """
@@ -399,9 +461,24 @@ def expand_qk_dim(
     for i in range(c.layers):
         pre = f"layers.{i}."
         rules += [
-            _Rule(pre + "w_q", pre + "w_q", (_keep(h), index), "free", "weight", f"columns {c.qk}:{k_new} of each head"),
-            _Rule(pre + "w_k", pre + "w_k", (_keep(h), index), "zero", "weight", f"columns {c.qk}:{k_new} of each head",
-                  factor_squared=ratio, scaled_region="old columns"),
+            _Rule(
+                pre + "w_q",
+                pre + "w_q",
+                (_keep(h), index),
+                "free",
+                "weight",
+                f"columns {c.qk}:{k_new} of each head",
+            ),
+            _Rule(
+                pre + "w_k",
+                pre + "w_k",
+                (_keep(h), index),
+                "zero",
+                "weight",
+                f"columns {c.qk}:{k_new} of each head",
+                factor_squared=ratio,
+                scaled_region="old columns",
+            ),
         ]
     base = 4 if c.attention == "explicit" else 16
     reasons = []
@@ -412,12 +489,18 @@ def expand_qk_dim(
             "so the stored factors are rounded"
         )
     reductions = (
-        [GrownReduction("layers.*: attention scores q_e · k_e", c.qk, k_new, "appended last in each head, q · 0")]
+        [
+            GrownReduction(
+                "layers.*: attention scores q_e · k_e", c.qk, k_new, "appended last in each head, q · 0"
+            )
+        ]
         if c.layers
         else []
     )
     surgery = _Surgery(model, c.replace(qk=k_new), init, seed)
-    return surgery.finish(f"expand_qk_dim(k {c.qk} -> {k_new})", _finish_rules(model, rules), reductions, reasons)
+    return surgery.finish(
+        f"expand_qk_dim(k {c.qk} -> {k_new})", _finish_rules(model, rules), reductions, reasons
+    )
 
 
 def expand_hidden(
@@ -448,8 +531,10 @@ def expand_hidden(
         )
     if c.eps != 0.0 and not rescale_eps and h_new != h:
         raise GrowthRefused(
-            f"an unrescaled eps={c.eps!r} breaks preservation even in real numbers: the mean over h'={h_new} is "
-            f"the old mean x {Fraction(h, h_new)}, so eps must become eps x h/h'. Use rescale_eps=True (the default) "
+            f"an unrescaled eps={c.eps!r} breaks preservation even in real numbers: the mean over "
+            f"h'={h_new} is "
+            f"the old mean x {Fraction(h, h_new)}, so eps must become eps x h/h'. Use rescale_eps=True "
+            "(the default) "
             "or a model with eps=0"
         )
     ratio = Fraction(h, h_new)
@@ -464,27 +549,58 @@ def expand_hidden(
         pre = f"layers.{i}."
         for norm in ("norm1", "norm2"):
             rules.append(
-                _Rule(pre + norm + ".weight", pre + norm + ".weight", (_keep(h),), "free", "gain",
-                      f"entries {h}:{h_new}", factor_squared=ratio, scaled_region="old entries")
+                _Rule(
+                    pre + norm + ".weight",
+                    pre + norm + ".weight",
+                    (_keep(h),),
+                    "free",
+                    "gain",
+                    f"entries {h}:{h_new}",
+                    factor_squared=ratio,
+                    scaled_region="old entries",
+                )
             )
-        for name, width in (("w_q", c.heads * c.qk), ("w_k", c.heads * c.qk), ("w_v", c.heads * c.v), ("w1", c.mlp)):
-            rules.append(_Rule(pre + name, pre + name, (_keep(h), _keep(width)), "free", "weight", f"rows {h}:{h_new}"))
+        for name, width in (
+            ("w_q", c.heads * c.qk),
+            ("w_k", c.heads * c.qk),
+            ("w_v", c.heads * c.v),
+            ("w1", c.mlp),
+        ):
+            rules.append(
+                _Rule(pre + name, pre + name, (_keep(h), _keep(width)), "free", "weight", f"rows {h}:{h_new}")
+            )
         rules += [
-            _Rule(pre + "w_o", pre + "w_o", (_keep(c.heads * c.v), _keep(h)), "zero", "weight", f"columns {h}:{h_new}"),
+            _Rule(
+                pre + "w_o",
+                pre + "w_o",
+                (_keep(c.heads * c.v), _keep(h)),
+                "zero",
+                "weight",
+                f"columns {h}:{h_new}",
+            ),
             _Rule(pre + "w2", pre + "w2", (_keep(c.mlp), _keep(h)), "zero", "weight", f"columns {h}:{h_new}"),
             _Rule(pre + "b2", pre + "b2", (_keep(h),), "zero", "bias", f"entries {h}:{h_new}"),
         ]
     reasons = []
     if h_new != h and not is_power_of(Fraction(h_new, h), 4):
-        reasons.append(f"h'/h = {Fraction(h_new, h)} is not a power of 4: the gain factor sqrt(h/h') and eps x h/h' are rounded")
+        reasons.append(
+            f"h'/h = {Fraction(h_new, h)} is not a power of 4: the gain factor sqrt(h/h') and eps x h/h' "
+            "are rounded"
+        )
     elif not eps_exact:
         reasons.append(f"eps x h/h' = {eps_new!r} is not exact")
     reductions = []
     if h_new != h:
-        reductions.append(GrownReduction("every norm: mean over the hidden entries", h, h_new, "appended last, 0 · 0"))
         reductions.append(
-            GrownReduction("every read of the residual stream (n @ w_q, w_k, w_v, w1; x @ w_out)", h, h_new,
-                           "appended last, 0 · free row")
+            GrownReduction("every norm: mean over the hidden entries", h, h_new, "appended last, 0 · 0")
+        )
+        reductions.append(
+            GrownReduction(
+                "every read of the residual stream (n @ w_q, w_k, w_v, w1; x @ w_out)",
+                h,
+                h_new,
+                "appended last, 0 · free row",
+            )
         )
     surgery = _Surgery(model, c.replace(hidden=h_new, eps=eps_new), init, seed)
     return surgery.finish(
@@ -501,7 +617,7 @@ def expand_hidden(
 def insert_layer(
     model: ReferenceTransformer, index: int, *, init: Initializer | None = None, seed: int | None = None
 ) -> ReferenceTransformer:
-    """A new layer at position ``index`` (0 = first, ``layers`` = after the last) with ``w_o``, ``w2``, ``b2`` = 0.
+    """A new layer at ``index`` (0 = first, ``layers`` = after the last) with ``w_o``, ``w2``, ``b2`` = 0.
 
     The new layer adds ``+0`` to the residual stream twice; its norms, ``w_q``,
     ``w_k``, ``w_v``, ``w1``, ``b1`` are free.  Level O.  Refused for post-norm
@@ -514,12 +630,14 @@ def insert_layer(
         raise GrowthRefused(f"index must be an int in 0..{c.layers}, got {type(index).__name__}")
     if not 0 <= index <= c.layers:
         raise GrowthRefused(
-            f"index {index} is out of range: a model with {c.layers} layers takes a new layer at 0..{c.layers} "
+            f"index {index} is out of range: a model with {c.layers} layers takes a new layer at "
+            f"0..{c.layers} "
             f"({c.layers} appends; negative indices are refused so that 'append' is never ambiguous)"
         )
     if c.placement == "post":
         raise GrowthRefused(
-            "insert_layer cannot preserve a post-norm model: the new layer returns Norm(x + 0) = Norm(x) != x. "
+            "insert_layer cannot preserve a post-norm model: the new layer returns Norm(x + 0) = Norm(x) "
+            "!= x. "
             "Use placement='pre' (docs/spec.md §4)"
         )
     new_config = c.replace(layers=c.layers + 1)
@@ -530,8 +648,16 @@ def insert_layer(
             rules.append(_Rule(f"layers.{new_index}.{name}", f"layers.{old_index}.{name}"))
     zero_names = {"w_o", "w2", "b2"}
     for name in layer_parameter_shapes(new_config):
-        role = "gain" if name.endswith(".weight") else "bias" if name.endswith("bias") or name == "b1" else "weight"
-        rules.append(_Rule(f"layers.{index}.{name}", None, (), "zero" if name in zero_names else "free", role))
+        role = (
+            "gain"
+            if name.endswith(".weight")
+            else "bias"
+            if name.endswith("bias") or name == "b1"
+            else "weight"
+        )
+        rules.append(
+            _Rule(f"layers.{index}.{name}", None, (), "zero" if name in zero_names else "free", role)
+        )
     rules += [_Rule(name, name) for name in ("tok_emb", "pos_emb", "w_out")]
     conditions = []
     if c.eps == 0.0:
@@ -540,4 +666,6 @@ def insert_layer(
             "base model is NaN there already; with none, the inserted layer makes a finite model NaN)"
         )
     surgery = _Surgery(model, new_config, init, seed)
-    return surgery.finish(f"insert_layer(index {index} of {c.layers + 1})", rules, [], [], conditions=conditions)
+    return surgery.finish(
+        f"insert_layer(index {index} of {c.layers + 1})", rules, [], [], conditions=conditions
+    )

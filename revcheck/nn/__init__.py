@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BDIAStack", "PAMLinear", "PAMMatmul", "PreNormTransformerBlock", "TinyGPT"]
+__all__ = [
+    "BDIAStack",
+    "PAMLinear",
+    "PAMMatmul",
+    "PreNormTransformerBlock",
+    "ReferenceTransformer",
+    "TinyGPT",
+]
 
 _HOMES = {
     "PAMLinear": "revcheck.nn.pam",
@@ -12,6 +19,7 @@ _HOMES = {
     "BDIAStack": "revcheck.nn.bdia",
     "PreNormTransformerBlock": "revcheck.nn.transformer",
     "TinyGPT": "revcheck.nn.transformer",
+    "ReferenceTransformer": "revcheck.nn.expand",
 }
 
 

@@ -55,7 +55,9 @@ def storage_name(dtype: torch.dtype) -> str:
     try:
         return _NAMES[dtype]
     except KeyError:
-        raise UsageError(f"dtype {dtype} is not supported; use one of {', '.join(map(str, DTYPES.values()))}") from None
+        raise UsageError(
+            f"dtype {dtype} is not supported; use one of {', '.join(map(str, DTYPES.values()))}"
+        ) from None
 
 
 class Norm(nn.Module):
@@ -82,6 +84,15 @@ class Norm(nn.Module):
 
 class ReferenceLayer(nn.Module):
     """One layer: attention (no biases) and MLP (with biases), pre-norm or post-norm."""
+
+    w_q: nn.Parameter
+    w_k: nn.Parameter
+    w_v: nn.Parameter
+    w_o: nn.Parameter
+    w1: nn.Parameter
+    b1: nn.Parameter
+    w2: nn.Parameter
+    b2: nn.Parameter
 
     def __init__(self, config: ModelConfig, dtype: torch.dtype, device: Any) -> None:
         super().__init__()
@@ -150,7 +161,12 @@ class ReferenceTransformer(nn.Module):
     """
 
     def __init__(
-        self, config: ModelConfig, *, dtype: torch.dtype = torch.float32, device: Any = None, seed: int | None = 0
+        self,
+        config: ModelConfig,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: Any = None,
+        seed: int | None = 0,
     ) -> None:
         super().__init__()
         if not isinstance(config, ModelConfig):
@@ -178,9 +194,7 @@ class ReferenceTransformer(nn.Module):
             leaf = name.rsplit(".", 1)[-1]
             if name in ("tok_emb", "pos_emb"):
                 std = 1.0 if name == "tok_emb" else 0.1
-            elif leaf in ("b1", "b2", "bias"):
-                continue
-            elif leaf == "weight":  # norm gains stay 1
+            elif leaf in ("b1", "b2", "bias") or leaf == "weight":
                 continue
             else:
                 std = 1.0 / math.sqrt(parameter.shape[0])
@@ -190,7 +204,11 @@ class ReferenceTransformer(nn.Module):
     def check_ids(self, ids: Tensor) -> None:
         """Raise ``UsageError`` unless ``ids`` is an integer (batch, time) tensor the model can take."""
         if not isinstance(ids, Tensor) or ids.dtype not in (torch.int64, torch.int32) or ids.dim() != 2:
-            got = f"{ids.dtype} tensor of shape {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
+            got = (
+                f"{ids.dtype} tensor of shape {tuple(ids.shape)}"
+                if isinstance(ids, Tensor)
+                else type(ids).__name__
+            )
             raise UsageError(f"token ids must be an int64 tensor of shape (batch, time), got {got}")
         if not 1 <= ids.shape[1] <= self.config.max_len or ids.shape[0] < 1:
             raise UsageError(f"time {ids.shape[1]} must be in 1..max_len={self.config.max_len}")
@@ -212,7 +230,8 @@ class ReferenceTransformer(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return (
-            f"h={c.hidden}, p={c.mlp}, E={c.heads}, k={c.qk}, v={c.v}, N={c.layers}, {c.norm}norm eps={c.eps}, "
+            f"h={c.hidden}, p={c.mlp}, E={c.heads}, k={c.qk}, v={c.v}, N={c.layers}, {c.norm}norm "
+            f"eps={c.eps}, "
             f"{c.activation}, {c.attention} attention, {c.placement}-norm"
         )
 
@@ -220,7 +239,8 @@ class ReferenceTransformer(nn.Module):
     def from_parameters(
         cls, config: ModelConfig, params: Mapping[str, Tensor], *, dtype: torch.dtype | None = None
     ) -> ReferenceTransformer:
-        """A model whose parameters are copies of ``params`` (names and shapes as :func:`parameter_shapes`)."""
+        """A model whose parameters are copies of ``params`` (names and shapes as "
+        ":func:`parameter_shapes`)."""
         try:
             from revcheck.oracle.expand import check_parameters
 
@@ -236,10 +256,12 @@ class ReferenceTransformer(nn.Module):
 
 
 def check_reference(model: object, what: str = "model") -> ReferenceTransformer:
-    """``model`` if it is exactly a :class:`ReferenceTransformer` in a consistent state, else ``UsageError``."""
+    """``model`` if it is exactly a :class:`ReferenceTransformer` in a consistent state, else "
+    "``UsageError``."""
     if type(model) is not ReferenceTransformer:
         raise UsageError(
-            f"{what} is a {type(model).__name__}, not revcheck.nn.ReferenceTransformer: the transformations and "
+            f"{what} is a {type(model).__name__}, not revcheck.nn.ReferenceTransformer: the "
+            "transformations and "
             "the oracle know only the reference architecture (docs/spec.md §4). Convert your model with "
             "revcheck.nn.expand.from_state_dict(config, state_dict, mapping), or check two arbitrary modules "
             "at level K (assert_function_preserved(..., level='K'))"
@@ -251,12 +273,15 @@ def check_reference(model: object, what: str = "model") -> ReferenceTransformer:
     for name, shape in shapes.items():
         if tuple(named[name].shape) != shape:
             raise UsageError(
-                f"{what}'s parameter {name!r} has shape {tuple(named[name].shape)}, its config needs {shape}: "
+                f"{what}'s parameter {name!r} has shape {tuple(named[name].shape)}, its config needs "
+                f"{shape}: "
                 "the model was edited by hand; rebuild it with ReferenceTransformer.from_parameters"
             )
     dtypes = {p.dtype for p in named.values()}
     if len(dtypes) != 1:
-        raise UsageError(f"{what} mixes parameter dtypes {sorted(map(str, dtypes))}; use one dtype (model.to(dtype))")
+        raise UsageError(
+            f"{what} mixes parameter dtypes {sorted(map(str, dtypes))}; use one dtype (model.to(dtype))"
+        )
     norms = [m for m in model.modules() if isinstance(m, Norm)]
     if any(m.eps != model.config.eps or m.kind != model.config.norm for m in norms):
         raise UsageError(f"{what}'s norm modules disagree with its config (eps or kind edited by hand)")
@@ -301,7 +326,9 @@ def from_state_dict(
     shapes = parameter_shapes(config)
     missing = sorted(set(shapes) - set(mapping))
     if missing:
-        raise UsageError(f"mapping lacks reference parameters {missing}; map every name of parameter_shapes(config)")
+        raise UsageError(
+            f"mapping lacks reference parameters {missing}; map every name of parameter_shapes(config)"
+        )
     params = {}
     for name in shapes:
         entry = mapping[name]

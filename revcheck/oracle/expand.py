@@ -178,7 +178,8 @@ def check_ids(config: ModelConfig, ids: object) -> npt.NDArray[np.int64]:
     array = np.asarray(ids)
     if array.dtype.kind not in "iu" or array.ndim != 2:
         raise ConfigError(
-            f"token ids must be a 2-D integer array (batch, time), got dtype {array.dtype} and shape {array.shape}"
+            f"token ids must be a 2-D integer array (batch, time), got dtype {array.dtype} and shape "
+            f"{array.shape}"
         )
     if array.shape[1] > config.max_len or array.shape[1] == 0 or array.shape[0] == 0:
         raise ConfigError(f"time {array.shape[1]} must be in 1..max_len={config.max_len}; batch must be >= 1")
@@ -280,7 +281,8 @@ class OrderedArithmetic:
     def mean_last(self, x: FloatArray) -> FloatArray:
         """``sequential_sum(x) / n`` over the last axis (one op: one rounding to storage)."""
         total = ordered.sequential_sum(x, axis=-1)[..., None]
-        return self.store(total / self.dtype.type(x.shape[-1]))
+        count: Any = self.dtype.type(x.shape[-1])
+        return self.store(total / count)
 
     def sum_rows(self, x: FloatArray) -> FloatArray:
         """Sequential sum over every axis but the last (tokens in C order): bias and gain gradients."""
@@ -489,8 +491,13 @@ def _weight_grad(A: OrderedArithmetic, inputs: FloatArray, grad: FloatArray) -> 
 
 
 def _norm_backward(
-    config: ModelConfig, A: OrderedArithmetic, gain: FloatArray, tape: dict[str, Any], dy: FloatArray,
-    grads: dict[str, FloatArray], prefix: str,
+    config: ModelConfig,
+    A: OrderedArithmetic,
+    gain: FloatArray,
+    tape: dict[str, Any],
+    dy: FloatArray,
+    grads: dict[str, FloatArray],
+    prefix: str,
 ) -> FloatArray:
     centred, r, scaled = tape["centred"], tape["r"], tape["scaled"]
     width = A.dtype.type(centred.shape[-1])
@@ -502,9 +509,9 @@ def _norm_backward(
     direct = A.mul(d_scaled, r)
     d_r = A.sum_last(A.mul(d_scaled, centred))
     r_cubed = A.mul(A.mul(r, r), r)
-    d_mean = A.mul(A.mul(d_r, t(-0.5)), r_cubed)
+    d_mean = A.mul(A.mul(d_r, t(-0.5)), r_cubed)  # type: ignore[arg-type]
     d_square = A.div(d_mean, width)
-    through_square = A.mul(d_square, A.mul(t(2.0), centred))
+    through_square = A.mul(d_square, A.mul(t(2.0), centred))  # type: ignore[arg-type]
     d_centred = A.add(direct, through_square)
     if config.norm == "rms":
         return d_centred
@@ -513,8 +520,14 @@ def _norm_backward(
 
 
 def _attention_backward(
-    config: ModelConfig, A: OrderedArithmetic, p: Mapping[str, FloatArray], n: FloatArray,
-    tape: dict[str, Any], d_out: FloatArray, grads: dict[str, FloatArray], prefix: str,
+    config: ModelConfig,
+    A: OrderedArithmetic,
+    p: Mapping[str, FloatArray],
+    n: FloatArray,
+    tape: dict[str, Any],
+    d_out: FloatArray,
+    grads: dict[str, FloatArray],
+    prefix: str,
 ) -> FloatArray:
     batch, time, _ = n.shape
     e, k, v = config.heads, config.qk, config.v
@@ -548,8 +561,14 @@ def _attention_backward(
 
 
 def _mlp_backward(
-    config: ModelConfig, A: OrderedArithmetic, p: Mapping[str, FloatArray], n: FloatArray,
-    tape: dict[str, Any], d_out: FloatArray, grads: dict[str, FloatArray], prefix: str,
+    config: ModelConfig,
+    A: OrderedArithmetic,
+    p: Mapping[str, FloatArray],
+    n: FloatArray,
+    tape: dict[str, Any],
+    d_out: FloatArray,
+    grads: dict[str, FloatArray],
+    prefix: str,
 ) -> FloatArray:
     u, z = tape["u"], tape["z"]
     grads[prefix + "b2"] = A.sum_rows(d_out)
@@ -593,9 +612,14 @@ def backward(
         branch1, branch2 = record["branch_inputs"]
         if config.placement == "pre":
             d_n2 = _mlp_backward(config, A, p, branch2, record["mlp"], dx, grads, prefix)
-            d_mid = A.add(dx, _norm_backward(config, A, p["norm2.weight"], record["n2"], d_n2, grads, prefix + "norm2"))
+            d_mid = A.add(
+                dx, _norm_backward(config, A, p["norm2.weight"], record["n2"], d_n2, grads, prefix + "norm2")
+            )
             d_n1 = _attention_backward(config, A, p, branch1, record["attn"], d_mid, grads, prefix)
-            dx = A.add(d_mid, _norm_backward(config, A, p["norm1.weight"], record["n1"], d_n1, grads, prefix + "norm1"))
+            dx = A.add(
+                d_mid,
+                _norm_backward(config, A, p["norm1.weight"], record["n1"], d_n1, grads, prefix + "norm1"),
+            )
         else:
             d_s2 = _norm_backward(config, A, p["norm2.weight"], record["n2"], dx, grads, prefix + "norm2")
             d_mid = A.add(d_s2, _mlp_backward(config, A, p, branch2, record["mlp"], d_s2, grads, prefix))
@@ -634,7 +658,11 @@ def oracle_forward(
 
 
 def oracle_gradients(
-    config: ModelConfig, params: Mapping[str, Any], ids: object, grad_logits: FloatArray, storage: str = "fp32"
+    config: ModelConfig,
+    params: Mapping[str, Any],
+    ids: object,
+    grad_logits: FloatArray,
+    storage: str = "fp32",
 ) -> dict[str, FloatArray]:
     """Parameter gradients of ``sum(logits * grad_logits)`` in the declared order (level O)."""
     with np.errstate(all="ignore"):

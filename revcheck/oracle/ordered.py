@@ -437,7 +437,8 @@ def round_to_storage(x: object, fmt: str) -> FloatArray:
         return x
     if x.dtype != np.float32 or fmt in ("fp32", "fp64"):
         raise TypeError(
-            f"round_to_storage({fmt!r}) takes float32 values (a {fmt} value is held in binary32); got {x.dtype}"
+            f"round_to_storage({fmt!r}) takes float32 values (a {fmt} value is held in binary32); got "
+            f"{x.dtype}"
         )
     source, target = formats.get("fp32"), formats.get(fmt)
     bits = np.ascontiguousarray(x).view(np.uint32)

@@ -50,8 +50,9 @@ FAMILY = "expand"
 Params = dict[str, torch.Tensor]
 
 
-def _mutated(real: Callable[..., Any], mutate: Callable[[ReferenceTransformer, Params], None],
-             **config_changes: Any) -> Callable[..., Any]:
+def _mutated(
+    real: Callable[..., Any], mutate: Callable[[ReferenceTransformer, Params], None], **config_changes: Any
+) -> Callable[..., Any]:
     """``real`` followed by ``mutate(before, params)`` on the grown parameters, certificates forged."""
 
     def transformation(model: ReferenceTransformer, size: int, **kwargs: Any) -> ReferenceTransformer:
@@ -129,7 +130,9 @@ def _gains_squared_factor(model: ReferenceTransformer, params: Params) -> None:
 def _new_columns(name: str) -> Callable[[ReferenceTransformer, Params], None]:
     def mutate(model: ReferenceTransformer, params: Params) -> None:
         h = model.config.hidden
-        names = [name] if not name.startswith("layers.") else [name.replace("*", str(i)) for i in _layers(model)]
+        names = (
+            [name] if not name.startswith("layers.") else [name.replace("*", str(i)) for i in _layers(model)]
+        )
         for each in names:
             tensor = params[each]
             if tensor.dim() == 1:
@@ -164,7 +167,9 @@ def _wrong_gradient_factor(model: ReferenceTransformer, size: int, **kwargs: Any
     for attribute in ("growth_step", "growth_certificate"):
         certificate = getattr(grown, attribute)
         mapping = {
-            name: dataclasses.replace(entry, factor_squared=Fraction(1)) if entry.parameter.endswith(".w_k") else entry
+            name: dataclasses.replace(entry, factor_squared=Fraction(1))
+            if entry.parameter.endswith(".w_k")
+            else entry
             for name, entry in certificate.parameter_map.items()
         }
         setattr(grown, attribute, dataclasses.replace(certificate, parameter_map=mapping))
@@ -172,56 +177,139 @@ def _wrong_gradient_factor(model: ReferenceTransformer, size: int, **kwargs: Any
 
 
 _BUGGY_GROWTH: list[tuple[str, str, dict[str, Callable[..., Any]]]] = [
-    ("mlp_nonzero_w2_rows", "expand_mlp leaves the new W2 rows nonzero",
-     {"expand_mlp": _mutated(expand_mlp, _w2_rows)}),
-    ("heads_nonzero_w_o_rows", "add_heads gives the new heads nonzero W_O rows",
-     {"add_heads": _mutated(props.REAL["add_heads"], _head_w_o_rows)}),
-    ("value_size_nonzero_w_o_rows", "expand_head_dim leaves W_O's new rows inside each head nonzero",
-     {"expand_head_dim": _mutated(expand_head_dim, _value_w_o_rows)}),
-    ("qk_factor_missing", "expand_qk_dim forgets to multiply the old W_K by sqrt(k'/k)",
-     {"expand_qk_dim": _mutated(expand_qk_dim, _w_k_unscaled)}),
-    ("qk_nonzero_w_k_columns", "expand_qk_dim gives W_K's new columns nonzero values",
-     {"expand_qk_dim": _mutated(expand_qk_dim, _w_k_columns)}),
-    ("hidden_gains_unscaled", "expand_hidden forgets the gain factor sqrt(h/h')",
-     {"expand_hidden": _mutated(expand_hidden, _gains_unscaled)}),
-    ("hidden_eps_unrescaled", "expand_hidden keeps eps instead of eps * h/h'",
-     {"expand_hidden": _mutated(expand_hidden, lambda model, params: None, eps=_eps_kept)}),
-    ("hidden_random_embedding_columns", "expand_hidden draws the new embedding columns at random (the paper's text)",
-     {"expand_hidden": _mutated(expand_hidden, _new_columns("tok_emb"))}),
-    ("hidden_nonzero_position_columns", "expand_hidden leaves the new position columns nonzero",
-     {"expand_hidden": _mutated(expand_hidden, _new_columns("pos_emb"))}),
-    ("hidden_nonzero_w2_columns", "expand_hidden leaves W2's new columns nonzero",
-     {"expand_hidden": _mutated(expand_hidden, _new_columns("layers.*.w2"))}),
-    ("hidden_nonzero_b2", "expand_hidden leaves the new b2 entries nonzero",
-     {"expand_hidden": _mutated(expand_hidden, _new_columns("layers.*.b2"))}),
-    ("hidden_nonzero_w_o_columns", "expand_hidden leaves W_O's new columns nonzero",
-     {"expand_hidden": _mutated(expand_hidden, _new_columns("layers.*.w_o"))}),
-    ("inserted_layer_nonzero_w_o", "insert_layer leaves the new layer's W_O nonzero", {"insert_layer": _inserted("w_o")}),
-    ("inserted_layer_nonzero_w2", "insert_layer leaves the new layer's W2 nonzero", {"insert_layer": _inserted("w2")}),
-    ("inserted_layer_nonzero_b2", "insert_layer leaves the new layer's b2 nonzero", {"insert_layer": _inserted("b2")}),
+    (
+        "mlp_nonzero_w2_rows",
+        "expand_mlp leaves the new W2 rows nonzero",
+        {"expand_mlp": _mutated(expand_mlp, _w2_rows)},
+    ),
+    (
+        "heads_nonzero_w_o_rows",
+        "add_heads gives the new heads nonzero W_O rows",
+        {"add_heads": _mutated(props.REAL["add_heads"], _head_w_o_rows)},
+    ),
+    (
+        "value_size_nonzero_w_o_rows",
+        "expand_head_dim leaves W_O's new rows inside each head nonzero",
+        {"expand_head_dim": _mutated(expand_head_dim, _value_w_o_rows)},
+    ),
+    (
+        "qk_factor_missing",
+        "expand_qk_dim forgets to multiply the old W_K by sqrt(k'/k)",
+        {"expand_qk_dim": _mutated(expand_qk_dim, _w_k_unscaled)},
+    ),
+    (
+        "qk_nonzero_w_k_columns",
+        "expand_qk_dim gives W_K's new columns nonzero values",
+        {"expand_qk_dim": _mutated(expand_qk_dim, _w_k_columns)},
+    ),
+    (
+        "hidden_gains_unscaled",
+        "expand_hidden forgets the gain factor sqrt(h/h')",
+        {"expand_hidden": _mutated(expand_hidden, _gains_unscaled)},
+    ),
+    (
+        "hidden_eps_unrescaled",
+        "expand_hidden keeps eps instead of eps * h/h'",
+        {"expand_hidden": _mutated(expand_hidden, lambda model, params: None, eps=_eps_kept)},
+    ),
+    (
+        "hidden_random_embedding_columns",
+        "expand_hidden draws the new embedding columns at random (the paper's text)",
+        {"expand_hidden": _mutated(expand_hidden, _new_columns("tok_emb"))},
+    ),
+    (
+        "hidden_nonzero_position_columns",
+        "expand_hidden leaves the new position columns nonzero",
+        {"expand_hidden": _mutated(expand_hidden, _new_columns("pos_emb"))},
+    ),
+    (
+        "hidden_nonzero_w2_columns",
+        "expand_hidden leaves W2's new columns nonzero",
+        {"expand_hidden": _mutated(expand_hidden, _new_columns("layers.*.w2"))},
+    ),
+    (
+        "hidden_nonzero_b2",
+        "expand_hidden leaves the new b2 entries nonzero",
+        {"expand_hidden": _mutated(expand_hidden, _new_columns("layers.*.b2"))},
+    ),
+    (
+        "hidden_nonzero_w_o_columns",
+        "expand_hidden leaves W_O's new columns nonzero",
+        {"expand_hidden": _mutated(expand_hidden, _new_columns("layers.*.w_o"))},
+    ),
+    (
+        "inserted_layer_nonzero_w_o",
+        "insert_layer leaves the new layer's W_O nonzero",
+        {"insert_layer": _inserted("w_o")},
+    ),
+    (
+        "inserted_layer_nonzero_w2",
+        "insert_layer leaves the new layer's W2 nonzero",
+        {"insert_layer": _inserted("w2")},
+    ),
+    (
+        "inserted_layer_nonzero_b2",
+        "insert_layer leaves the new layer's b2 nonzero",
+        {"insert_layer": _inserted("b2")},
+    ),
 ]
 
 PLANTED_BUGS: list[PlantedBug] = [
-    PlantedBug(name, mistake, props.check_growth_is_o_exact, props.REAL.replace(**functions), props.REAL,
-               FunctionNotPreservedError, family=FAMILY, max_examples=100)
+    PlantedBug(
+        name,
+        mistake,
+        props.check_growth_is_o_exact,
+        props.REAL.replace(**functions),
+        props.REAL,
+        FunctionNotPreservedError,
+        family=FAMILY,
+        max_examples=100,
+    )
     for name, mistake, functions in _BUGGY_GROWTH
 ]
 
 # Level R catches what is wrong in real numbers, including stored values that disagree with the certificate.
 PLANTED_BUGS += [
-    PlantedBug("mlp_nonzero_w2_rows", "expand_mlp leaves the new W2 rows nonzero", props.check_growth_is_r_exact,
-               props.REAL.replace(expand_mlp=_mutated(expand_mlp, _w2_rows)), props.REAL,
-               FunctionNotPreservedError, family=FAMILY, max_examples=200),
-    PlantedBug("hidden_eps_unrescaled", "expand_hidden keeps eps instead of eps * h/h'", props.check_growth_is_r_exact,
-               props.REAL.replace(expand_hidden=_mutated(expand_hidden, lambda model, params: None, eps=_eps_kept)),
-               props.REAL, FunctionNotPreservedError, family=FAMILY, max_examples=300),
-    PlantedBug("hidden_gain_factor_squared", "expand_hidden multiplies the gains by h/h' (not its square root) and "
-               "certifies sqrt(h/h')", props.check_growth_is_r_exact,
-               props.REAL.replace(expand_hidden=_mutated(expand_hidden, _gains_squared_factor)), props.REAL,
-               FunctionNotPreservedError, family=FAMILY, max_examples=300),
-    PlantedBug("gradient_factor_misreported", "expand_qk_dim's certificate reports factor 1 for the scaled W_K",
-               props.check_gradients_preserved, props.REAL.replace(expand_qk_dim=_wrong_gradient_factor), props.REAL,
-               FunctionNotPreservedError, family=FAMILY, max_examples=300),
+    PlantedBug(
+        "mlp_nonzero_w2_rows",
+        "expand_mlp leaves the new W2 rows nonzero",
+        props.check_growth_is_r_exact,
+        props.REAL.replace(expand_mlp=_mutated(expand_mlp, _w2_rows)),
+        props.REAL,
+        FunctionNotPreservedError,
+        family=FAMILY,
+        max_examples=200,
+    ),
+    PlantedBug(
+        "hidden_eps_unrescaled",
+        "expand_hidden keeps eps instead of eps * h/h'",
+        props.check_growth_is_r_exact,
+        props.REAL.replace(expand_hidden=_mutated(expand_hidden, lambda model, params: None, eps=_eps_kept)),
+        props.REAL,
+        FunctionNotPreservedError,
+        family=FAMILY,
+        max_examples=300,
+    ),
+    PlantedBug(
+        "hidden_gain_factor_squared",
+        "expand_hidden multiplies the gains by h/h' (not its square root) and certifies sqrt(h/h')",
+        props.check_growth_is_r_exact,
+        props.REAL.replace(expand_hidden=_mutated(expand_hidden, _gains_squared_factor)),
+        props.REAL,
+        FunctionNotPreservedError,
+        family=FAMILY,
+        max_examples=300,
+    ),
+    PlantedBug(
+        "gradient_factor_misreported",
+        "expand_qk_dim's certificate reports factor 1 for the scaled W_K",
+        props.check_gradients_preserved,
+        props.REAL.replace(expand_qk_dim=_wrong_gradient_factor),
+        props.REAL,
+        FunctionNotPreservedError,
+        family=FAMILY,
+        max_examples=300,
+    ),
 ]
 
 
@@ -243,31 +331,51 @@ def nan_hiding_checker(before: Any, after: Any, ids: torch.Tensor) -> None:
 
 
 PLANTED_BUGS += [
-    PlantedBug("allclose_accepts_violations", "a violated constraint checked with allclose(rtol=1e-3)",
-               props.check_violation_is_detected, allclose_checker, props.level_o_checker, CheckerTooLaxError,
-               family=FAMILY, max_examples=200),
-    PlantedBug("nan_hidden", "outputs compared after nan_to_num", props.check_nan_is_reported, nan_hiding_checker,
-               props.level_o_checker, CheckerTooLaxError, family=FAMILY, max_examples=50),
+    PlantedBug(
+        "allclose_accepts_violations",
+        "a violated constraint checked with allclose(rtol=1e-3)",
+        props.check_violation_is_detected,
+        allclose_checker,
+        props.level_o_checker,
+        CheckerTooLaxError,
+        family=FAMILY,
+        max_examples=200,
+    ),
+    PlantedBug(
+        "nan_hidden",
+        "outputs compared after nan_to_num",
+        props.check_nan_is_reported,
+        nan_hiding_checker,
+        props.level_o_checker,
+        CheckerTooLaxError,
+        family=FAMILY,
+        max_examples=50,
+    ),
 ]
 
 
 # ---- the notebook's choices, each caught at the level where it breaks -------------------------------------
 
-NOTEBOOK_BASE = ModelConfig(vocab=7, max_len=3, hidden=4, mlp=4, heads=2, qk=2, v=2, layers=1, eps=1e-6,
-                            activation="gelu")
+NOTEBOOK_BASE = ModelConfig(
+    vocab=7, max_len=3, hidden=4, mlp=4, heads=2, qk=2, v=2, layers=1, eps=1e-6, activation="gelu"
+)
 
 
 def _notebook_base(dtype: torch.dtype = torch.float64) -> ReferenceTransformer:
     return props.random_model(NOTEBOOK_BASE, dtype, seed=3)
 
 
-def check_growth_is_r_exact_on_notebook_model(grow: Callable[[ReferenceTransformer], ReferenceTransformer]) -> None:
+def check_growth_is_r_exact_on_notebook_model(
+    grow: Callable[[ReferenceTransformer], ReferenceTransformer],
+) -> None:
     """Level R on the notebook's setting (eps = 1e-6, tiny, fp64): the real functions must agree."""
     before = _notebook_base()
     assert_function_preserved(before, grow(before), torch.tensor([[1, 2, 3]]), level="R")
 
 
-def check_growth_is_o_exact_on_notebook_model(grow: Callable[[ReferenceTransformer], ReferenceTransformer]) -> None:
+def check_growth_is_o_exact_on_notebook_model(
+    grow: Callable[[ReferenceTransformer], ReferenceTransformer],
+) -> None:
     """Level O on the notebook's setting (fp32): bit-exact in the declared order."""
     before = _notebook_base(torch.float32)
     assert_function_preserved(before, grow(before), torch.tensor([[1, 2, 3], [4, 5, 6]]), level="O")
@@ -287,15 +395,30 @@ _RIGHT = {
 }
 
 PLANTED_BUGS += [
-    PlantedBug(f"notebook_{name.replace(' ', '_').replace('(', '').replace(')', '')}", growth.why,
-               check_growth_is_r_exact_on_notebook_model if growth.breaks_at == "R"
-               else check_growth_is_o_exact_on_notebook_model,
-               growth.grow, _RIGHT[name], FunctionNotPreservedError, family=FAMILY, hypothesis=False,
-               notes={"caught at level": str(growth.breaks_at)})
+    PlantedBug(
+        f"notebook_{name.replace(' ', '_').replace('(', '').replace(')', '')}",
+        growth.why,
+        check_growth_is_r_exact_on_notebook_model
+        if growth.breaks_at == "R"
+        else check_growth_is_o_exact_on_notebook_model,
+        growth.grow,
+        _RIGHT[name],
+        FunctionNotPreservedError,
+        family=FAMILY,
+        hypothesis=False,
+        notes={"caught at level": str(growth.breaks_at)},
+    )
     for name, growth in _NOTEBOOK.items()
 ]
 PLANTED_BUGS.append(
-    PlantedBug("notebook_allclose_1e-3", "allclose(rtol=1e-3) accepts growths that change the function",
-               check_checker_rejects_notebook_growths, notebook_allclose_check,
-               partial(assert_function_preserved, level="O"), CheckerTooLaxError, family=FAMILY, hypothesis=False)
+    PlantedBug(
+        "notebook_allclose_1e-3",
+        "allclose(rtol=1e-3) accepts growths that change the function",
+        check_checker_rejects_notebook_growths,
+        notebook_allclose_check,
+        partial(assert_function_preserved, level="O"),
+        CheckerTooLaxError,
+        family=FAMILY,
+        hypothesis=False,
+    )
 )
