@@ -23,7 +23,14 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+
+try:
+    from tqdm import tqdm
+except ImportError:  # progress bars are optional
+
+    def tqdm(iterable, **_):  # type: ignore[no-redef]
+        return iterable
+
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # runnable from a checkout without installing

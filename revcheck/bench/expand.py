@@ -206,7 +206,12 @@ def measure(
     progress: bool = True,
 ) -> Iterator[Cell]:
     """Measure every row (tqdm progress on stderr)."""
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress is optional (pip install revcheck[progress])
+
+        def tqdm(iterable: Any, **_: Any) -> Any:  # type: ignore[no-redef]
+            return iterable
 
     from revcheck.expand import GrowthCertificate
     from revcheck.nn.expand import DTYPES

@@ -213,10 +213,16 @@ class OrderedArithmetic:
             raise ValueError(f"storage={storage!r} is not supported; use one of {', '.join(_COMPUTE)}")
         self.storage = storage
         self.dtype = np.dtype(_COMPUTE[storage])
+        self.tiny = {"fp64": 2.0**-1022, "fp32": 2.0**-126, "bf16": 2.0**-126, "fp16": 2.0**-14}[storage]
+        self.subnormal_results = 0  # results of operations that were subnormal (see store)
 
     # conversion and structure
     def store(self, x: FloatArray) -> FloatArray:
-        return ordered.round_to_storage(x, self.storage) if self.storage in ("bf16", "fp16") else x
+        out = ordered.round_to_storage(x, self.storage) if self.storage in ("bf16", "fp16") else x
+        # Power-of-two scalings are exact only in the normal range: count what left it (a certificate condition).
+        magnitude = np.abs(out)
+        self.subnormal_results += int(np.count_nonzero((magnitude > 0) & (magnitude < self.tiny)))
+        return out
 
     def param(self, name: str, value: object) -> FloatArray:
         array = np.asarray(value)
@@ -640,7 +646,11 @@ def backward(
 
 
 def oracle_forward(
-    config: ModelConfig, params: Mapping[str, Any], ids: object, storage: str = "fp32"
+    config: ModelConfig,
+    params: Mapping[str, Any],
+    ids: object,
+    storage: str = "fp32",
+    arithmetic: OrderedArithmetic | None = None,
 ) -> FloatArray:
     """Logits in the declared order (level O) for parameters stored in ``storage``.
 
@@ -654,7 +664,8 @@ def oracle_forward(
             [5., 7., 9.]]], dtype=float32)
     """
     with np.errstate(all="ignore"):  # inf and NaN are results here, reported by the checks
-        return forward(config, params, ids, OrderedArithmetic(storage))  # type: ignore[no-any-return]
+        arithmetic = arithmetic or OrderedArithmetic(storage)
+        return forward(config, params, ids, arithmetic)  # type: ignore[no-any-return]
 
 
 def oracle_gradients(
@@ -663,7 +674,11 @@ def oracle_gradients(
     ids: object,
     grad_logits: FloatArray,
     storage: str = "fp32",
+    arithmetic: OrderedArithmetic | None = None,
 ) -> dict[str, FloatArray]:
-    """Parameter gradients of ``sum(logits * grad_logits)`` in the declared order (level O)."""
+    """Parameter gradients of ``sum(logits * grad_logits)`` in the declared order (level O).
+
+    Pass ``arithmetic`` to read its ``subnormal_results`` afterwards.
+    """
     with np.errstate(all="ignore"):
-        return backward(config, params, ids, grad_logits, OrderedArithmetic(storage))
+        return backward(config, params, ids, grad_logits, arithmetic or OrderedArithmetic(storage))

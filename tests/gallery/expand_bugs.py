@@ -263,7 +263,8 @@ PLANTED_BUGS: list[PlantedBug] = [
         props.REAL,
         FunctionNotPreservedError,
         family=FAMILY,
-        max_examples=100,
+        # every example composes all six transformations: the first one catches each bug here
+        max_examples=30,
     )
     for name, mistake, functions in _BUGGY_GROWTH
 ]
@@ -278,7 +279,7 @@ PLANTED_BUGS += [
         props.REAL,
         FunctionNotPreservedError,
         family=FAMILY,
-        max_examples=200,
+        max_examples=30,
     ),
     PlantedBug(
         "hidden_eps_unrescaled",
@@ -288,7 +289,7 @@ PLANTED_BUGS += [
         props.REAL,
         FunctionNotPreservedError,
         family=FAMILY,
-        max_examples=300,
+        max_examples=30,
     ),
     PlantedBug(
         "hidden_gain_factor_squared",
@@ -298,7 +299,7 @@ PLANTED_BUGS += [
         props.REAL,
         FunctionNotPreservedError,
         family=FAMILY,
-        max_examples=300,
+        max_examples=30,
     ),
     PlantedBug(
         "gradient_factor_misreported",
@@ -308,7 +309,7 @@ PLANTED_BUGS += [
         props.REAL,
         FunctionNotPreservedError,
         family=FAMILY,
-        max_examples=300,
+        max_examples=30,
     ),
 ]
 
@@ -339,7 +340,7 @@ PLANTED_BUGS += [
         props.level_o_checker,
         CheckerTooLaxError,
         family=FAMILY,
-        max_examples=200,
+        max_examples=50,
     ),
     PlantedBug(
         "nan_hidden",
@@ -349,7 +350,7 @@ PLANTED_BUGS += [
         props.level_o_checker,
         CheckerTooLaxError,
         family=FAMILY,
-        max_examples=50,
+        max_examples=20,
     ),
 ]
 
