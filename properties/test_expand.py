@@ -8,8 +8,9 @@ against planted bugs; the thin ``test_*`` wrappers run them on the real code.
 * ``check_growth_is_o_exact`` — level **O**: every transformation composed
   with all the others in a drawn order (plus repeats), at O-certified ratios
   (fp64 / fp32 / bf16, eps, explicit or SDPA attention, pre- or post-norm where
-  allowed), is bit-exact in the oracle, and the certificate says O.  Level K is measured on the CPU kernels and
-  recorded as a Hypothesis event: data, never asserted.
+  allowed), is bit-exact in the oracle, and the certificate says O.  Level K is
+  measured on the CPU kernels and recorded as a Hypothesis event: data, never
+  asserted.
 * ``check_gradients_preserved`` — level **O**: gradients of pre-existing
   parameters are bit-exact after the rescaling a certificate reports.
 * ``check_growth_is_r_exact`` — level **R**: all transformations composed in a

@@ -395,9 +395,9 @@ def _level_o(
     report.subnormal_results = arithmetic_a.subnormal_results
     if not report.passed and arithmetic_a.subnormal_results:
         report.lines.append(
-            f"after's oracle evaluation had {arithmetic_a.subnormal_results} subnormal intermediate result(s): "
-            "power-of-two growth factors are exact only in the normal range (a condition of the certificate), "
-            "so a scaled value there may differ by rounding without the transformation being wrong"
+            f"after's oracle evaluation had {arithmetic_a.subnormal_results} subnormal intermediate "
+            "result(s): power-of-two growth factors are exact only in the normal range (a condition of the "
+            "certificate), so a scaled value there may differ by rounding without the growth being wrong"
         )
     return report
 

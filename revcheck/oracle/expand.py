@@ -219,7 +219,7 @@ class OrderedArithmetic:
     # conversion and structure
     def store(self, x: FloatArray) -> FloatArray:
         out = ordered.round_to_storage(x, self.storage) if self.storage in ("bf16", "fp16") else x
-        # Power-of-two scalings are exact only in the normal range: count what left it (a certificate condition).
+        # Power-of-two scalings are exact only in the normal range: count what left it (a condition).
         magnitude = np.abs(out)
         self.subnormal_results += int(np.count_nonzero((magnitude > 0) & (magnitude < self.tiny)))
         return out
