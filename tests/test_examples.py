@@ -119,3 +119,55 @@ def test_tying_char_lm_prints_its_figures() -> None:
     assert set(memory) == {"tied", "untied"}, out
     assert memory["tied"][0] <= memory["untied"][0] and memory["tied"][1] == memory["untied"][1], out
     assert re.search(r"rewards: \d+ decisions, (\d+) distinct", out), out
+
+
+GROW = REPO_ROOT / "examples" / "expand_grow.py"
+GROWTH_LINE = re.compile(r"^  eval loss before (\S+)  after (\S+)  difference", re.MULTILINE)
+LEVEL_LINE = re.compile(r"^  certified level (\w); level O: (.*?); level K", re.MULTILINE)
+RETRAIN_LINE = re.compile(
+    r"^trained the grown model \d+ more steps: train loss (\S+) -> (\S+);", re.MULTILINE
+)
+
+
+def check_grow_output(output: str) -> list[str]:
+    """Problems with expand_grow.py's printout: three growth steps, no loss jump, level O, training goes "
+    "on."""
+    problems = []
+    growth = [(float(b), float(a)) for b, a in GROWTH_LINE.findall(output)]
+    levels = LEVEL_LINE.findall(output)
+    if len(growth) != 3 or len(levels) != 3:
+        problems.append(
+            f"expected three growth steps, found {len(growth)} losses and {len(levels)} level lines"
+        )
+    # The loss is compared at the kernel (K is data): a jump beyond rounding would mean the function changed.
+    problems += [f"loss jumped: {b} -> {a}" for b, a in growth if not abs(a - b) <= 1e-5 * max(1.0, abs(b))]
+    problems += [f"level O did not hold: {o}" for certified, o in levels if certified == "O" and o != "holds"]
+    retrain = RETRAIN_LINE.findall(output)
+    if len(retrain) != 1 or not float(retrain[0][1]) < float(retrain[0][0]):
+        problems.append(f"the grown model did not keep learning: {retrain}")
+    return problems
+
+
+def test_expand_grow_example_preserves_the_loss_and_keeps_training() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(
+        [sys.executable, str(GROW), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"example failed:\n{result.stdout}\n{result.stderr}"
+    assert check_grow_output(result.stdout) == [], result.stdout
+
+
+def test_grow_output_check_flags_a_jump() -> None:
+    broken = (
+        "  eval loss before 2.5  after 2.9  difference 4.0e-01\n  certified level O; level O: FAILS: x; "
+        "level K\n"
+        "trained the grown model 5 more steps: train loss 2.0 -> 2.5; eval loss 2.4\n"
+    )
+    problems = check_grow_output(broken)
+    assert any("three growth steps" in p for p in problems) and any("jumped" in p for p in problems)
+    assert any("did not hold" in p for p in problems) and any("keep learning" in p for p in problems)

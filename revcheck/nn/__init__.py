@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BDIAStack", "PAMLinear", "PAMMatmul", "PreNormTransformerBlock", "TinyGPT", "TyingController"]
+__all__ = [
+    "BDIAStack",
+    "PAMLinear",
+    "PAMMatmul",
+    "PreNormTransformerBlock",
+    "ReferenceTransformer",
+    "TinyGPT",
+    "TyingController",
+]
 
 _HOMES = {
     "PAMLinear": "revcheck.nn.pam",
@@ -13,6 +21,7 @@ _HOMES = {
     "PreNormTransformerBlock": "revcheck.nn.transformer",
     "TinyGPT": "revcheck.nn.transformer",
     "TyingController": "revcheck.nn.tying",
+    "ReferenceTransformer": "revcheck.nn.expand",
 }
 
 
