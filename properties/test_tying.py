@@ -217,7 +217,7 @@ def check_copy_equals_source_then_independent(data: st.DataObject, impl: Callabl
     source = {name: p.detach().clone() for name, p in case.model.blocks[j].named_parameters()}
     case.tying.tie(i, j, "copy")
     case.declared[i] = (j, "copy")
-    # Layers share- or stopgrad-tied to i follow it (docs/decisions_tying.md): they are not "others".
+    # Layers share- or stopgrad-tied to i follow it (docs/spec.md §5): they are not "others".
     others = {
         storage_key(p)
         for k, block in enumerate(case.model.blocks)

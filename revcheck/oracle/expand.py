@@ -595,7 +595,7 @@ def backward(
 ) -> dict[str, FloatArray]:
     """Gradients of ``sum(logits * grad_logits)`` with respect to every parameter, in declared order.
 
-    The order (docs/decisions_expand.md): reverse of the forward; weight
+    The order (docs/spec.md §4): reverse of the forward; weight
     gradients ``X^T @ dY`` reduce over tokens in C order; bias and gain
     gradients are sequential sums over tokens; the embedding gradient adds token
     rows in C order; where a value has several uses their gradients are added in

@@ -28,7 +28,7 @@ of the inputs alone, portable across machines:
   on their bit patterns, with :mod:`revcheck.oracle.rounding`) to bf16 or fp16
   and returns them as binary32 again, which holds them exactly.  A model oracle
   computing "in bf16" computes in binary32 and rounds at its declared storage
-  points (docs/spec.md §0; docs/decisions_expand.md says which points).
+  points (docs/spec.md §0; docs/spec.md §4 says which points).
 
 Inputs must already be arrays of the compute dtype (``float32`` or ``float64``);
 nothing is silently converted.

@@ -9,7 +9,7 @@ The agent is the public one's (``code/dqn_trainer.py``, as docs/spec.md §5 desc
 * epsilon-greedy, epsilon from 1, times 0.95 per episode, floor 0.01;
 * one TD update per decision towards ``r + 0.99 · max Q(s′)`` with an MSE loss.
 
-What is fixed, each declared in docs/decisions_tying.md:
+What is fixed, each declared in docs/spec.md §5:
 
 * **the reward** (fact d): :func:`log_perplexity_reward`, the *decrease* of validation
   log-perplexity (mean cross-entropy in nats) over the decision; positive when perplexity

@@ -3,7 +3,7 @@
 :class:`TyingController` owns the decision "layer ``i`` uses the weights of layer ``j < i``"
 for a stack of layers (for example ``TinyGPT.blocks``, the pre-norm GPT blocks of
 ``revcheck.nn.transformer``).  Every tie names one of three meanings; there is no default
-(docs/decisions_tying.md, D5.1):
+(docs/spec.md §5, D5.1):
 
 ``"share"``
     One ``nn.Parameter`` object sits at both positions.  Autograd sums the gradients of both
@@ -380,7 +380,7 @@ class TyingController:
         """Bring the ties to the agent state ``state`` (``s_i = i`` independent, ``s_i = j < i`` tied).
 
         Only layers whose state changes are touched: repeating a decision keeps an earlier copy
-        (docs/decisions_tying.md, D5.3).  Layers are processed in increasing order.
+        (docs/spec.md §5, D5.3).  Layers are processed in increasing order.
         """
         check_tie_mode(mode)
         if len(state) != self.num_layers:
