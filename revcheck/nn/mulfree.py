@@ -369,7 +369,8 @@ def _cross_entropy_rows(P: _PA, logits: Tensor, target: Tensor) -> Tensor:
 
 def _cross_entropy_impl(logits: Tensor, target: Tensor, reduction: str) -> Tensor:
     _check_tensor(logits, "pa_cross_entropy", "logits")
-    _check_targets(logits, target, "pa_cross_entropy", values=False)
+    # The value check runs inside the op (a leaf of traces), so tracing the step needs no host sync.
+    _check_targets(logits, target, "pa_cross_entropy", values=True)
     reduction = oracle._check_reduction(reduction, "pa_cross_entropy")
     P = _pa_for(logits)
     rows = _cross_entropy_rows(P, _widen(logits), target)
@@ -441,7 +442,7 @@ def pa_cross_entropy(logits: Tensor, target: Tensor, reduction: str = "mean") ->
     Multiply by ln 2 (outside the training step) to compare with nats.
     """
     _check_tensor(logits, "pa_cross_entropy", "logits")
-    _check_targets(logits, target, "pa_cross_entropy", values=True)
+    _check_targets(logits, target, "pa_cross_entropy", values=False)
     oracle._check_reduction(reduction, "pa_cross_entropy")
     return _pa_cross_entropy_op(logits, target, reduction)
 
@@ -1052,24 +1053,38 @@ def pa_scale_grads_(parameters: Iterable[Tensor] | Tensor, c: float | Tensor) ->
     _pa_scale_in_place_op(grads, c_tensor)
 
 
-def pa_clip_grad_norm_(parameters: Iterable[Tensor] | Tensor, max_norm: float, eps: float = 1e-6) -> Tensor:
-    """PA ``clip_grad_norm_``: total norm ``pa_sqrt(Σ g ⊡ g)``, coefficient ``min(max_norm ⊘ (norm + eps), 1)``.
-
-    Every gradient is scaled in place by ``⊡`` the coefficient (exact when it is
-    1); returns the total norm (compute dtype).  ``max_norm`` and ``eps`` are
-    declared host constants, rounded once.
-    """
-    params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-    grads = _grads(params)
-    if not grads:
-        raise UsageError("pa_clip_grad_norm_: no parameter has a gradient; call backward() first")
-    sq_norm = _pa_sq_norm_op(grads)
+def _clip_impl(grads: list[Tensor], max_norm: float, eps: float) -> Tensor:
+    sq_norm = _sq_norm_impl(grads)
     P = _PA(sq_norm.dtype, sq_norm.device)
     norm = P.sqrt(sq_norm)
-    coefficient = kernels.pam_div(_constant(max_norm, sq_norm.dtype, sq_norm.device), norm + _constant(eps, sq_norm.dtype, sq_norm.device))
-    coefficient = torch.minimum(coefficient, P.one)
-    _pa_scale_in_place_op(grads, coefficient)
+    bound = _constant(max_norm, sq_norm.dtype, sq_norm.device)
+    coefficient = kernels.pam_div(bound, norm + _constant(eps, sq_norm.dtype, sq_norm.device))
+    _scale_in_place_impl(grads, torch.minimum(coefficient, P.one))
     return norm
+
+
+def _clip_fake(grads: list[Tensor], max_norm: float, eps: float) -> Tensor:
+    return _sq_norm_fake(grads)
+
+
+_pa_clip_op = _register(
+    "pa_clip_grad_norm_", "(Tensor(a!)[] grads, float max_norm, float eps) -> Tensor", _clip_impl, _clip_fake,
+    mutates=("grads",),
+)  # fmt: skip
+
+
+def pa_clip_grad_norm_(parameters: Iterable[Tensor] | Tensor, max_norm: float, eps: float = 1e-6) -> Tensor:
+    """PA ``clip_grad_norm_`` (``revcheck::pa_clip_grad_norm_``): total norm ``pa_sqrt(Σ g ⊡ g)``.
+
+    The coefficient is ``min(max_norm ⊘ (norm + eps), 1)`` and every gradient
+    is scaled IN PLACE by ``⊡`` it (exact when it is 1); returns the total norm
+    (compute dtype).  ``max_norm`` and ``eps`` are declared host constants,
+    rounded once; the sum of squares runs in the declared strided order.
+    """
+    grads = _grads(parameters)
+    if not grads:
+        raise UsageError("pa_clip_grad_norm_: no parameter has a gradient; call backward() first")
+    return _pa_clip_op(grads, float(max_norm), float(eps))
 
 
 # ---- modules ---------------------------------------------------------------------------------------------
