@@ -123,13 +123,17 @@ class PAFormatError(UsageError):
 
 def check_format(fmt: object, op: str = "the PA training ops") -> FloatFormat:
     """``formats.get(fmt)`` restricted to :data:`SUPPORTED_FORMATS`; anything else is a :class:`PAFormatError`."""
+    supported = ", ".join(SUPPORTED_FORMATS)
     try:
         fmt_ = formats.get(fmt)
-    except formats.UnsupportedFormatError as error:
-        raise PAFormatError(f"{op}: {error}") from None
+    except formats.UnsupportedFormatError:
+        raise PAFormatError(
+            f"{op}: {fmt!s} is not a float format the PA training ops take; they take {supported} "
+            "(an integer dtype holds no PA values: convert explicitly, e.g. x.to(torch.float32))"
+        ) from None
     if fmt_.name not in SUPPORTED_FORMATS:
         raise PAFormatError(
-            f"{op}: format {fmt_.name} is not supported; use one of {', '.join(SUPPORTED_FORMATS)} "
+            f"{op}: format {fmt_.name} is not supported; use one of {supported} "
             "(convert explicitly, e.g. to fp32; nothing is converted silently)"
         )
     return fmt_
