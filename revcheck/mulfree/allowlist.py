@@ -97,7 +97,7 @@ unsqueeze_copy squeeze_copy select_copy slice_copy split_copy unbind_copy _neg_v
 resolve_conj resolve_neg _conj_physical conj_physical tril_indices triu_indices max_pool2d_with_indices
 _foreach_copy _foreach_zero _foreach_neg _foreach_abs _foreach_maximum _foreach_minimum
 _foreach_clamp_min _foreach_clamp_max _efficientzerotensor _has_compatible_shallow_copy_type
-record_stream is_nonzero sgn
+record_stream is_nonzero sgn slice_backward select_backward diagonal_backward
 """.split()
 
 # Float summation ops; ``alpha`` (if any) is checked separately.
@@ -373,13 +373,15 @@ def classify(
     ``pa_ops``: registered PA op names (default :data:`revcheck.nn.mulfree.PA_OPS`);
     ``declared``: extra op names (``"ns::op"``) the caller certified, with why.
     """
-    qualified = func._schema.name
-    if declared and qualified in declared:
-        return Verdict(Kind.PA, f"declared by the caller: {declared[qualified]}")
     category, payload = _static_category(func)
+    if declared:
+        qualified = func._schema.name
+        if qualified in declared:
+            return Verdict(Kind.PA, f"declared by the caller: {declared[qualified]}")
     if category == "verdict":
         return payload  # type: ignore[no-any-return]
     if category == "revcheck":
+        qualified = func._schema.name
         if pa_ops is None:
             from revcheck.nn.mulfree import PA_OPS as pa_ops
         if qualified in pa_ops:

@@ -151,7 +151,7 @@ class Report:
 
     def table(self, *, top: int = 4) -> str:
         """Per phase: ops seen, float multiplies (mul/div/transcendental), unknown ops, the commonest offenders."""
-        header = f"{'phase':<10} {'aten ops':>9} {'float mul/div/exp':>17} {'unknown':>8}  most frequent float ops"
+        header = f"{'phase':<10} {'ops seen':>9} {'float mul/div/exp':>17} {'unknown':>8}  most frequent float ops"
         lines = [header, "-" * len(header)]
         for phase in self.phases():
             multiplies = self.ops(kind=Kind.MULTIPLY, phase=phase)
@@ -177,6 +177,17 @@ class Report:
             f"{self.escapes}.  Semantic, not instruction-level: PyTorch's CPU add kernel is an FMA with "
             "multiplier exactly 1 (exact).  Not seen: revcheck.mulfree.BLIND_SPOTS."
         )
+
+
+_QUALIFIED: dict[int, tuple[Any, str]] = {}
+
+
+def _qualified_name(func: Any) -> str:
+    """``func._schema.name``, cached by id (the schema is a fresh Python object per access: slow per op)."""
+    cached = _QUALIFIED.get(id(func))
+    if cached is None:
+        cached = _QUALIFIED[id(func)] = (func, func._schema.name)
+    return cached[1]
 
 
 def _user_stack(depth: int) -> list[str]:
@@ -302,7 +313,7 @@ class MulFreeMode(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         phase = self.current_phase()
-        qualified = func._schema.name
+        qualified = _qualified_name(func)
         if self.descend and qualified in self._pa_ops and qualified not in self.declared:
             self._note(func, Verdict(Kind.PA, "a registered piecewise-affine op (checked inside too)"), phase,
                        args, kwargs, None)  # fmt: skip
