@@ -69,9 +69,9 @@ def examples(fraction: float) -> int:
 def moderate_patterns(fmt: formats.FloatFormat, low: int = -6, high: int = 6) -> st.SearchStrategy[int]:
     """Normal values with exponents in [low, high]: the values a training step sees."""
     return st.builds(
-        lambda negative, exponent, fraction: (fmt.sign_mask if negative else 0)
-        | (exponent + fmt.bias) << fmt.mantissa_bits
-        | fraction,
+        lambda negative, exponent, fraction: (
+            (fmt.sign_mask if negative else 0) | (exponent + fmt.bias) << fmt.mantissa_bits | fraction
+        ),
         st.booleans(),
         st.integers(low, high),
         st.integers(0, fmt.mantissa_mask),
@@ -92,8 +92,13 @@ def draw_format(data: st.DataObject) -> formats.FloatFormat:
     return formats.get(data.draw(st.sampled_from(FORMATS), label="format"))
 
 
-def draw_values(data: st.DataObject, fmt: formats.FloatFormat, shape: tuple[int, ...], label: str,
-                kinds: tuple[str, ...] = ("moderate", "mixed", "any")) -> np.ndarray:  # fmt: skip
+def draw_values(
+    data: st.DataObject,
+    fmt: formats.FloatFormat,
+    shape: tuple[int, ...],
+    label: str,
+    kinds: tuple[str, ...] = ("moderate", "mixed", "any"),
+) -> np.ndarray:
     kind = data.draw(st.sampled_from(kinds), label=f"{label}: value kind")
     return data.draw(pa_arrays(fmt, shape, kind), label=label)
 
@@ -104,7 +109,10 @@ def tensor(bit_array: np.ndarray, fmt: formats.FloatFormat, device: str, grad: b
 
 
 def draw_matrix_shape(data: st.DataObject, max_rows: int = 4, max_cols: int = 9) -> tuple[int, int]:
-    return (data.draw(st.integers(1, max_rows), label="rows"), data.draw(st.integers(1, max_cols), label="cols"))
+    return (
+        data.draw(st.integers(1, max_rows), label="rows"),
+        data.draw(st.integers(1, max_cols), label="cols"),
+    )
 
 
 # ---- every op equals its oracle -------------------------------------------------------------------------
@@ -134,8 +142,10 @@ def check_cross_entropy_matches_oracle(data: st.DataObject, impl: Any, device: s
     rows, classes = draw_matrix_shape(data, max_rows=6)
     reduction = data.draw(st.sampled_from(oracle.REDUCTIONS), label="reduction")
     logits_bits = draw_values(data, fmt, (rows, classes), "logits", ("moderate", "mixed"))
-    targets = np.array(data.draw(st.lists(st.integers(0, classes - 1), min_size=rows, max_size=rows),
-                                 label="targets"), dtype=np.int64)  # fmt: skip
+    targets = np.array(
+        data.draw(st.lists(st.integers(0, classes - 1), min_size=rows, max_size=rows), label="targets"),
+        dtype=np.int64,
+    )
     logits = tensor(logits_bits, fmt, device, grad=True)
     loss = impl.pa_cross_entropy(logits, torch.from_numpy(targets).to(device), reduction)
     assert_bit_exact(loss, oracle.pa_cross_entropy(logits_bits, targets, fmt, reduction=reduction), fmt=fmt)
@@ -157,7 +167,9 @@ def check_mean_matches_oracle(data: st.DataObject, impl: Any, device: str = "cpu
     g_bits = draw_values(data, fmt, tuple(y.shape), "upstream gradient", ("moderate", "mixed"))
     y.backward(tensor(g_bits, fmt, device))
     assert x.grad is not None
-    assert_bit_exact(x.grad, oracle.pa_mean_backward(g_bits, x_bits, fmt, axis=dim), fmt=fmt, msg="pa_mean backward")
+    assert_bit_exact(
+        x.grad, oracle.pa_mean_backward(g_bits, x_bits, fmt, axis=dim), fmt=fmt, msg="pa_mean backward"
+    )
 
 
 def check_norms_match_oracle(data: st.DataObject, impl: Any, device: str = "cpu") -> None:
@@ -205,8 +217,9 @@ def check_scale_and_dropout_match_oracle(data: st.DataObject, impl: Any, device:
         p = data.draw(st.sampled_from([0.5, 0.1, 0.25, 0.9, 1 / 3]), label="p")
         seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
         y = impl.pa_dropout(x, p, generator=torch.Generator(device).manual_seed(seed))
-        draws, _ = real.dropout_keep_mask(shape, p, generator=torch.Generator(device).manual_seed(seed),
-                                          device=device)  # fmt: skip
+        draws, _ = real.dropout_keep_mask(
+            shape, p, generator=torch.Generator(device).manual_seed(seed), device=device
+        )
         draws_np = draws.cpu().numpy()
         assert_bit_exact(y, oracle.pa_dropout(x_bits, draws_np, fmt, p=p), fmt=fmt, msg=f"pa_dropout(p={p})")
         y.backward(tensor(g_bits, fmt, device))
@@ -221,7 +234,9 @@ def check_scale_and_dropout_match_oracle(data: st.DataObject, impl: Any, device:
     assert_bit_exact(y, oracle.pa_scale(x_bits, c_array, fmt), fmt=fmt, msg="pa_scale forward")
     y.backward(tensor(g_bits, fmt, device))
     assert x.grad is not None
-    assert_bit_exact(x.grad, oracle.pa_scale_backward(g_bits, x_bits, c_array, fmt), fmt=fmt, msg="pa_scale backward")
+    assert_bit_exact(
+        x.grad, oracle.pa_scale_backward(g_bits, x_bits, c_array, fmt), fmt=fmt, msg="pa_scale backward"
+    )
 
 
 def check_products_match_oracle(data: st.DataObject, impl: Any, device: str = "cpu") -> None:
@@ -283,26 +298,37 @@ def check_adam_matches_oracle(data: st.DataObject, impl: Any, device: str = "cpu
         g_bits = draw_values(data, fmt, (size,), f"gradient of step {step}", ("moderate", "mixed"))
         param.grad = tensor(g_bits, fmt, device)
         optimizer.step()
-        constants = oracle.adam_constants(step, fmt, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                                          weight_decay=weight_decay)  # fmt: skip
+        constants = oracle.adam_constants(
+            step, fmt, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay
+        )
         p_bits, m_bits, v_bits = oracle.pa_adam_step(p_bits, g_bits, m_bits, v_bits, fmt, constants=constants)
         assert_bit_exact(param, p_bits, fmt=fmt, msg=f"PAAdam parameter after step {step}")
         assert_bit_exact(optimizer.state[param]["exp_avg"], m_bits, fmt=acc, msg=f"exp_avg after step {step}")
-        assert_bit_exact(optimizer.state[param]["exp_avg_sq"], v_bits, fmt=acc, msg=f"exp_avg_sq, step {step}")
+        assert_bit_exact(
+            optimizer.state[param]["exp_avg_sq"], v_bits, fmt=acc, msg=f"exp_avg_sq, step {step}"
+        )
 
 
 def check_grad_norm_matches_oracle(data: st.DataObject, impl: Any, device: str = "cpu") -> None:
     """The whole-model sum of squares in the declared strided order, across the lane boundary (1024)."""
     fmt = draw_format(data)
-    sizes = data.draw(st.lists(st.sampled_from([1, 3, 7, 1023, 1024, 1025, 2049]), min_size=1, max_size=3),
-                      label="gradient sizes")  # fmt: skip
-    grads = [draw_values(data, fmt, (n,), f"gradient {i}", ("moderate", "mixed")) for i, n in enumerate(sizes)]
-    params = [torch.nn.Parameter(torch.zeros(n, dtype=getattr(torch, fmt.torch_dtype_name), device=device))
-              for n in sizes]  # fmt: skip
+    sizes = data.draw(
+        st.lists(st.sampled_from([1, 3, 7, 1023, 1024, 1025, 2049]), min_size=1, max_size=3),
+        label="gradient sizes",
+    )
+    grads = [
+        draw_values(data, fmt, (n,), f"gradient {i}", ("moderate", "mixed")) for i, n in enumerate(sizes)
+    ]
+    params = [
+        torch.nn.Parameter(torch.zeros(n, dtype=getattr(torch, fmt.torch_dtype_name), device=device))
+        for n in sizes
+    ]
     for param, g_bits in zip(params, grads, strict=True):
         param.grad = tensor(g_bits, fmt, device)
     acc = oracle.compute_format(fmt)
-    assert_bit_exact(impl.pa_grad_sq_norm(params), oracle.pa_sq_norm(grads, fmt), fmt=acc, msg="pa_grad_sq_norm")
+    assert_bit_exact(
+        impl.pa_grad_sq_norm(params), oracle.pa_sq_norm(grads, fmt), fmt=acc, msg="pa_grad_sq_norm"
+    )
 
 
 # ---- row independence, mean exactness ----------------------------------------------------------------
@@ -324,7 +350,9 @@ def check_softmax_rows_independent(data: st.DataObject, impl: Any, device: str =
     batch = op(shifted, -1)
     for row in range(rows):
         alone = op(shifted[row : row + 1], -1)
-        assert_bit_exact(batch[row : row + 1], alone, msg=f"{op.__name__}: row {row} depends on the other rows")
+        assert_bit_exact(
+            batch[row : row + 1], alone, msg=f"{op.__name__}: row {row} depends on the other rows"
+        )
 
 
 def check_mean_exact_iff_power_of_two(data: st.DataObject, impl: Any, device: str = "cpu") -> None:
@@ -341,7 +369,9 @@ def check_mean_exact_iff_power_of_two(data: st.DataObject, impl: Any, device: st
         exact = oracle.narrow(np.asarray(total / acc.numpy_float.type(n), dtype=acc.numpy_float), fmt)
     power_of_two = n & (n - 1) == 0
     if power_of_two and not np.array_equal(mean, exact):
-        raise MeanExactnessError(f"n = {n} is a power of two, but the PA mean {mean} is not the exact {exact}")
+        raise MeanExactnessError(
+            f"n = {n} is a power of two, but the PA mean {mean} is not the exact {exact}"
+        )
     if not power_of_two:
         witness = np.zeros(n, dtype=fmt.uint_dtype)
         witness[0] = fmt.one
@@ -363,8 +393,10 @@ def check_gradient_scaling_scales(data: st.DataObject, impl: Any, device: str = 
     acc = oracle.compute_format(fmt)
     sizes = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=3), label="parameter sizes")
     grads = [draw_values(data, fmt, (n,), f"gradient {i}", ("moderate",)) for i, n in enumerate(sizes)]
-    params = [torch.nn.Parameter(torch.zeros(n, dtype=getattr(torch, fmt.torch_dtype_name), device=device))
-              for n in sizes]  # fmt: skip
+    params = [
+        torch.nn.Parameter(torch.zeros(n, dtype=getattr(torch, fmt.torch_dtype_name), device=device))
+        for n in sizes
+    ]
     for param, g_bits in zip(params, grads, strict=True):
         param.grad = tensor(g_bits, fmt, device)
     if data.draw(st.booleans(), label="clip (else scale)"):
@@ -379,8 +411,12 @@ def check_gradient_scaling_scales(data: st.DataObject, impl: Any, device: str = 
         impl.pa_scale_grads_(params, bits.to_torch(coefficient, acc, device).reshape(()))
         what = "pa_scale_grads_"
     for i, (param, g_bits) in enumerate(zip(params, grads, strict=True)):
-        assert_bit_exact(param.grad, oracle.pa_scale(g_bits, coefficient, fmt), fmt=fmt,
-                         msg=f"{what}: gradient {i} was not scaled")  # fmt: skip
+        assert_bit_exact(
+            param.grad,
+            oracle.pa_scale(g_bits, coefficient, fmt),
+            fmt=fmt,
+            msg=f"{what}: gradient {i} was not scaled",
+        )
 
 
 # ---- the certificate ---------------------------------------------------------------------------------
@@ -467,7 +503,7 @@ HIDDEN_MULTIPLIES: dict[str, Callable[[], Callable[[], Any]]] = {
 
 
 def check_certificate_catches_hidden_multiplies(mode_class: Any) -> None:
-    """Each op of :data:`HIDDEN_MULTIPLIES`, run under ``mode_class()`` (strict), raises FloatMultiplyError."""
+    """Each op of :data:`HIDDEN_MULTIPLIES`, under ``mode_class()`` (strict), raises FloatMultiplyError."""
     __tracebackhide__ = True
     missed = []
     for name, make in HIDDEN_MULTIPLIES.items():
@@ -541,7 +577,9 @@ def check_pa_ops_are_multiplication_free(data: st.DataObject, impl: Any, device:
         "scale": lambda x: impl.pa_scale(x, 0.3),
         "dropout": lambda x: impl.pa_dropout(x, 0.5, generator=torch.Generator(device).manual_seed(0)),
         "bmm": lambda x: impl.pa_bmm(x[None], x.t()[None]),
-        "cross_entropy": lambda x: impl.pa_cross_entropy(x, torch.zeros(rows, dtype=torch.int64, device=device)),
+        "cross_entropy": lambda x: impl.pa_cross_entropy(
+            x, torch.zeros(rows, dtype=torch.int64, device=device)
+        ),
         "linear": lambda x: impl.pam_linear(x, torch.ones(2, n, dtype=dtype, device=device), None),
     }
     for name, op in ops.items():
@@ -559,7 +597,7 @@ def check_step_is_multiplication_free(step: Callable[[], Any]) -> None:
 
 
 def check_static_proof_certifies(make_step: Callable[[], Callable[[], Any]]) -> None:
-    """The make_fx proof of ``make_step()`` holds: no float multiply in the parameter slice (monitoring apart)."""
+    """The make_fx proof of ``make_step()`` holds: no float multiply in the parameter slice."""
     from revcheck.mulfree import prove_step
 
     prove_step(make_step()).assert_multiplication_free()
@@ -668,8 +706,35 @@ def test_static_proof_holds_for_the_pa_step_with_logging() -> None:
 
 def test_hidden_multiply_gallery_covers_the_spec_list() -> None:
     # docs/spec.md §7 names these; each must have an entry above.
-    spec_list = ["alpha", "lerp", "addcmul", "addcdiv", "mean", "var", "std", "norm", "dropout", "arange",
-                 "linspace", "softmax", "layer_norm", "mm", "bmm", "addmm", "matmul", "exp", "log", "pow",
-                 "sqrt", "rsqrt", "reciprocal", "sigmoid", "tanh", "gelu", "erf", "optimizer"]  # fmt: skip
+    spec_list = [
+        "alpha",
+        "lerp",
+        "addcmul",
+        "addcdiv",
+        "mean",
+        "var",
+        "std",
+        "norm",
+        "dropout",
+        "arange",
+        "linspace",
+        "softmax",
+        "layer_norm",
+        "mm",
+        "bmm",
+        "addmm",
+        "matmul",
+        "exp",
+        "log",
+        "pow",
+        "sqrt",
+        "rsqrt",
+        "reciprocal",
+        "sigmoid",
+        "tanh",
+        "gelu",
+        "erf",
+        "optimizer",
+    ]
     names = " ".join(HIDDEN_MULTIPLIES)
     assert [item for item in spec_list if item not in names] == []

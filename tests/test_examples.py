@@ -105,7 +105,9 @@ def check_mulfree_output(output: str) -> list[str]:
         problems.append("the PA loss did not fall")
     standard = {phase: int(mult) for phase, _, mult, _ in mulfree_rows(standard_part)}
     if set(standard) != {"forward", "backward", "optimizer"} or not all(standard.values()):
-        problems.append(f"the standard step's record-mode table lacks float multiplies in some phase: {standard}")
+        problems.append(
+            f"the standard step's record-mode table lacks float multiplies in some phase: {standard}"
+        )
     return problems
 
 
@@ -117,7 +119,9 @@ def test_mulfree_example_trains_under_the_certificate() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "2"}
     result = subprocess.run([sys.executable, str(MULFREE_TRAIN), "--quick"], capture_output=True, text=True,
                             env=env, timeout=300, check=False)  # fmt: skip
-    assert result.returncode == 0, f"example failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"example failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
+    )
     assert check_mulfree_output(result.stdout) == [], result.stdout
 
 

@@ -51,9 +51,11 @@ def test_native_code_outside_the_dispatcher_is_not_seen() -> None:
 
     # The remedy: the same kernel registered as an op is seen, by name, as unknown until declared.
     op = torch.library.custom_op(
-        "revcheck_blind::numpy_triple", lambda t: torch.from_numpy(t.numpy() * 3.0), mutates_args=(),
+        "revcheck_blind::numpy_triple",
+        lambda t: torch.from_numpy(t.numpy() * 3.0),
+        mutates_args=(),
         schema="(Tensor t) -> Tensor",
-    )  # fmt: skip
+    )
     with pytest.raises(UnknownOpError, match="revcheck_blind::numpy_triple"), MulFreeMode():
         op(x)
 
@@ -62,7 +64,10 @@ def test_native_code_outside_the_dispatcher_is_not_seen() -> None:
 def test_a_compiled_pybind_extension_is_not_seen() -> None:
     from torch.utils.cpp_extension import load_inline
 
-    source = "void triple_(torch::Tensor t) { auto* p = t.data_ptr<float>(); for (int64_t i = 0; i < t.numel(); ++i) p[i] *= 3.0f; }"
+    source = (
+        "void triple_(torch::Tensor t) { auto* p = t.data_ptr<float>();"
+        " for (int64_t i = 0; i < t.numel(); ++i) p[i] *= 3.0f; }"
+    )
     extension = load_inline("revcheck_blind_triple", cpp_sources=[source], functions=["triple_"])
     x = torch.full((4,), 1.5)
     with MulFreeMode(record=True) as mode:
@@ -98,7 +103,9 @@ def test_a_triton_kernel_launch_is_not_seen() -> None:
     triton = pytest.importorskip("triton")
     import triton.language as tl
 
-    interpreted = bool(getattr(getattr(triton, "knobs", None), "runtime", None) and triton.knobs.runtime.interpret)
+    interpreted = bool(
+        getattr(getattr(triton, "knobs", None), "runtime", None) and triton.knobs.runtime.interpret
+    )
     if not interpreted and not torch.cuda.is_available():
         pytest.skip("Triton runs here only under TRITON_INTERPRET=1 (no CUDA device)")
 
@@ -143,10 +150,13 @@ def test_static_proof_does_not_look_inside_registered_ops() -> None:
 def test_instruction_patterns() -> None:
     ptx = "\tmul.wide.s32 %rd5, %r8, 4;\n\tmad.lo.s32 %r1, %r2, %r3, %r4;\n\tadd.f32 %f1, %f2, %f3;\n"
     assert scan(ptx, PTX_FLOAT_MULTIPLY) == []
-    dirty = "\tmul.f32 %f1, %f2, %f3;\n\t@%p1 fma.rn.f32 %f4, %f1, %f2, %f3;\n\tex2.approx.ftz.f32 %f5, %f4;\n"
+    dirty = (
+        "\tmul.f32 %f1, %f2, %f3;\n\t@%p1 fma.rn.f32 %f4, %f1, %f2, %f3;\n\tex2.approx.ftz.f32 %f5, %f4;\n"
+    )
     assert scan(dirty, PTX_FLOAT_MULTIPLY) == ["mul.f32", "fma.rn.f32", "ex2.approx.ftz.f32"]
-    assert scan("IMAD.MOV.U32 R1, RZ, RZ, R2 ;\nFFMA R3, R1, R2, R3 ;\nMUFU.EX2 R4, R3 ;", SASS_FLOAT_MULTIPLY) == [
-        "FFMA", "MUFU.EX2"]  # fmt: skip
+    assert scan(
+        "IMAD.MOV.U32 R1, RZ, RZ, R2 ;\nFFMA R3, R1, R2, R3 ;\nMUFU.EX2 R4, R3 ;", SASS_FLOAT_MULTIPLY
+    ) == ["FFMA", "MUFU.EX2"]
 
 
 def _skip_without_triton() -> None:
@@ -155,7 +165,7 @@ def _skip_without_triton() -> None:
         pytest.skip(reason)
 
 
-_PLANTED = '''
+_PLANTED = """
 
 @triton.jit
 def _planted_square_kernel(x_ptr, n, BLOCK: tl.constexpr):
@@ -163,7 +173,7 @@ def _planted_square_kernel(x_ptr, n, BLOCK: tl.constexpr):
     inside = offsets < n
     x = tl.load(x_ptr + offsets, mask=inside)
     tl.store(x_ptr + offsets, x * x, mask=inside)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -179,26 +189,41 @@ def patched_kernels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.xfail(reason="FINDING: revcheck/kernels/triton_pam.py reassigns a constexpr inside static_range "
-                   "(_msb_position: `shift: tl.constexpr = 32 >> step`); Triton's compiler rejects it, so the "
-                   "kernels run only under the interpreter", raises=spots.TritonCompileError, strict=True)  # fmt: skip
+@pytest.mark.xfail(
+    reason="FINDING: revcheck/kernels/triton_pam.py reassigns a constexpr inside static_range "
+    "(_msb_position: `shift: tl.constexpr = 32 >> step`); Triton's compiler rejects it, so the "
+    "kernels run only under the interpreter",
+    raises=spots.TritonCompileError,
+    strict=True,
+)
 def test_revcheck_triton_kernels_compile_and_run_no_float_multiply() -> None:
     _skip_without_triton()
     checks = spots.check_triton_kernels(ops=("pam_mul", "pam_matmul"), formats=("fp32",))
     spots.assert_triton_kernels_multiplication_free(checks)
 
 
-def test_fixed_triton_kernels_have_no_float_multiply_and_the_scan_catches_a_planted_one(patched_kernels: Path) -> None:
+def test_fixed_triton_kernels_have_no_float_multiply_and_the_scan_catches_a_planted_one(
+    patched_kernels: Path,
+) -> None:
     _skip_without_triton()
-    checks = spots.check_triton_kernels(ops=("pam_mul", "pa_exp2", "pam_matmul"), formats=("fp32",),
-                                        source=patched_kernels)  # fmt: skip
+    checks = spots.check_triton_kernels(
+        ops=("pam_mul", "pa_exp2", "pam_matmul"), formats=("fp32",), source=patched_kernels
+    )
     spots.assert_triton_kernels_multiplication_free(checks)  # PTX and SASS clean for sm_90
     assert all(c.sass_offending is not None for c in checks), "SASS was not scanned"
-    planted = spots.compile_in_subprocess({
-        "source": os.fspath(patched_kernels), "target": list(spots.DEFAULT_TARGET),
-        "kernels": [{"kernel": "_planted_square_kernel", "signature": {"x_ptr": "*fp32", "n": "i32",
-                     "BLOCK": "constexpr"}, "constexprs": {"BLOCK": 128}}],
-    })  # fmt: skip
+    planted = spots.compile_in_subprocess(
+        {
+            "source": os.fspath(patched_kernels),
+            "target": list(spots.DEFAULT_TARGET),
+            "kernels": [
+                {
+                    "kernel": "_planted_square_kernel",
+                    "signature": {"x_ptr": "*fp32", "n": "i32", "BLOCK": "constexpr"},
+                    "constexprs": {"BLOCK": 128},
+                }
+            ],
+        }
+    )
     assert planted[0]["status"] == "ok" and "mul.rn.f32" in planted[0]["ptx_offending"]
     assert any(op.startswith("FMUL") for op in planted[0]["sass_offending"])
 

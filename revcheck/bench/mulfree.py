@@ -24,8 +24,9 @@ from revcheck.bench._harness import Row
 TITLE = "multiplication-free training (CPU)"
 
 
-def interleaved_ratio(candidate: Callable[[], object], baseline: Callable[[], object], *, rounds: int,
-                      loops: int = 1) -> tuple[float, float, float, float, float]:  # fmt: skip
+def interleaved_ratio(
+    candidate: Callable[[], object], baseline: Callable[[], object], *, rounds: int, loops: int = 1
+) -> tuple[float, float, float, float, float]:
     """(median ratio, min ratio, max ratio, median candidate s, median baseline s) over interleaved rounds."""
     candidate()
     baseline()  # warm-up: allocation, first-call dispatch
@@ -42,12 +43,20 @@ def interleaved_ratio(candidate: Callable[[], object], baseline: Callable[[], ob
         ratios.append(t_candidate / t_baseline)
         cand.append(t_candidate)
         base.append(t_baseline)
-    return statistics.median(ratios), min(ratios), max(ratios), statistics.median(cand), statistics.median(base)
+    return (
+        statistics.median(ratios),
+        min(ratios),
+        max(ratios),
+        statistics.median(cand),
+        statistics.median(base),
+    )
 
 
 def _row(case: str, figures: tuple[float, float, float, float, float]) -> Row:
     median, low, high, t_candidate, t_baseline = figures
-    return Row(case, f"{median:.2f}x ({low:.2f}-{high:.2f}); {1e3 * t_candidate:.1f} vs {1e3 * t_baseline:.1f} ms")
+    return Row(
+        case, f"{median:.2f}x ({low:.2f}-{high:.2f}); {1e3 * t_candidate:.1f} vs {1e3 * t_baseline:.1f} ms"
+    )
 
 
 def run(args: argparse.Namespace) -> list[Row]:
@@ -60,14 +69,24 @@ def run(args: argparse.Namespace) -> list[Row]:
     rounds = 3 if quick else 7
     torch.manual_seed(0)
     standard = TinyTransformer(vocab, d_model, heads, depth, seq_len, arithmetic="standard", dropout=0.1)
-    pa = TinyTransformer(vocab, d_model, heads, depth, seq_len, arithmetic="pa", dropout=0.1,
-                         generator=torch.Generator().manual_seed(1))  # fmt: skip
+    pa = TinyTransformer(
+        vocab,
+        d_model,
+        heads,
+        depth,
+        seq_len,
+        arithmetic="pa",
+        dropout=0.1,
+        generator=torch.Generator().manual_seed(1),
+    )
     pa.load_state_dict(standard.state_dict())
     optimizers = {"pa": make_optimizer(pa, 1e-3), "standard": make_optimizer(standard, 1e-3)}
     gen = torch.Generator().manual_seed(2)
     tokens = torch.randint(0, vocab, (batch, seq_len), generator=gen)
     targets = torch.randint(0, vocab, (batch, seq_len), generator=gen)
-    shape = f"depth {depth}, d {d_model}, seq {seq_len}, batch {batch}, fp32, {torch.get_num_threads()} threads"
+    shape = (
+        f"depth {depth}, d {d_model}, seq {seq_len}, batch {batch}, fp32, {torch.get_num_threads()} threads"
+    )
 
     def pa_step() -> None:
         training_step(pa, optimizers["pa"], tokens, targets)
@@ -75,19 +94,27 @@ def run(args: argparse.Namespace) -> list[Row]:
     def standard_step() -> None:
         training_step(standard, optimizers["standard"], tokens, targets)
 
-    def certified(step: Callable[[], None], **options: bool) -> Callable[[], None]:
+    def certified(
+        step: Callable[[], None], *, record: bool = False, descend: bool = True
+    ) -> Callable[[], None]:
         def run_under_mode() -> None:
-            with MulFreeMode(**options):
+            with MulFreeMode(record=record, descend=descend):
                 step()
 
         return run_under_mode
 
     return [
         _row(f"PA step / standard step ({shape})", interleaved_ratio(pa_step, standard_step, rounds=rounds)),
-        _row("PA step under MulFreeMode (strict, descending into PA ops) / PA step",
-             interleaved_ratio(certified(pa_step), pa_step, rounds=rounds)),
-        _row("PA step under MulFreeMode (strict, PA ops by name) / PA step",
-             interleaved_ratio(certified(pa_step, descend=False), pa_step, rounds=rounds)),
-        _row("standard step under MulFreeMode (record) / standard step",
-             interleaved_ratio(certified(standard_step, record=True), standard_step, rounds=rounds, loops=3)),
-    ]  # fmt: skip
+        _row(
+            "PA step under MulFreeMode (strict, descending into PA ops) / PA step",
+            interleaved_ratio(certified(pa_step), pa_step, rounds=rounds),
+        ),
+        _row(
+            "PA step under MulFreeMode (strict, PA ops by name) / PA step",
+            interleaved_ratio(certified(pa_step, descend=False), pa_step, rounds=rounds),
+        ),
+        _row(
+            "standard step under MulFreeMode (record) / standard step",
+            interleaved_ratio(certified(standard_step, record=True), standard_step, rounds=rounds, loops=3),
+        ),
+    ]

@@ -53,22 +53,54 @@ def _revcheck_spec(module: Any, request: dict[str, Any]) -> tuple[Any, dict[str,
         acc = accumulator_format(fmt)
         ca = module._constants(acc)
         constexprs = {
-            "IN_MB": c.mantissa_bits, "IN_BIAS": c.bias, "IN_EXP_MAX": c.exp_max, "IN_FN": c.fn,
-            "ACC_MB": ca.mantissa_bits, "ACC_BIAS": ca.bias, "ACC_EXP_MAX": ca.exp_max,
-            "ACC_MAX_FINITE": ca.max_finite, "ACC_OVERFLOW": ca.overflow, "ACC_SIGN_MIN": ca.sign_min,
-            "ACC_NAN": ca.nan, "ACC_INT": getattr(tl, acc.int_dtype.name),
-            "ACC_FLOAT": getattr(tl, acc.numpy_float_name or ""), "FTZ": ftz, "BLOCK_M": 32, "BLOCK_N": 32,
-        }  # fmt: skip
-        scalars = ["M", "N", "K", "stride_ab", "stride_am", "stride_ak", "stride_bb", "stride_bk", "stride_bn",
-                   "stride_cb", "stride_cm", "stride_cn"]  # fmt: skip
+            "IN_MB": c.mantissa_bits,
+            "IN_BIAS": c.bias,
+            "IN_EXP_MAX": c.exp_max,
+            "IN_FN": c.fn,
+            "ACC_MB": ca.mantissa_bits,
+            "ACC_BIAS": ca.bias,
+            "ACC_EXP_MAX": ca.exp_max,
+            "ACC_MAX_FINITE": ca.max_finite,
+            "ACC_OVERFLOW": ca.overflow,
+            "ACC_SIGN_MIN": ca.sign_min,
+            "ACC_NAN": ca.nan,
+            "ACC_INT": getattr(tl, acc.int_dtype.name),
+            "ACC_FLOAT": getattr(tl, acc.numpy_float_name or ""),
+            "FTZ": ftz,
+            "BLOCK_M": 32,
+            "BLOCK_N": 32,
+        }
+        scalars = [
+            "M",
+            "N",
+            "K",
+            "stride_ab",
+            "stride_am",
+            "stride_ak",
+            "stride_bb",
+            "stride_bk",
+            "stride_bn",
+            "stride_cb",
+            "stride_cm",
+            "stride_cn",
+        ]
         signature = {"a_ptr": pointer, "b_ptr": pointer, "c_ptr": f"*fp{acc.width}"}
         signature.update({name: "i32" for name in scalars})
         return module._pam_matmul_kernel, {**signature, **{k: "constexpr" for k in constexprs}}, constexprs
     constexprs = {
-        "MB": c.mantissa_bits, "EB": c.exponent_bits, "BIAS": c.bias, "EXP_MAX": c.exp_max, "FN": c.fn,
-        "MAX_FINITE": c.max_finite, "OVERFLOW": c.overflow, "SIGN_MIN": c.sign_min, "NAN": c.nan, "FTZ": ftz,
-        "OP": module._OP_CODES[request["op"]], "BLOCK": 1024,
-    }  # fmt: skip
+        "MB": c.mantissa_bits,
+        "EB": c.exponent_bits,
+        "BIAS": c.bias,
+        "EXP_MAX": c.exp_max,
+        "FN": c.fn,
+        "MAX_FINITE": c.max_finite,
+        "OVERFLOW": c.overflow,
+        "SIGN_MIN": c.sign_min,
+        "NAN": c.nan,
+        "FTZ": ftz,
+        "OP": module._OP_CODES[request["op"]],
+        "BLOCK": 1024,
+    }
     signature = {"a_ptr": pointer, "b_ptr": pointer, "out_ptr": pointer, "n": "i32"}
     return module._elementwise_kernel, {**signature, **{k: "constexpr" for k in constexprs}}, constexprs
 

@@ -98,10 +98,22 @@ resolve_conj resolve_neg _conj_physical conj_physical tril_indices triu_indices 
 _foreach_copy _foreach_zero _foreach_neg _foreach_abs _foreach_maximum _foreach_minimum
 _foreach_clamp_min _foreach_clamp_max _efficientzerotensor _has_compatible_shallow_copy_type
 record_stream is_nonzero sgn slice_backward select_backward diagonal_backward
-""".split()
+""".split()  # noqa: SIM905 (a word list reads best as text)
 
 # Float summation ops; ``alpha`` (if any) is checked separately.
-_ADD_OPS = """add sub rsub sum nansum cumsum frac scatter_add trace _foreach_add _foreach_sub""".split()
+_ADD_OPS = [
+    "add",
+    "sub",
+    "rsub",
+    "sum",
+    "nansum",
+    "cumsum",
+    "frac",
+    "scatter_add",
+    "trace",
+    "_foreach_add",
+    "_foreach_sub",
+]
 
 _MULTIPLY_OPS: dict[str, str] = {}
 
@@ -350,7 +362,10 @@ def _static_category(func: Any) -> tuple[str, Any]:
     elif name in _MULTIPLY_OPS:
         category = ("arithmetic", Verdict(Kind.MULTIPLY, _MULTIPLY_OPS[name]))
     else:
-        category = ("verdict", Verdict(Kind.UNKNOWN, "not in the allowlist: whether it multiplies is not known"))
+        category = (
+            "verdict",
+            Verdict(Kind.UNKNOWN, "not in the allowlist: whether it multiplies is not known"),
+        )
     _STATIC[id(func)] = (*category, func)
     return category
 
@@ -383,7 +398,9 @@ def classify(
     if category == "revcheck":
         qualified = func._schema.name
         if pa_ops is None:
-            from revcheck.nn.mulfree import PA_OPS as pa_ops
+            from revcheck.nn.mulfree import PA_OPS
+
+            pa_ops = PA_OPS
         if qualified in pa_ops:
             return Verdict(Kind.PA, "a registered piecewise-affine op (revcheck.nn.mulfree)")
         return Verdict(Kind.UNKNOWN, "a revcheck op that is not a registered PA op")

@@ -54,10 +54,10 @@ _TESTS = "tests/test_mulfree_blind_spots.py"
 BLIND_SPOTS: tuple[BlindSpot, ...] = (
     BlindSpot(
         "host-scalars",
-        "Python arithmetic on values taken to the host: `loss.item() * 3.0`, a learning-rate schedule in floats",
+        "Python arithmetic on values taken to the host: `loss.item() * 3.0`, a float learning-rate schedule",
         "a dispatch mode sees tensor ops only; `.item()` appears as aten::_local_scalar_dense (counted in "
-        "Report.escapes), what Python does with the number afterwards is invisible; make_fx refuses to trace it",
-        "keep step arithmetic on tensors; compute host constants with integer/rational arithmetic and declare "
+        "Report.escapes), what Python does with the number afterwards is invisible; make_fx cannot trace it",
+        "keep step arithmetic on tensors; compute host constants in integer/rational arithmetic and declare "
         "them (PAAdam.host_constants); check Report.escapes is the number you expect",
         f"{_TESTS}::test_python_scalar_arithmetic_is_not_seen",
     ),
@@ -67,7 +67,7 @@ BLIND_SPOTS: tuple[BlindSpot, ...] = (
         "tensor's memory (`t.numpy()`)",
         "it never enters the dispatcher: nothing is reported when it writes into a given tensor (at most the "
         "allocation, e.g. empty_like, when it returns a new one)",
-        "register the kernel with torch.library: it then appears by name (as an unknown op until you declare it, "
+        "register the kernel with torch.library: it then appears by name (unknown until you declare it, "
         "after certifying its machine code)",
         f"{_TESTS}::test_native_code_outside_the_dispatcher_is_not_seen",
     ),
@@ -91,7 +91,7 @@ BLIND_SPOTS: tuple[BlindSpot, ...] = (
         "instructions inside a kernel: a Triton kernel launched directly, torch.compile'd code, the CPU add "
         "kernel's fused multiply-add with multiplier exactly 1",
         "the certificate is semantic, at the level of aten ops; a Triton launch is not an aten op at all",
-        "certify the compiled code: check_triton_kernels() scans PTX and SASS of revcheck's kernels; register "
+        "certify the compiled code: check_triton_kernels() scans revcheck's kernels' PTX and SASS; register "
         "kernels as ops so they at least appear by name",
         f"{_TESTS}::test_a_triton_kernel_launch_is_not_seen",
     ),
@@ -100,7 +100,8 @@ BLIND_SPOTS: tuple[BlindSpot, ...] = (
         "the static proof treats registered PA ops as leaves (their implementations branch on data, which "
         "make_fx cannot follow)",
         "make_fx runs a registered op's implementation untraced",
-        "the runtime MulFreeMode(descend=True) checks every aten op inside them, and the bit-exact properties "
+        "the runtime MulFreeMode(descend=True) checks every aten op inside them, and the bit-exact properties"
+        " "
         "check what they compute",
         f"{_TESTS}::test_static_proof_does_not_look_inside_registered_ops",
     ),
@@ -123,7 +124,7 @@ class KernelMultiplyError(AssertionError):
 
 @dataclass(frozen=True)
 class KernelCheck:
-    """One kernel compiled for one target: the offending instructions found, or why it could not be checked."""
+    """One kernel compiled for one target: the offending instructions, or why it could not be checked."""
 
     op: str
     format: str
@@ -143,8 +144,14 @@ class KernelCheck:
         where = f"{self.op} [{self.format}, {self.mode}] for {self.target[0]} sm_{self.target[1]}"
         if self.status != "ok":
             return f"{where}: did not compile: {self.error}"
-        sass = "not scanned (no nvdisasm)" if self.sass_offending is None else (", ".join(self.sass_offending) or "none")
-        return f"{where}: float instructions in PTX: {', '.join(self.ptx_offending) or 'none'}; in SASS: {sass}"
+        sass = (
+            "not scanned (no nvdisasm)"
+            if self.sass_offending is None
+            else (", ".join(self.sass_offending) or "none")
+        )
+        return (
+            f"{where}: float instructions in PTX: {', '.join(self.ptx_offending) or 'none'}; in SASS: {sass}"
+        )
 
 
 def _kernel_source(source: str | os.PathLike[str] | None) -> str:
@@ -154,7 +161,9 @@ def _kernel_source(source: str | os.PathLike[str] | None) -> str:
 
     spec = importlib.util.find_spec("revcheck.kernels.triton_pam")
     if spec is None or spec.origin is None:
-        raise UsageError("revcheck.kernels.triton_pam is not importable; install triton (pip install 'revcheck[triton]')")
+        raise UsageError(
+            "revcheck.kernels.triton_pam is not importable; install triton (pip install 'revcheck[triton]')"
+        )
     return spec.origin
 
 
@@ -213,20 +222,28 @@ def check_triton_kernels(
     if unknown:
         raise UsageError(f"unknown Triton ops {unknown}; revcheck's kernels are {', '.join(TRITON_OPS)}")
     requests = [{"op": op, "format": f, "mode": m} for op in ops for f in formats for m in modes]
-    results = compile_in_subprocess({"source": _kernel_source(source), "target": list(target), "kernels": requests})
+    results = compile_in_subprocess(
+        {"source": _kernel_source(source), "target": list(target), "kernels": requests}
+    )
     return [
         KernelCheck(
-            op=r["op"], format=r["format"], mode=r["mode"], status=r["status"],
+            op=r["op"],
+            format=r["format"],
+            mode=r["mode"],
+            status=r["status"],
             ptx_offending=tuple(r.get("ptx_offending") or ()),
-            sass_offending=None if r.get("sass_offending") is None and r["status"] == "ok" else tuple(r.get("sass_offending") or ()),
-            error=r.get("error", ""), target=target,
-        )  # fmt: skip
+            sass_offending=None
+            if r.get("sass_offending") is None and r["status"] == "ok"
+            else tuple(r.get("sass_offending") or ()),
+            error=r.get("error", ""),
+            target=target,
+        )
         for r in results
     ]
 
 
 def assert_triton_kernels_multiplication_free(checks: Sequence[KernelCheck]) -> None:
-    """Raise :class:`TritonCompileError` if a kernel did not compile, :class:`KernelMultiplyError` if one multiplies."""
+    """Raise :class:`TritonCompileError` (a kernel did not compile) or :class:`KernelMultiplyError`."""
     __tracebackhide__ = True
     failed = [c for c in checks if c.status != "ok"]
     if failed:

@@ -105,9 +105,13 @@ class Report:
         self.records: dict[tuple[str, str, Kind], OpRecord] = {}
 
     def add(
-        self, op: str, phase: str, verdict: Verdict, dtypes: Callable[[], tuple[str, ...]],
+        self,
+        op: str,
+        phase: str,
+        verdict: Verdict,
+        dtypes: Callable[[], tuple[str, ...]],
         stack: Callable[[], list[str]],
-    ) -> OpRecord:  # fmt: skip
+    ) -> OpRecord:
         """Count one call; the dtypes of allowed ops are taken from their first call only (speed)."""
         key = (phase, op, verdict.kind)
         record = self.records.get(key)
@@ -119,12 +123,15 @@ class Report:
         record.count += 1
         return record
 
-    def count(self, *, kind: Kind | str | None = None, phase: str | None = None, op: str | None = None) -> int:
+    def count(
+        self, *, kind: Kind | str | None = None, phase: str | None = None, op: str | None = None
+    ) -> int:
         """How many op calls matched (all kinds / phases / ops when not given)."""
         return sum(
             record.count
             for record in self.records.values()
-            if (kind is None or record.kind == kind) and (phase is None or record.phase == phase)
+            if (kind is None or record.kind == kind)
+            and (phase is None or record.phase == phase)
             and (op is None or record.op == op)
         )
 
@@ -150,12 +157,16 @@ class Report:
         return self.count(op="aten::_local_scalar_dense")
 
     def table(self, *, top: int = 4) -> str:
-        """Per phase: ops seen, float multiplies (mul/div/transcendental), unknown ops, the commonest offenders."""
-        header = f"{'phase':<10} {'ops seen':>9} {'float mul/div/exp':>17} {'unknown':>8}  most frequent float ops"
+        """Per phase: ops seen, float multiplies (mul/div/transcendental), unknown ops, the top offenders."""
+        header = (
+            f"{'phase':<10} {'ops seen':>9} {'float mul/div/exp':>17} {'unknown':>8}  most frequent float ops"
+        )
         lines = [header, "-" * len(header)]
         for phase in self.phases():
             multiplies = self.ops(kind=Kind.MULTIPLY, phase=phase)
-            common = ", ".join(f"{name.removeprefix('aten::')} x{n}" for name, n in multiplies.most_common(top))
+            common = ", ".join(
+                f"{name.removeprefix('aten::')} x{n}" for name, n in multiplies.most_common(top)
+            )
             lines.append(
                 f"{phase:<10} {self.count(phase=phase):>9} {sum(multiplies.values()):>17} "
                 f"{self.count(kind=Kind.UNKNOWN, phase=phase):>8}  {common or '-'}"
@@ -172,8 +183,10 @@ class Report:
         pa_text = ", ".join(f"{name} x{n}" for name, n in sorted(pa.items())) or "none"
         verdict = "MULTIPLICATION-FREE" if not self.violations() else "NOT multiplication-free"
         return (
-            f"{verdict} (level {Level.K}: the aten ops that ran here, these shapes and dtypes): float multiply/divide/transcendental ops per phase: {per_phase}; "
-            f"unknown ops: {self.count(kind=Kind.UNKNOWN)}; PA ops: {pa_text}; values sent to the host (.item()): "
+            f"{verdict} (level {Level.K}: the aten ops that ran here, these shapes and dtypes): "
+            f"float multiply/divide/transcendental ops per phase: {per_phase}; "
+            f"unknown ops: {self.count(kind=Kind.UNKNOWN)}; PA ops: {pa_text}; "
+            "values sent to the host (.item()): "
             f"{self.escapes}.  Semantic, not instruction-level: PyTorch's CPU add kernel is an FMA with "
             "multiplier exactly 1 (exact).  Not seen: revcheck.mulfree.BLIND_SPOTS."
         )
@@ -194,11 +207,15 @@ def _user_stack(depth: int) -> list[str]:
     frames = [
         frame
         for frame in traceback.extract_stack()[:-3]
-        if not frame.filename.startswith(_TORCH_DIR) and not frame.filename.startswith(_THIS_PACKAGE)
+        if not frame.filename.startswith(_TORCH_DIR)
+        and not frame.filename.startswith(_THIS_PACKAGE)
         and not frame.filename.startswith("<frozen")
     ]
-    return [f"{os.path.relpath(f.filename) if not f.filename.startswith('<') else f.filename}:{f.lineno} "
-            f"in {f.name}: {(f.line or '').strip()}" for f in frames[-depth:]]  # fmt: skip
+    return [
+        f"{os.path.relpath(f.filename) if not f.filename.startswith('<') else f.filename}:{f.lineno} "
+        f"in {f.name}: {(f.line or '').strip()}"
+        for f in frames[-depth:]
+    ]
 
 
 class MulFreeMode(TorchDispatchMode):
@@ -227,12 +244,18 @@ class MulFreeMode(TorchDispatchMode):
     ...     torch.lerp(x, x + 1, 0.5)
     Traceback (most recent call last):
       ...
-    revcheck.mulfree.enforcer.FloatMultiplyError: float multiply in a multiplication-free step: aten::lerp.Scalar in forward (float32): interpolates: a + w·(b − a) multiplies
+    revcheck.mulfree.enforcer.FloatMultiplyError: float multiply in a multiplication-free step: ...
     ...
     """
 
-    def __init__(self, *, record: bool = False, descend: bool = True, declared: Mapping[str, str] | None = None,
-                 stack_depth: int = 3) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        record: bool = False,
+        descend: bool = True,
+        declared: Mapping[str, str] | None = None,
+        stack_depth: int = 3,
+    ) -> None:
         super().__init__()
         self.record = record
         self.descend = descend
@@ -300,9 +323,12 @@ class MulFreeMode(TorchDispatchMode):
 
     def _note(self, func: Any, verdict: Verdict, phase: str, args: Any, kwargs: Any, out: Any) -> None:
         record = self.report.add(
-            op_name(func), phase, verdict, lambda: tensor_dtypes(args, kwargs, out),
+            op_name(func),
+            phase,
+            verdict,
+            lambda: tensor_dtypes(args, kwargs, out),
             lambda: _user_stack(self.stack_depth),
-        )  # fmt: skip
+        )
         if self.record:
             return
         if verdict.kind == Kind.MULTIPLY:
@@ -310,13 +336,21 @@ class MulFreeMode(TorchDispatchMode):
         if verdict.kind == Kind.UNKNOWN:
             raise UnknownOpError(record, "unknown op (the allowlist cannot say whether it multiplies)")
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
         kwargs = kwargs or {}
         phase = self.current_phase()
         qualified = _qualified_name(func)
         if self.descend and qualified in self._pa_ops and qualified not in self.declared:
-            self._note(func, Verdict(Kind.PA, "a registered piecewise-affine op (checked inside too)"), phase,
-                       args, kwargs, None)  # fmt: skip
+            self._note(
+                func,
+                Verdict(Kind.PA, "a registered piecewise-affine op (checked inside too)"),
+                phase,
+                args,
+                kwargs,
+                None,
+            )
             with self:
                 return self._pa_ops[qualified](*args, **kwargs)
         out = func(*args, **kwargs)

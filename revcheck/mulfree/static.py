@@ -107,10 +107,19 @@ class StaticProof:
                 "there is no parameter slice to certify; trace the step that calls optimizer.step()"
             )
         for verdict in self.violations:
-            record = OpRecord(verdict.op, "step (static trace)", verdict.kind, verdict.reason, 1,
-                              set(verdict.dtypes), [verdict.stack] if verdict.stack else [])  # fmt: skip
+            record = OpRecord(
+                verdict.op,
+                "step (static trace)",
+                verdict.kind,
+                verdict.reason,
+                1,
+                set(verdict.dtypes),
+                [verdict.stack] if verdict.stack else [],
+            )
             if verdict.kind == Kind.MULTIPLY:
-                raise FloatMultiplyError(record, f"float multiply in the parameter slice (node {verdict.node})")
+                raise FloatMultiplyError(
+                    record, f"float multiply in the parameter slice (node {verdict.node})"
+                )
             raise UnknownOpError(record, f"unknown op in the parameter slice (node {verdict.node})")
 
     def summary(self) -> str:
@@ -118,7 +127,8 @@ class StaticProof:
         mult = self.monitoring_ops(kind=Kind.MULTIPLY)
         lines = [
             f"static proof (make_fx, level K): {len(self.updated)} updated tensors; parameter slice of "
-            f"{len(self.slice_verdicts)} ops: " + ", ".join(f"{k} {n}" for k, n in sorted(slice_kinds.items())),
+            f"{len(self.slice_verdicts)} ops: "
+            + ", ".join(f"{k} {n}" for k, n in sorted(slice_kinds.items())),
             "  violations in the slice: "
             + (", ".join(f"{v.op} ({v.reason})" for v in self.violations) if self.violations else "none"),
             f"  monitoring only (outside the slice): {len(self.monitoring)} ops, float multiplies: "
@@ -137,14 +147,22 @@ def _verdict(node: Node, pa_ops: Mapping[str, Any], declared: Mapping[str, str])
     if target is operator.getitem:
         return NodeVerdict(node.name, "getitem", Kind.DATA, "selects an output of a multi-output op", ())
     if not isinstance(target, torch._ops.OpOverload):
-        return NodeVerdict(node.name, str(target), Kind.UNKNOWN, "a call that is not an aten/registered op", ())
+        return NodeVerdict(
+            node.name, str(target), Kind.UNKNOWN, "a call that is not an aten/registered op", ()
+        )
     args = torch.fx.node.map_aggregate(node.args, _value)
     kwargs = torch.fx.node.map_aggregate(node.kwargs, _value)
     out = node.meta.get("val")
     verdict: Verdict = classify(target, args, kwargs, out, pa_ops=pa_ops, declared=declared)
     stack = (node.meta.get("stack_trace") or "").strip().splitlines()
-    return NodeVerdict(node.name, op_name(target), verdict.kind, verdict.reason, tensor_dtypes(args, kwargs, out),
-                       "\n".join(stack[-2:]))  # fmt: skip
+    return NodeVerdict(
+        node.name,
+        op_name(target),
+        verdict.kind,
+        verdict.reason,
+        tensor_dtypes(args, kwargs, out),
+        "\n".join(stack[-2:]),
+    )
 
 
 def _written_arguments(node: Node) -> list[Node]:
@@ -208,10 +226,10 @@ def prove_step(
         text = str(error)
         if "_local_scalar_dense" in text or "data-dependent" in text:
             raise NotTraceableError(
-                "the step reads a tensor's value on the host while it is traced (.item(), bool(t), int(t), or a "
-                "library doing so, e.g. torch.optim.Adam's step counter); the static proof cannot follow host "
-                "values: use the runtime revcheck.mulfree.MulFreeMode, or keep the value on the device "
-                "(revcheck.nn.mulfree.PAAdam does)"
+                "the step reads a tensor's value on the host while it is traced (.item(), bool(t), int(t), "
+                "or a library doing so, e.g. torch.optim.Adam's step counter); the static proof cannot "
+                "follow host values: use the runtime revcheck.mulfree.MulFreeMode, or keep the value on the "
+                "device (revcheck.nn.mulfree.PAAdam does)"
             ) from error
         raise
     nodes = [n for n in graph.graph.nodes if n.op == "call_function"]
@@ -234,7 +252,10 @@ def prove_step(
             root = _root(source, roots)
             work += [m for m in mutations.get(root, []) if position[m] < position[node]]
     verdicts = {node: _verdict(node, PA_OPS, declared or {}) for node in nodes}
-    updated = [f"{root.target} ({_describe_root(root, graph)})" for root in sorted(persistent, key=position.get)]
+    updated = [
+        f"{root.target} ({_describe_root(root, graph)})"
+        for root in sorted(persistent, key=lambda root: position[root])
+    ]
     notes = []
     pa_in_slice = sorted({v.op for n, v in verdicts.items() if n in in_slice and v.kind == Kind.PA})
     if pa_in_slice:

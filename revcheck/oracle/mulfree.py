@@ -122,7 +122,7 @@ class PAFormatError(UsageError):
 
 
 def check_format(fmt: object, op: str = "the PA training ops") -> FloatFormat:
-    """``formats.get(fmt)`` restricted to :data:`SUPPORTED_FORMATS`; anything else is a :class:`PAFormatError`."""
+    """``formats.get(fmt)`` restricted to :data:`SUPPORTED_FORMATS`; else a :class:`PAFormatError`."""
     supported = ", ".join(SUPPORTED_FORMATS)
     try:
         fmt_ = formats.get(fmt)
@@ -360,7 +360,7 @@ def div_slope_a(a_bits: object, b_bits: object, fmt: object) -> UIntArray:
 
 
 def div_slope_b(a_bits: object, b_bits: object, fmt: object) -> UIntArray:
-    """The exact slope of ``a ⊘ b`` in ``b``: ``-sign(a) · 2**(Ea - 2Eb - [Ma < Mb])``, compute-format bits."""
+    """The exact slope of ``a ⊘ b`` in ``b``: ``-sign(a) · 2**(Ea - 2Eb - [Ma < Mb])`` (compute bits)."""
     fmt_, P = _pa(fmt, "div_slope_b")
     return P.bits(P.div_slope_b(widen(a_bits, fmt_, "a_bits"), widen(b_bits, fmt_, "b_bits")))
 
@@ -495,7 +495,9 @@ def _check_targets(logits_shape: tuple[int, ...], targets: object, op: str) -> n
     if len(logits_shape) != 2:
         raise UsageError(f"{op} needs logits of shape (N, C), got {logits_shape}; flatten the batch first")
     if not isinstance(targets, np.ndarray) or targets.dtype != np.int64 or targets.shape != logits_shape[:1]:
-        got = f"{targets.dtype} {targets.shape}" if isinstance(targets, np.ndarray) else type(targets).__name__
+        got = (
+            f"{targets.dtype} {targets.shape}" if isinstance(targets, np.ndarray) else type(targets).__name__
+        )
         raise UsageError(f"{op} needs int64 targets of shape ({logits_shape[0]},), got {got}")
     if targets.size and (targets.min() < 0 or targets.max() >= logits_shape[1]):
         raise UsageError(f"{op}: targets must lie in [0, {logits_shape[1]}), got values outside")
@@ -504,7 +506,9 @@ def _check_targets(logits_shape: tuple[int, ...], targets: object, op: str) -> n
 
 def _check_reduction(reduction: object, op: str) -> str:
     if reduction not in REDUCTIONS:
-        raise UsageError(f"{op}: unknown reduction {reduction!r}; use one of {', '.join(map(repr, REDUCTIONS))}")
+        raise UsageError(
+            f"{op}: unknown reduction {reduction!r}; use one of {', '.join(map(repr, REDUCTIONS))}"
+        )
     return str(reduction)
 
 
@@ -582,7 +586,7 @@ def pa_mean_backward(grad_bits: object, x_bits: object, fmt: object, *, axis: in
 
 
 def pa_sqrt(v_bits: object, fmt: object) -> UIntArray:
-    """PA square root ``pa_exp2(pa_log2(v) ⊡ 0.5)`` in the compute format, rounded to ``fmt``; NaN for v < 0."""
+    """PA square root ``pa_exp2(pa_log2(v) ⊡ 0.5)``, computed wide, rounded to ``fmt``; NaN for v < 0."""
     with np.errstate(all="ignore"):
         fmt_, P = _pa(fmt, "pa_sqrt")
         return narrow(P.sqrt(widen(v_bits, fmt_, "v_bits")), fmt_)
@@ -630,7 +634,9 @@ def _layer_norm_parts(P: _PA, x: FloatArray, eps: FloatArray) -> dict[str, Float
 
 def _check_norm_input(x: FloatArray, op: str) -> int:
     if x.ndim == 0 or x.shape[-1] == 0:
-        raise UsageError(f"{op} normalises the last dimension; got shape {x.shape}, which has no entries there")
+        raise UsageError(
+            f"{op} normalises the last dimension; got shape {x.shape}, which has no entries there"
+        )
     return int(x.shape[-1])
 
 
@@ -646,20 +652,32 @@ def pa_layer_norm(
         fmt_, P = _pa(fmt, "pa_layer_norm")
         x = widen(x_bits, fmt_)
         n = _check_norm_input(x, "pa_layer_norm")
-        weight, bias = _optional(weight_bits, fmt_, "weight_bits", n), _optional(bias_bits, fmt_, "bias_bits", n)
+        weight, bias = (
+            _optional(weight_bits, fmt_, "weight_bits", n),
+            _optional(bias_bits, fmt_, "bias_bits", n),
+        )
         parts = _layer_norm_parts(P, x, _constant(eps, P.acc))
         return narrow(_affine(P, parts["xhat"], weight, bias), fmt_)
 
 
 def pa_layer_norm_backward(
-    grad_bits: object, x_bits: object, weight_bits: object, bias_bits: object, fmt: object, *, eps: float = 1e-5
+    grad_bits: object,
+    x_bits: object,
+    weight_bits: object,
+    bias_bits: object,
+    fmt: object,
+    *,
+    eps: float = 1e-5,
 ) -> tuple[UIntArray, UIntArray | None, UIntArray | None]:
     """Exact-slope backward of :func:`pa_layer_norm`: bits of (d x, d weight or None, d bias or None)."""
     with np.errstate(all="ignore"):
         fmt_, P = _pa(fmt, "pa_layer_norm_backward")
         x = widen(x_bits, fmt_)
         n = _check_norm_input(x, "pa_layer_norm_backward")
-        weight, bias = _optional(weight_bits, fmt_, "weight_bits", n), _optional(bias_bits, fmt_, "bias_bits", n)
+        weight, bias = (
+            _optional(weight_bits, fmt_, "weight_bits", n),
+            _optional(bias_bits, fmt_, "bias_bits", n),
+        )
         g = widen(grad_bits, fmt_, "grad_bits")
         parts = _layer_norm_parts(P, x, _constant(eps, P.acc))
         d, sigma = parts["d"], parts["sigma"]
@@ -726,12 +744,14 @@ def pa_rms_norm_backward(
 def _scalar(c_bits: object, acc: FloatFormat) -> FloatArray:
     bits = check_bits(c_bits, acc, "c_bits")
     if np.shape(bits) != ():
-        raise UsageError(f"the scale must be one compute-format ({acc.name}) value, got shape {np.shape(bits)}")
+        raise UsageError(
+            f"the scale must be one compute-format ({acc.name}) value, got shape {np.shape(bits)}"
+        )
     return np.asarray(bits).view(_float_dtype(acc))
 
 
 def pa_scale(x_bits: object, c_bits: object, fmt: object) -> UIntArray:
-    """``x ⊡ c`` with ``c`` one compute-format value (attention scaling, loss scaling): exact iff c = ±2**k."""
+    """``x ⊡ c``, ``c`` one compute-format value (attention or loss scaling): exact iff c = ±2**k."""
     with np.errstate(all="ignore"):
         fmt_, P = _pa(fmt, "pa_scale")
         return narrow(P.mul(widen(x_bits, fmt_), _scalar(c_bits, P.acc)), fmt_)
@@ -782,7 +802,9 @@ def pa_dropout(x_bits: object, draws: object, fmt: object, *, p: float) -> UIntA
         return narrow(np.where(keep, P.mul(x, c), P.zero), fmt_)
 
 
-def pa_dropout_backward(grad_bits: object, x_bits: object, draws: object, fmt: object, *, p: float) -> UIntArray:
+def pa_dropout_backward(
+    grad_bits: object, x_bits: object, draws: object, fmt: object, *, p: float
+) -> UIntArray:
     """``g ⊡ pam_mul_grad(x, c)`` where kept, +0 where dropped."""
     with np.errstate(all="ignore"):
         fmt_, P = _pa(fmt, "pa_dropout_backward")
@@ -832,7 +854,7 @@ def pa_bmm_backward(
 
 
 def pam_linear(x_bits: object, weight_bits: object, bias_bits: object, fmt: object) -> UIntArray:
-    """``x ⊡@ Wᵀ + b`` as :class:`revcheck.nn.pam.PAMLinear` computes it (bias added once in the compute format)."""
+    """``x ⊡@ Wᵀ + b`` as :class:`revcheck.nn.pam.PAMLinear` computes it (bias added once, wide)."""
     with np.errstate(all="ignore"):
         fmt_, P = _pa(fmt, "pam_linear")
         x, w = widen(x_bits, fmt_), widen(weight_bits, fmt_, "weight_bits")
@@ -860,7 +882,11 @@ def pam_linear_backward(
         g_x = _matmul_acc(g_rows, np.ascontiguousarray(w), P.acc).reshape(x.shape)
         g_w = _matmul_acc(np.ascontiguousarray(rows.T), g_rows, P.acc).T
         g_b = None if bias_bits is None else _sequential_sum(g_rows, axis=0, keepdims=False)
-        return narrow(g_x, fmt_), narrow(np.ascontiguousarray(g_w), fmt_), None if g_b is None else narrow(g_b, fmt_)
+        return (
+            narrow(g_x, fmt_),
+            narrow(np.ascontiguousarray(g_w), fmt_),
+            None if g_b is None else narrow(g_b, fmt_),
+        )
 
 
 # ---- gradient norms and scaling ---------------------------------------------------------------------------
@@ -884,8 +910,10 @@ def pa_sq_norm(grads_bits: Sequence[object], fmt: object) -> UIntArray:
         return P.bits(_strided_sum(P.mul(joined, joined)))
 
 
-def pa_clip_coefficient(sq_norm_bits: object, fmt: object, *, max_norm: float, eps: float = 1e-6) -> UIntArray:
-    """``min(max_norm ⊘ (pa_sqrt(sq_norm) + eps), 1)`` in the compute format (bits), as torch's clip_grad_norm_."""
+def pa_clip_coefficient(
+    sq_norm_bits: object, fmt: object, *, max_norm: float, eps: float = 1e-6
+) -> UIntArray:
+    """``min(max_norm ⊘ (pa_sqrt(sq_norm) + eps), 1)`` in the compute format (bits), as clip_grad_norm_."""
     with np.errstate(all="ignore"):
         _, P = _pa(fmt, "pa_clip_coefficient")
         total = _scalar(sq_norm_bits, P.acc)

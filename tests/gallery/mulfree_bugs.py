@@ -47,7 +47,7 @@ def _with(**replacements: Any) -> types.SimpleNamespace:
     return namespace
 
 
-# ---- the public code's softmax: one global shift ------------------------------------------------------------
+# ---- the public code's softmax: one global shift -------------------------------------------------
 
 
 class _GlobalMaxSoftmax(torch.autograd.Function):
@@ -73,7 +73,7 @@ def global_max_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return _GlobalMaxSoftmax.apply(x, dim)
 
 
-# ---- the public code's gradient normalisation: a rebound local name -------------------------------------------
+# ---- the public code's gradient normalisation: a rebound local name --------------------------------
 
 
 def rebinding_scale_grads_(parameters: Any, c: Any) -> None:
@@ -82,7 +82,7 @@ def rebinding_scale_grads_(parameters: Any, c: Any) -> None:
             continue
         g = p.grad
         factor = c if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=real.compute_dtype(g.dtype))
-        g = kernels.pam_mul(g.to(factor.dtype), factor.expand(g.shape)).to(g.dtype)  # noqa: F841 (the bug)
+        g = kernels.pam_mul(g.to(factor.dtype), factor.expand(g.shape)).to(g.dtype)
 
 
 def rebinding_clip_grad_norm_(parameters: Any, max_norm: float, eps: float = 1e-6) -> torch.Tensor:
@@ -97,17 +97,23 @@ def rebinding_clip_grad_norm_(parameters: Any, max_norm: float, eps: float = 1e-
 
 
 def true_division_mean(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    return (real_ops._sequential_sum(x.to(real.compute_dtype(x.dtype)), dim, keepdim=False) / x.shape[dim]).to(x.dtype)
+    return (
+        real_ops._sequential_sum(x.to(real.compute_dtype(x.dtype)), dim, keepdim=False) / x.shape[dim]
+    ).to(x.dtype)
 
 
-def torch_statistics_layer_norm(x: torch.Tensor, weight: Any = None, bias: Any = None, eps: float = 1e-5) -> torch.Tensor:
+def torch_statistics_layer_norm(
+    x: torch.Tensor, weight: Any = None, bias: Any = None, eps: float = 1e-5
+) -> torch.Tensor:
     out = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps)
     if weight is not None:
         out = out * weight
     return out if bias is None else out + bias
 
 
-def float_mask_dropout(x: torch.Tensor, p: float, *, training: bool = True, generator: Any = None) -> torch.Tensor:
+def float_mask_dropout(
+    x: torch.Tensor, p: float, *, training: bool = True, generator: Any = None
+) -> torch.Tensor:
     keep = torch.rand(x.shape, generator=generator) >= p
     return torch.where(keep, x / (1 - p), torch.zeros((), dtype=x.dtype))
 
@@ -131,10 +137,15 @@ class UncorrectedPAAdam(real.PAAdam):
 class NameBasedMode(MulFreeMode):
     """Flags an op only when its name says mul/div/exp/log/sqrt/pow: blind to hidden multiplies."""
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
         out = func(*args, **(kwargs or {}))
         name = func._schema.name
-        if any(word in name for word in ("mul", "div", "exp", "log", "sqrt", "pow")) and "revcheck" not in name:
+        if (
+            any(word in name for word in ("mul", "div", "exp", "log", "sqrt", "pow"))
+            and "revcheck" not in name
+        ):
             self._note(func, Verdict(Kind.MULTIPLY, "name says so"), self.current_phase(), args, kwargs, out)
         return out
 
@@ -168,8 +179,9 @@ class ParanoidMode(MulFreeMode):
 
 # ---- steps ------------------------------------------------------------------------------------------------
 
-_opaque = torch.library.custom_op("revcheck_gallery::opaque_double", lambda x: x + x, mutates_args=(),
-                                  schema="(Tensor x) -> Tensor")  # fmt: skip
+_opaque = torch.library.custom_op(
+    "revcheck_gallery::opaque_double", lambda x: x + x, mutates_args=(), schema="(Tensor x) -> Tensor"
+)
 
 
 def unknown_op_step() -> None:

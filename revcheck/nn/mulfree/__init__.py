@@ -41,17 +41,19 @@ from revcheck.nn.mulfree.ops import (
 )
 
 __all__ = [
-    "ARITHMETICS",
     "ADAM_CONSTANT_NAMES",
+    "ARITHMETICS",
     "PA_OPS",
     "PAAdam",
     "PADropout",
     "PALayerNorm",
     "PAMLinearOp",
     "PARMSNorm",
+    "TinyTransformer",
     "attention_scale",
     "compute_dtype",
     "dropout_keep_mask",
+    "make_optimizer",
     "pa_bmm",
     "pa_clip_grad_norm_",
     "pa_cross_entropy",
@@ -66,7 +68,5 @@ __all__ = [
     "pa_softmax",
     "pa_sqrt",
     "pam_linear",
-    "TinyTransformer",
-    "make_optimizer",
     "training_step",
 ]

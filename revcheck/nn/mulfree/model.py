@@ -40,8 +40,9 @@ def _check_arithmetic(arithmetic: object) -> str:
 
 
 class _Block(nn.Module):
-    def __init__(self, d_model: int, heads: int, dropout: float, arithmetic: str,
-                 generator: torch.Generator | None) -> None:  # fmt: skip
+    def __init__(
+        self, d_model: int, heads: int, dropout: float, arithmetic: str, generator: torch.Generator | None
+    ) -> None:
         super().__init__()
         pa = arithmetic == "pa"
         linear = ops.PAMLinearOp if pa else nn.Linear
@@ -51,6 +52,7 @@ class _Block(nn.Module):
         self.qkv, self.proj = linear(d_model, 3 * d_model), linear(d_model, d_model)
         self.fc1, self.fc2 = linear(d_model, 4 * d_model), linear(4 * d_model, d_model)
         self.drop = ops.PADropout(dropout, generator) if pa else nn.Dropout(dropout)
+        self.scale: Tensor
         if pa:
             self.register_buffer("scale", ops.attention_scale(self.head_dim), persistent=False)
         else:
@@ -86,8 +88,18 @@ class TinyTransformer(nn.Module):
     torch.Size([1, 4, 11])
     """
 
-    def __init__(self, vocab: int, d_model: int, heads: int, depth: int, seq_len: int, *,
-                 arithmetic: str = "pa", dropout: float = 0.0, generator: torch.Generator | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        vocab: int,
+        d_model: int,
+        heads: int,
+        depth: int,
+        seq_len: int,
+        *,
+        arithmetic: str = "pa",
+        dropout: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.arithmetic = _check_arithmetic(arithmetic)
         if d_model % heads:
@@ -100,7 +112,10 @@ class TinyTransformer(nn.Module):
         )
         self.norm = ops.PALayerNorm(d_model) if self.arithmetic == "pa" else nn.LayerNorm(d_model)
         self.head = ops.PAMLinearOp(d_model, vocab) if self.arithmetic == "pa" else nn.Linear(d_model, vocab)
-        self.register_buffer("causal", torch.ones(seq_len, seq_len, dtype=torch.bool).tril(), persistent=False)
+        self.causal: Tensor
+        self.register_buffer(
+            "causal", torch.ones(seq_len, seq_len, dtype=torch.bool).tril(), persistent=False
+        )
 
     def forward(self, tokens: Tensor) -> Tensor:
         length = tokens.shape[1]
@@ -126,9 +141,15 @@ def make_optimizer(model: TinyTransformer, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def training_step(model: TinyTransformer, optimizer: torch.optim.Optimizer, tokens: Tensor, targets: Tensor,
-                  *, clip: float = 1.0, optimizer_phase: Callable[[], AbstractContextManager[Any]] | None = None,
-                  ) -> Tensor:  # fmt: skip
+def training_step(
+    model: TinyTransformer,
+    optimizer: torch.optim.Optimizer,
+    tokens: Tensor,
+    targets: Tensor,
+    *,
+    clip: float = 1.0,
+    optimizer_phase: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> Tensor:
     """zero_grad, loss, backward, gradient clipping (PA or torch), optimizer step; returns the detached loss.
 
     ``optimizer_phase``: a context factory wrapped around clipping and the step

@@ -1,4 +1,4 @@
-"""Multiplication-free training ops on torch tensors (docs/spec.md §7), each a registered ``torch.library`` op.
+"""Multiplication-free training ops on torch tensors (docs/spec.md §7), each a registered torch.library op.
 
 Every op here is the definition of :mod:`revcheck.oracle.mulfree` written on
 tensors, line by line: values are widened exactly to the compute dtype (float64
@@ -299,7 +299,10 @@ def _grad_like_second(grad: Tensor, x: Tensor, *_: Any) -> Tensor:
 
 _pa_softmax_op = _register("pa_softmax", "(Tensor x, int dim) -> Tensor", _softmax_impl, _like)
 _pa_softmax_backward_op = _register(
-    "pa_softmax_backward", "(Tensor grad, Tensor x, int dim) -> Tensor", _softmax_backward_impl, _grad_like_second
+    "pa_softmax_backward",
+    "(Tensor grad, Tensor x, int dim) -> Tensor",
+    _softmax_backward_impl,
+    _grad_like_second,
 )
 _pa_log_softmax_op = _register("pa_log_softmax", "(Tensor x, int dim) -> Tensor", _log_softmax_impl, _like)
 _pa_log_softmax_backward_op = _register(
@@ -345,7 +348,7 @@ def pa_softmax(x: Tensor, dim: int = -1) -> Tensor:
 
 
 def pa_log_softmax(x: Tensor, dim: int = -1) -> Tensor:
-    """PA log-softmax (base 2): ``y - pa_log2(Σ pa_exp2(y))`` with the per-row shift: ``revcheck::pa_log_softmax``."""
+    """PA log-softmax (base 2) ``y - pa_log2(Σ pa_exp2(y))``, per-row shift: ``revcheck::pa_log_softmax``."""
     return _pa_log_softmax_op(_check_tensor(x, "pa_log_softmax"), dim)
 
 
@@ -354,7 +357,9 @@ def pa_log_softmax(x: Tensor, dim: int = -1) -> Tensor:
 
 def _check_targets(logits: Tensor, target: Tensor, op: str, *, values: bool) -> None:
     if logits.dim() != 2:
-        raise UsageError(f"{op} needs logits (N, C), got shape {tuple(logits.shape)}; flatten the batch first")
+        raise UsageError(
+            f"{op} needs logits (N, C), got shape {tuple(logits.shape)}; flatten the batch first"
+        )
     if not isinstance(target, Tensor) or target.dtype != torch.int64 or target.shape != logits.shape[:1]:
         got = f"{target.dtype} {tuple(target.shape)}" if isinstance(target, Tensor) else type(target).__name__
         raise UsageError(f"{op} needs int64 targets of shape ({logits.shape[0]},), got {got}")
@@ -410,9 +415,11 @@ def _cross_entropy_backward_fake(grad: Tensor, logits: Tensor, target: Tensor, r
 
 
 _pa_cross_entropy_op = _register(
-    "pa_cross_entropy", "(Tensor logits, Tensor target, str reduction) -> Tensor", _cross_entropy_impl,
+    "pa_cross_entropy",
+    "(Tensor logits, Tensor target, str reduction) -> Tensor",
+    _cross_entropy_impl,
     _cross_entropy_fake,
-)  # fmt: skip
+)
 _pa_cross_entropy_backward_op = _register(
     "pa_cross_entropy_backward",
     "(Tensor grad, Tensor logits, Tensor target, str reduction) -> Tensor",
@@ -456,7 +463,9 @@ def _mean_impl(x: Tensor, dim: int) -> Tensor:
     P = _pa_for(x)
     wide = _widen(x).movedim(dim, -1)
     total = _sequential_sum(wide, keepdim=False)
-    return kernels.pam_div(total, _constant(wide.shape[-1], P.dtype, x.device).expand(total.shape)).to(x.dtype)
+    return kernels.pam_div(total, _constant(wide.shape[-1], P.dtype, x.device).expand(total.shape)).to(
+        x.dtype
+    )
 
 
 def _mean_backward_impl(grad: Tensor, x: Tensor, dim: int) -> Tensor:
@@ -495,7 +504,7 @@ def pa_mean(x: Tensor, dim: int = -1) -> Tensor:
 
 
 def pa_sqrt(v: Tensor) -> Tensor:
-    """PA square root ``pa_exp2(pa_log2(v) ⊡ 0.5)`` in the compute dtype, rounded to ``v``'s dtype (no autograd)."""
+    """PA square root ``pa_exp2(pa_log2(v) ⊡ 0.5)`` in the compute dtype, rounded to ``v``'s (no autograd)."""
     _check_tensor(v, "pa_sqrt")
     return _pa_for(v).sqrt(_widen(v)).to(v.dtype)
 
@@ -543,7 +552,15 @@ def _layer_norm_parts(P: _PA, x: Tensor, eps: float) -> dict[str, Tensor]:
     v = kernels.pam_div(sum_q, n.expand(sum_q.shape)) + _constant(eps, P.dtype, x.device)
     sigma = P.sqrt(v)
     xhat = kernels.pam_div(d, sigma.expand(d.shape))
-    return {"n": n.expand(sum_x.shape), "sum_x": sum_x, "d": d, "sum_q": sum_q, "v": v, "sigma": sigma, "xhat": xhat}
+    return {
+        "n": n.expand(sum_x.shape),
+        "sum_x": sum_x,
+        "d": d,
+        "sum_q": sum_q,
+        "v": v,
+        "sigma": sigma,
+        "xhat": xhat,
+    }
 
 
 def _layer_norm_impl(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
@@ -595,9 +612,11 @@ def _layer_norm_backward_fake(
 
 
 _pa_layer_norm_op = _register(
-    "pa_layer_norm", "(Tensor x, Tensor? weight, Tensor? bias, float eps) -> Tensor", _layer_norm_impl,
+    "pa_layer_norm",
+    "(Tensor x, Tensor? weight, Tensor? bias, float eps) -> Tensor",
+    _layer_norm_impl,
     _layer_norm_fake,
-)  # fmt: skip
+)
 _pa_layer_norm_backward_op = _register(
     "pa_layer_norm_backward",
     "(Tensor grad, Tensor x, Tensor? weight, Tensor? bias, float eps) -> (Tensor, Tensor, Tensor)",
@@ -639,8 +658,13 @@ def _rms_norm_parts(P: _PA, x: Tensor, eps: float) -> dict[str, Tensor]:
     sum_q = _sequential_sum(kernels.pam_mul(x, x))
     v = kernels.pam_div(sum_q, n.expand(sum_q.shape)) + _constant(eps, P.dtype, x.device)
     sigma = P.sqrt(v)
-    return {"n": n.expand(sum_q.shape), "sum_q": sum_q, "v": v, "sigma": sigma,
-            "xhat": kernels.pam_div(x, sigma.expand(x.shape))}  # fmt: skip
+    return {
+        "n": n.expand(sum_q.shape),
+        "sum_q": sum_q,
+        "v": v,
+        "sigma": sigma,
+        "xhat": kernels.pam_div(x, sigma.expand(x.shape)),
+    }
 
 
 def _rms_norm_impl(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
@@ -649,7 +673,9 @@ def _rms_norm_impl(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
     return _affine(parts["xhat"], weight, None).to(x.dtype)
 
 
-def _rms_norm_backward_impl(grad: Tensor, x: Tensor, weight: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
+def _rms_norm_backward_impl(
+    grad: Tensor, x: Tensor, weight: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
     P = _pa_for(x)
     wide = _widen(x)
     parts = _rms_norm_parts(P, wide, eps)
@@ -668,7 +694,9 @@ def _rms_norm_fake(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
     return torch.empty_like(x)
 
 
-def _rms_norm_backward_fake(grad: Tensor, x: Tensor, weight: Tensor | None, eps: float) -> tuple[Tensor, Tensor]:
+def _rms_norm_backward_fake(
+    grad: Tensor, x: Tensor, weight: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor]:
     return torch.empty_like(x), x.new_empty((x.shape[-1],) if weight is not None else (0,))
 
 
@@ -699,7 +727,10 @@ _pa_rms_norm_op.register_autograd(_rms_norm_autograd, setup_context=_rms_norm_se
 
 
 def pa_rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6) -> Tensor:
-    """PA RMS norm over the last dimension: ``(x ⊘ pa_sqrt(Σ(x ⊡ x) ⊘ n + eps)) ⊡ w`` (``revcheck::pa_rms_norm``)."""
+    """PA RMS norm ``(x ⊘ pa_sqrt(Σ(x ⊡ x) ⊘ n + eps)) ⊡ w`` over the last dimension.
+
+    The registered op ``revcheck::pa_rms_norm``; backward with exact slopes.
+    """
     _check_norm(x, {"weight": weight}, "pa_rms_norm")
     return _pa_rms_norm_op(x, weight, float(eps))
 
@@ -712,7 +743,9 @@ def _check_scale(x: Tensor, c: Tensor, op: str) -> None:
     expected = compute_dtype(x.dtype)
     if not isinstance(c, Tensor) or c.dtype != expected or c.dim() != 0:
         got = f"{c.dtype} of shape {tuple(c.shape)}" if isinstance(c, Tensor) else type(c).__name__
-        raise UsageError(f"{op}: the scale must be a 0-d {expected} tensor (the compute dtype of {x.dtype}), got {got}")
+        raise UsageError(
+            f"{op}: the scale must be a 0-d {expected} tensor (the compute dtype of {x.dtype}), got {got}"
+        )
 
 
 def _scale_impl(x: Tensor, c: Tensor) -> Tensor:
@@ -729,7 +762,10 @@ def _scale_backward_impl(grad: Tensor, x: Tensor, c: Tensor) -> Tensor:
 
 _pa_scale_op = _register("pa_scale", "(Tensor x, Tensor c) -> Tensor", _scale_impl, _like)
 _pa_scale_backward_op = _register(
-    "pa_scale_backward", "(Tensor grad, Tensor x, Tensor c) -> Tensor", _scale_backward_impl, _grad_like_second
+    "pa_scale_backward",
+    "(Tensor grad, Tensor x, Tensor c) -> Tensor",
+    _scale_backward_impl,
+    _grad_like_second,
 )
 
 
@@ -748,7 +784,9 @@ _pa_scale_op.register_autograd(_scale_autograd, setup_context=_scale_setup)
 def _scale_tensor(c: float | Tensor, x: Tensor) -> Tensor:
     if isinstance(c, Tensor):
         if c.requires_grad:
-            raise UsageError("pa_scale: the scale is a constant; pass c.detach() (its gradient is not computed)")
+            raise UsageError(
+                "pa_scale: the scale is a constant; pass c.detach() (its gradient is not computed)"
+            )
         return c
     return _constant(c, compute_dtype(x.dtype), x.device)
 
@@ -774,7 +812,9 @@ def attention_scale(head_dim: int, dtype: torch.dtype = torch.float32, device: A
         raise UsageError(f"head_dim must be a positive int, got {head_dim!r}")
     acc = compute_dtype(dtype)
     d = _constant(head_dim, acc, torch.device(device))
-    return kernels.pa_exp2(kernels.pam_mul(kernels.pa_log2(d), torch.full((), -0.5, dtype=acc, device=d.device)))
+    return kernels.pa_exp2(
+        kernels.pam_mul(kernels.pa_log2(d), torch.full((), -0.5, dtype=acc, device=d.device))
+    )
 
 
 # ---- dropout ---------------------------------------------------------------------------------------------
@@ -812,16 +852,18 @@ def _dropout_autograd(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
 _pa_dropout_op.register_autograd(_dropout_autograd, setup_context=_scale_setup)
 
 
-def dropout_keep_mask(shape: Sequence[int], p: float, *, generator: torch.Generator | None = None,
-                      device: Any = "cpu") -> tuple[Tensor, Tensor]:  # fmt: skip
+def dropout_keep_mask(
+    shape: Sequence[int], p: float, *, generator: torch.Generator | None = None, device: Any = "cpu"
+) -> tuple[Tensor, Tensor]:
     """The integer draws (int64 in [0, 2**24)) and the keep mask ``draws >= round(p · 2**24)``.
 
     Integer work only: ``torch.randint`` and one comparison.  The drop
     probability is exactly ``round(p · 2**24) / 2**24``.
     """
     threshold = oracle.dropout_threshold(p)
-    draws = torch.randint(0, 1 << oracle.DROPOUT_DRAW_BITS, tuple(shape), generator=generator,
-                          device=device, dtype=torch.int64)  # fmt: skip
+    draws = torch.randint(
+        0, 1 << oracle.DROPOUT_DRAW_BITS, tuple(shape), generator=generator, device=device, dtype=torch.int64
+    )
     return draws, draws >= threshold
 
 
@@ -851,7 +893,9 @@ def _check_bmm(a: Tensor, b: Tensor) -> None:
     _check_tensor(a, "pa_bmm", "A")
     _check_tensor(b, "pa_bmm", "B")
     if a.dtype != b.dtype:
-        raise UsageError(f"pa_bmm: A is {a.dtype} but B is {b.dtype}; convert one (nothing is upcast silently)")
+        raise UsageError(
+            f"pa_bmm: A is {a.dtype} but B is {b.dtype}; convert one (nothing is upcast silently)"
+        )
     if a.dim() < 2 or b.dim() < 2 or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]:
         raise UsageError(
             f"pa_bmm needs A (..., M, K) and B (..., K, N) with equal batch dimensions, got {tuple(a.shape)} "
@@ -881,9 +925,11 @@ def _bmm_backward_fake(grad: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tens
 
 _pa_bmm_op = _register("pa_bmm", "(Tensor a, Tensor b) -> Tensor", _bmm_impl, _bmm_fake)
 _pa_bmm_backward_op = _register(
-    "pa_bmm_backward", "(Tensor grad, Tensor a, Tensor b) -> (Tensor, Tensor)", _bmm_backward_impl,
+    "pa_bmm_backward",
+    "(Tensor grad, Tensor a, Tensor b) -> (Tensor, Tensor)",
+    _bmm_backward_impl,
     _bmm_backward_fake,
-)  # fmt: skip
+)
 
 
 def _bmm_autograd(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor]:
@@ -910,7 +956,9 @@ def _check_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
         raise UsageError(f"pam_linear: weight must be a 2-d {x.dtype} tensor (out, in)")
     if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
         raise UsageError(f"pam_linear: input {tuple(x.shape)} does not end in in_features={weight.shape[1]}")
-    if bias is not None and (not isinstance(bias, Tensor) or bias.dtype != x.dtype or bias.shape != weight.shape[:1]):
+    if bias is not None and (
+        not isinstance(bias, Tensor) or bias.dtype != x.dtype or bias.shape != weight.shape[:1]
+    ):
         raise UsageError(f"pam_linear: bias must be a {x.dtype} tensor of shape ({weight.shape[0]},)")
 
 
@@ -923,8 +971,10 @@ def _linear_impl(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return out.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
 
 
-def _linear_backward_impl(grad: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    # Exactly PAMMatmul's "approx" backward (revcheck.nn.pam), with the bias gradient a declared sequential sum.
+def _linear_backward_impl(
+    grad: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    # Exactly PAMMatmul's "approx" backward (revcheck.nn.pam); the bias gradient a declared sequential sum.
     rows = x.reshape(-1, x.shape[-1])
     acc = kernels.accumulator_dtype(x.dtype)
     g2 = grad.reshape(-1, grad.shape[-1]).to(acc).contiguous()
@@ -939,8 +989,14 @@ def _linear_fake(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
-def _linear_backward_fake(grad: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    return torch.empty_like(x), torch.empty_like(weight), x.new_empty(weight.shape[:1] if bias is not None else (0,))
+def _linear_backward_fake(
+    grad: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    return (
+        torch.empty_like(x),
+        torch.empty_like(weight),
+        x.new_empty(weight.shape[:1] if bias is not None else (0,)),
+    )
 
 
 _pam_linear_op = _register(
@@ -983,8 +1039,9 @@ class PAMLinearOp(PAMLinear):
     Same parameters, same forward bits (mode ``"ieee"``, backward ``"approx"``).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None,
-                 dtype: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, device: Any = None, dtype: Any = None
+    ) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -1024,7 +1081,11 @@ def _scale_in_place_fake(xs: list[Tensor], c: Tensor) -> None:
 
 _pa_sq_norm_op = _register("pa_sq_norm", "(Tensor[] xs) -> Tensor", _sq_norm_impl, _sq_norm_fake)
 _pa_scale_in_place_op = _register(
-    "pa_scale_", "(Tensor(a!)[] xs, Tensor c) -> ()", _scale_in_place_impl, _scale_in_place_fake, mutates=("xs",)
+    "pa_scale_",
+    "(Tensor(a!)[] xs, Tensor c) -> ()",
+    _scale_in_place_impl,
+    _scale_in_place_fake,
+    mutates=("xs",),
 )
 
 
@@ -1034,7 +1095,7 @@ def _grads(parameters: Iterable[Tensor] | Tensor) -> list[Tensor]:
 
 
 def pa_grad_sq_norm(parameters: Iterable[Tensor] | Tensor) -> Tensor:
-    """``Σ g ⊡ g`` over all gradients (``revcheck::pa_sq_norm``), in the declared strided order; compute dtype."""
+    """``Σ g ⊡ g`` over all gradients (``revcheck::pa_sq_norm``), declared strided order; compute dtype."""
     grads = _grads(parameters)
     if not grads:
         raise UsageError("pa_grad_sq_norm: no parameter has a gradient; call backward() first")
@@ -1068,9 +1129,12 @@ def _clip_fake(grads: list[Tensor], max_norm: float, eps: float) -> Tensor:
 
 
 _pa_clip_op = _register(
-    "pa_clip_grad_norm_", "(Tensor(a!)[] grads, float max_norm, float eps) -> Tensor", _clip_impl, _clip_fake,
+    "pa_clip_grad_norm_",
+    "(Tensor(a!)[] grads, float max_norm, float eps) -> Tensor",
+    _clip_impl,
+    _clip_fake,
     mutates=("grads",),
-)  # fmt: skip
+)
 
 
 def pa_clip_grad_norm_(parameters: Iterable[Tensor] | Tensor, max_norm: float, eps: float = 1e-6) -> Tensor:
@@ -1091,10 +1155,17 @@ def pa_clip_grad_norm_(parameters: Iterable[Tensor] | Tensor, max_norm: float, e
 
 
 class PALayerNorm(nn.Module):
-    """PA layer norm over the last dimension (:func:`pa_layer_norm`); parameters as :class:`torch.nn.LayerNorm`."""
+    """PA layer norm over the last dimension (:func:`pa_layer_norm`); parameters as ``nn.LayerNorm``'s."""
 
-    def __init__(self, normalized_shape: int, eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True, device: Any = None, dtype: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        normalized_shape: int,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__()
         if not isinstance(normalized_shape, int):
             raise UsageError("PALayerNorm normalises one (the last) dimension; pass its size as an int")
@@ -1102,7 +1173,9 @@ class PALayerNorm(nn.Module):
         self.eps = eps
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.ones(normalized_shape, **factory)) if elementwise_affine else None
-        self.bias = nn.Parameter(torch.zeros(normalized_shape, **factory)) if elementwise_affine and bias else None
+        self.bias = (
+            nn.Parameter(torch.zeros(normalized_shape, **factory)) if elementwise_affine and bias else None
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return pa_layer_norm(x, self.weight, self.bias, self.eps)
@@ -1114,7 +1187,9 @@ class PALayerNorm(nn.Module):
 class PARMSNorm(nn.Module):
     """PA RMS norm over the last dimension (:func:`pa_rms_norm`), weight initialised to ones."""
 
-    def __init__(self, normalized_shape: int, eps: float = 1e-6, device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self, normalized_shape: int, eps: float = 1e-6, device: Any = None, dtype: Any = None
+    ) -> None:
         super().__init__()
         self.normalized_shape = (normalized_shape,)
         self.eps = eps
@@ -1143,11 +1218,15 @@ class PADropout(nn.Module):
 # ---- optimizer -------------------------------------------------------------------------------------------
 
 
-def _adam_step_impl(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, constants: Tensor) -> None:
+def _adam_step_impl(
+    param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, constants: Tensor
+) -> None:
     _check_tensor(param, "pa_adam_step", "param")
     acc = compute_dtype(param.dtype)
     if constants.dtype != acc or constants.shape != (len(ADAM_CONSTANT_NAMES),):
-        raise UsageError(f"pa_adam_step: constants must be a {acc} tensor of {len(ADAM_CONSTANT_NAMES)} values")
+        raise UsageError(
+            f"pa_adam_step: constants must be a {acc} tensor of {len(ADAM_CONSTANT_NAMES)} values"
+        )
     c = dict(zip(ADAM_CONSTANT_NAMES, constants.unbind(0), strict=True))
     P = _PA(acc, param.device)
     p = _widen(param)
@@ -1169,7 +1248,9 @@ def _adam_step_impl(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Te
     param.copy_(p.to(param.dtype))
 
 
-def _adam_step_fake(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, constants: Tensor) -> None:
+def _adam_step_fake(
+    param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, constants: Tensor
+) -> None:
     return None
 
 
@@ -1199,9 +1280,17 @@ class PAAdam(torch.optim.Optimizer):
     its dtype after the update.
     """
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:  # fmt: skip
-        oracle.adam_constants(1, "fp32", lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        oracle.adam_constants(
+            1, "fp32", lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay
+        )
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
         self._declared: dict[str, dict[str, float]] = {}
 
@@ -1209,9 +1298,14 @@ class PAAdam(torch.optim.Optimizer):
         acc = formats.get(compute_dtype(param.dtype))
         beta1, beta2 = group["betas"]
         constants = oracle.adam_constants(
-            step, acc, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+            step,
+            acc,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
             weight_decay=group["weight_decay"],
-        )  # fmt: skip
+        )
         patterns = [constants[name] for name in ADAM_CONSTANT_NAMES]
         values = _bits_tensor(patterns, acc, torch.device("cpu"))
         self._declared[f"{acc.name} step {step}"] = {
@@ -1241,8 +1335,12 @@ class PAAdam(torch.optim.Optimizer):
                 if not state:
                     acc = compute_dtype(param.dtype)
                     state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(param, dtype=acc, memory_format=torch.contiguous_format)
-                    state["exp_avg_sq"] = torch.zeros_like(param, dtype=acc, memory_format=torch.contiguous_format)
+                    state["exp_avg"] = torch.zeros_like(
+                        param, dtype=acc, memory_format=torch.contiguous_format
+                    )
+                    state["exp_avg_sq"] = torch.zeros_like(
+                        param, dtype=acc, memory_format=torch.contiguous_format
+                    )
                 state["step"] += 1
                 key = (state["step"], param.dtype, param.device)
                 if key not in cache:
