@@ -29,8 +29,8 @@ autograd-free elementwise layer they are built from.
 Examples
 --------
 >>> import torch
->>> pa_softmax(torch.tensor([[0.0, 1.0], [5.0, 5.0]]))
-tensor([[0.3750, 0.6250],
+>>> pa_softmax(torch.tensor([[0.0, 1.0], [5.0, 5.0]]))   # rows need not sum to 1: ⊘ errs up to +1/8
+tensor([[0.3750, 0.7500],
         [0.5000, 0.5000]])
 """
 
