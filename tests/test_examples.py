@@ -171,3 +171,52 @@ def test_grow_output_check_flags_a_jump() -> None:
     problems = check_grow_output(broken)
     assert any("three growth steps" in p for p in problems) and any("jumped" in p for p in problems)
     assert any("did not hold" in p for p in problems) and any("keep learning" in p for p in problems)
+
+
+MULFREE_TRAIN = REPO_ROOT / "examples" / "mulfree_train.py"
+MULFREE_TABLE_ROW = re.compile(r"^(forward|backward|optimizer)\s+(\d+)\s+(\d+)\s+(\d+)\s", re.MULTILINE)
+
+
+def check_mulfree_output(output: str) -> list[str]:
+    """Problems with examples/mulfree_train.py's printout: the certificate, the losses, the standard table."""
+    problems = []
+    pa_part, _, standard_part = output.partition("== the same certificate in record mode")
+    certified = {phase: int(mult) for phase, _, mult, _ in mulfree_rows(pa_part)}
+    if set(certified) != {"forward", "backward", "optimizer"} or any(certified.values()):
+        problems.append(f"the PA run is not certified multiplication-free in every phase: {certified}")
+    if "MULTIPLICATION-FREE" not in pa_part or "violations in the slice: none" not in pa_part:
+        problems.append("the runtime certificate or the static proof is missing or failed")
+    if "loss falling pa: yes" not in output:
+        problems.append("the PA loss did not fall")
+    standard = {phase: int(mult) for phase, _, mult, _ in mulfree_rows(standard_part)}
+    if set(standard) != {"forward", "backward", "optimizer"} or not all(standard.values()):
+        problems.append(
+            f"the standard step's record-mode table lacks float multiplies in some phase: {standard}"
+        )
+    return problems
+
+
+def mulfree_rows(text: str) -> list[tuple[str, str, str, str]]:
+    return MULFREE_TABLE_ROW.findall(text)
+
+
+def test_mulfree_example_trains_under_the_certificate() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, str(MULFREE_TRAIN), "--quick"], capture_output=True, text=True,
+                            env=env, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 0, (
+        f"example failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
+    )
+    assert check_mulfree_output(result.stdout) == [], result.stdout
+
+
+def test_mulfree_output_check_flags_a_float_multiply() -> None:
+    broken = (
+        "forward 10 1 0 addmm x1\nbackward 10 0 0 -\noptimizer 10 0 0 -\nMULTIPLICATION-FREE\n"
+        "violations in the slice: none\nloss falling pa: NO\n"
+        "== the same certificate in record mode\nforward 5 0 0 -\nbackward 5 2 0 mm x2\noptimizer 5 3 0 -\n"
+    )
+    problems = check_mulfree_output(broken)
+    assert any("not certified" in p for p in problems), problems
+    assert any("did not fall" in p for p in problems), problems
+    assert any("lacks float multiplies" in p for p in problems), problems
