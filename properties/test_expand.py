@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from hypothesis import event, given, reject, settings
+from hypothesis import event, given, reject
 from hypothesis import strategies as st
 
+from revcheck._profiles import scaled
 from revcheck.audit.ops_expand import CheckerTooLaxError
 from revcheck.expand import (
     TRANSFORMATIONS,
@@ -66,11 +67,6 @@ REAL = Growths(dict(TRANSFORMATIONS))
 # (whose bugs need a grown key size, two tokens and a layer to show) come first.
 DRAW_ORDER = ("expand_qk_dim", "expand_hidden", "insert_layer", "expand_head_dim", "add_heads", "expand_mlp")
 assert set(DRAW_ORDER) == set(TRANSFORMATIONS)
-
-
-def _examples(divisor: int) -> int:
-    """A share of the active profile's ``max_examples`` (never hard-coded)."""
-    return max(3, settings().max_examples // divisor)
 
 
 # ---- strategies ---------------------------------------------------------------------------------
@@ -398,31 +394,31 @@ def level_o_checker(before: Any, after: Any, ids: torch.Tensor) -> None:
 # ---- the tests (the real implementation) -----------------------------------------------------------
 
 
-@settings(max_examples=_examples(1))
+@scaled(1.0, minimum=3)
 @given(data=st.data())
 def test_growth_is_o_exact(data: st.DataObject) -> None:
     check_growth_is_o_exact(data, REAL)
 
 
-@settings(max_examples=_examples(2))
+@scaled(0.5, minimum=3)
 @given(data=st.data())
 def test_gradients_preserved(data: st.DataObject) -> None:
     check_gradients_preserved(data, REAL)
 
 
-@settings(max_examples=_examples(3))
+@scaled(0.34, minimum=3)
 @given(data=st.data())
 def test_growth_is_r_exact(data: st.DataObject) -> None:
     check_growth_is_r_exact(data, REAL)
 
 
-@settings(max_examples=_examples(1))
+@scaled(1.0, minimum=3)
 @given(data=st.data())
 def test_violation_is_detected(data: st.DataObject) -> None:
     check_violation_is_detected(data, level_o_checker)
 
 
-@settings(max_examples=_examples(4))
+@scaled(0.25, minimum=3)
 @given(data=st.data())
 def test_nan_is_reported(data: st.DataObject) -> None:
     check_nan_is_reported(data, level_o_checker)
