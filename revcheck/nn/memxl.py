@@ -31,6 +31,7 @@ phase 1 with skip-retain and cross-head and phase 2 on the same weights without.
 
 from __future__ import annotations
 
+import copy
 import math
 import secrets
 from collections.abc import Iterator, Sequence
@@ -164,8 +165,10 @@ class MemXLOutput:
 class RelMultiHeadAttention(nn.Module):
     """Relative multi-head attention with memory, post-norm: ``LN(h + o(attn(h, [m ; h])))``.
 
-    kimiyoung's ``RelPartialLearnableMultiHeadAttn``: ``qkv_net`` projects ``[memory ; h]`` (no
-    bias), ``r_net`` projects the sinusoids (no bias), ``o_net`` maps heads back (no bias).
+    kimiyoung's ``RelPartialLearnableMultiHeadAttn``: ``qkv_net`` projects ``[memory ; h]`` (no bias),
+    ``r_net`` projects the sinusoids (no bias), ``o_net`` maps the heads back (no bias).  The relative
+    shift is :meth:`distances`: the positional term of query ``i`` and key ``j`` uses the sinusoid of
+    ``pos(i) - pos(j)``, gathered from a table of every distance that occurs.
     """
 
     def __init__(
@@ -176,9 +179,11 @@ class RelMultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         dropatt: float = 0.0,
         layer_norm_eps: float = 1e-5,
+        clamp_len: int | None = None,
     ) -> None:
         super().__init__()
         self.n_head, self.d_model, self.d_head = n_head, d_model, d_head
+        self.clamp_len = clamp_len
         self.qkv_net = nn.Linear(d_model, 3 * n_head * d_head, bias=False)
         self.r_net = nn.Linear(d_model, n_head * d_head, bias=False)
         self.o_net = nn.Linear(n_head * d_head, d_model, bias=False)
@@ -186,6 +191,20 @@ class RelMultiHeadAttention(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.dropatt = nn.Dropout(dropatt)
         self.scale = 1.0 / math.sqrt(d_head)
+
+    def distances(self, query_pos: Tensor, key_pos: Tensor) -> Tensor:
+        """``pos(i) - pos(j)`` clamped to ``[0, clamp_len]``, ``(qlen, klen)`` (future keys, always masked, get 0)."""
+        d = query_pos[:, None] - key_pos[None, :]
+        return d.clamp(min=0, max=self.clamp_len)
+
+    def sinusoid_table(self, n: int, like: Tensor) -> Tensor:
+        """Sinusoids of the distances ``0 .. n-1``: ``(n, d_model)``, ``[sin ; cos]`` (kimiyoung's order)."""
+        # Frequencies in float64, rounded once to the working dtype (kimiyoung keeps an fp32 buffer, so a
+        # float64 model there runs on fp32-rounded frequencies).
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, self.d_model, 2, dtype=torch.float64) / self.d_model))
+        pos = torch.arange(n, device=like.device, dtype=like.dtype)
+        angles = torch.outer(pos, inv_freq.to(device=like.device, dtype=like.dtype))
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
     def _heads(self, cat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, klen, _ = cat.shape
@@ -197,24 +216,25 @@ class RelMultiHeadAttention(nn.Module):
         self,
         h: Tensor,
         memory: Tensor,
-        table: Tensor,
-        distances: Tensor,
+        query_pos: Tensor,
+        key_pos: Tensor,
         r_w_bias: Tensor,
         r_r_bias: Tensor,
         *,
         head_permutation: Sequence[int] | None = None,
         stop_gradient: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Unmasked scores ``(B, H, qlen, klen)`` (scaled), the values, and the stop-gradient values.
+        """Unmasked scaled scores ``(B, H, qlen, klen)``, the values, and the stop-gradient values.
 
-        ``table`` holds the sinusoids of distances ``0 .. D-1`` (``(D, d_model)``); ``distances``
-        ``(qlen, klen)`` says which row each (query, key) pair uses.  ``stop_gradient`` (bool
-        ``(qlen, klen)``): keys read through a detached copy of the layer input there.
+        Keys are ``[memory ; h]`` at positions ``key_pos``; queries are ``h`` at ``query_pos``.
+        ``stop_gradient`` (bool ``(qlen, klen)``): keys read through a detached copy of the input there.
         """
         mlen, qlen = memory.shape[1], h.shape[1]
         cat = torch.cat([memory, h], dim=1)
         q, k, v = self._heads(cat)
         q = q[:, mlen:]
+        distances = self.distances(query_pos, key_pos)
+        table = self.sinusoid_table(int(distances.max()) + 1, h)
         r = self.r_net(table).reshape(table.shape[0], self.n_head, self.d_head)
         k_sg = v_sg = None
         if stop_gradient is not None:
@@ -237,8 +257,8 @@ class RelMultiHeadAttention(nn.Module):
         self,
         h: Tensor,
         memory: Tensor,
-        table: Tensor,
-        distances: Tensor,
+        query_pos: Tensor,
+        key_pos: Tensor,
         allowed: Tensor,
         r_w_bias: Tensor,
         r_r_bias: Tensor,
@@ -246,12 +266,12 @@ class RelMultiHeadAttention(nn.Module):
         head_permutation: Sequence[int] | None = None,
         stop_gradient: Tensor | None = None,
     ) -> Tensor:
-        """``LN(h + o(softmax(masked scores) · V))``, ``(B, qlen, d_model)``."""
+        """``LN(h + o(softmax(masked scores) · V))``, ``(B, qlen, d_model)``; ``allowed`` bool ``(qlen, klen)``."""
         score, v, v_sg = self.scores(
             h,
             memory,
-            table,
-            distances,
+            query_pos,
+            key_pos,
             r_w_bias,
             r_r_bias,
             head_permutation=head_permutation,
@@ -273,8 +293,6 @@ class RelMultiHeadAttention(nn.Module):
         Head ``h`` of the copy's K/R/V is head ``permutation[h]`` of this module's, so the copy without
         permutation computes what this module computes with ``head_permutation=permutation``.
         """
-        import copy
-
         check_permutation(permutation, self.n_head)
         twin = copy.deepcopy(self)
         block = self.n_head * self.d_head
@@ -315,10 +333,19 @@ class DecoderLayer(nn.Module):
     """Relative attention then the position-wise feed-forward."""
 
     def __init__(
-        self, n_head: int, d_model: int, d_head: int, d_inner: int, dropout: float, dropatt: float, eps: float
+        self,
+        n_head: int,
+        d_model: int,
+        d_head: int,
+        d_inner: int,
+        dropout: float,
+        dropatt: float,
+        eps: float,
+        clamp_len: int | None,
+        attention_class: type[RelMultiHeadAttention] = RelMultiHeadAttention,
     ) -> None:
         super().__init__()
-        self.attn = RelMultiHeadAttention(n_head, d_model, d_head, dropout, dropatt, eps)
+        self.attn = attention_class(n_head, d_model, d_head, dropout, dropatt, eps, clamp_len)
         self.ff = PositionwiseFF(d_model, d_inner, dropout, eps)
 
     def forward(self, h: Tensor, memory: Tensor, *args: Any, **kwargs: Any) -> Tensor:
@@ -370,6 +397,8 @@ class MemTransformerXL(nn.Module):
     >>> [tuple(m.shape) for m in mems]
     [(1, 4, 8), (1, 4, 8)]
     """
+
+    attention_class: type[RelMultiHeadAttention] = RelMultiHeadAttention
 
     def __init__(
         self,
@@ -429,7 +458,17 @@ class MemTransformerXL(nn.Module):
         self.r_w_bias = nn.Parameter(torch.randn(cfg.n_head, cfg.d_head) * 0.1)
         self.r_r_bias = nn.Parameter(torch.randn(cfg.n_head, cfg.d_head) * 0.1)
         self.layers = nn.ModuleList(
-            DecoderLayer(cfg.n_head, d_model, cfg.d_head, cfg.d_inner, dropout, dropatt, cfg.layer_norm_eps)
+            DecoderLayer(
+                cfg.n_head,
+                d_model,
+                cfg.d_head,
+                cfg.d_inner,
+                dropout,
+                dropatt,
+                cfg.layer_norm_eps,
+                cfg.clamp_len,
+                self.attention_class,
+            )
             for _ in range(cfg.n_layer)
         )
         self.drop = nn.Dropout(dropout)
@@ -526,22 +565,7 @@ class MemTransformerXL(nn.Module):
             rows = torch.cat([memory.hidden, hidden], dim=1)[:, begin:end].detach().clone()
         return LayerMemory(rows, max(0, memory.padding - begin), start + qlen - self.ext_len, block + 1)
 
-    # ------------------------------------------------------------------ positions and masks
-    def sinusoid_table(self, n: int) -> Tensor:
-        """Sinusoids of the distances ``0 .. n-1``: ``(n, d_model)``, ``[sin ; cos]`` (kimiyoung's order)."""
-        d = self.config.d_model
-        # Frequencies in float64, rounded once to the model's dtype (kimiyoung keeps an fp32 buffer, so a
-        # float64 model there runs on fp32-rounded frequencies).
-        inv_freq = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
-        pos = torch.arange(n, device=self.device, dtype=self.dtype)
-        angles = torch.outer(pos, inv_freq.to(device=self.device, dtype=self.dtype))
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-    def distances(self, query_pos: Tensor, key_pos: Tensor) -> Tensor:
-        """``pos(i) - pos(j)`` clamped to ``[0, clamp_len]`` (future keys, always masked, get 0)."""
-        d = query_pos[:, None] - key_pos[None, :]
-        return d.clamp(min=0, max=self.clamp_len)
-
+    # ------------------------------------------------------------------ random decisions
     def _draw_skips(self) -> tuple[bool, ...]:
         draws = torch.rand(self.config.n_layer, generator=self.generator)
         return tuple(bool(u < p) for u, p in zip(draws.tolist(), skip_probabilities(self.config.n_layer), strict=True))
@@ -556,8 +580,8 @@ class MemTransformerXL(nn.Module):
         layer: DecoderLayer,
         h: Tensor,
         memory: Tensor,
-        table: Tensor,
-        distances: Tensor,
+        query_pos: Tensor,
+        key_pos: Tensor,
         allowed: Tensor,
         *,
         head_permutation: Sequence[int] | None = None,
@@ -566,8 +590,8 @@ class MemTransformerXL(nn.Module):
         return layer(
             h,
             memory,
-            table,
-            distances,
+            query_pos,
+            key_pos,
             allowed,
             self.r_w_bias,
             self.r_r_bias,
@@ -620,14 +644,6 @@ class MemTransformerXL(nn.Module):
         start, block = mems.position, mems.block
         skips = self._draw_skips() if self.training and self.skip_retain else (False,) * self.config.n_layer
         query_pos = torch.arange(start, start + qlen, device=self.device)
-        key_positions = [
-            torch.cat([torch.arange(m.end - m.hidden.shape[1], m.end, device=self.device), query_pos])
-            for m in mems.layers
-        ]
-        all_distances = [self.distances(query_pos, key_pos) for key_pos in key_positions]
-        longest = max(int(d.max()) for skip, d in zip(skips, all_distances, strict=True) if not skip)
-        table = self.sinusoid_table(longest + 1)
-
         h = self._embed(tokens)
         layer_inputs: list[Tensor] = []
         new_layers: list[LayerMemory] = []
@@ -642,17 +658,28 @@ class MemTransformerXL(nn.Module):
                 )
                 continue
             mlen = memory.hidden.shape[1]
+            # Retained memory is attended where it was written: its rows end at memory.end, which is
+            # (c - m) * M before this segment's start after the layer skipped c - m blocks (docs/spec.md §6).
+            key_pos = torch.cat([torch.arange(memory.end - mlen, memory.end, device=self.device), query_pos])
             allowed = torch.as_tensor(
                 oracle.segment_mask(qlen, mlen, self.mem_len, self.same_length, memory.padding), device=self.device
             )
             permutation = self._draw_head_permutation() if self.training and self.ch_prob > 0 else None
             out = self._run_layer(
-                layer, h, memory.hidden, table, all_distances[index], allowed, head_permutation=permutation
+                layer, h, memory.hidden, query_pos, key_pos, allowed, head_permutation=permutation
             )
             new_layers.append(self._update_layer_memory(memory, self._memory_rows(h, out), start, block))
             trace.append(
                 LayerTrace(
-                    index, False, block, memory.block, mlen, memory.end, start, all_distances[index], permutation
+                    index,
+                    False,
+                    block,
+                    memory.block,
+                    mlen,
+                    memory.end,
+                    start,
+                    layer.attn.distances(query_pos, key_pos) if return_trace else None,
+                    permutation,
                 )
             )
             h = out
@@ -682,12 +709,12 @@ class MemTransformerXL(nn.Module):
         if not bool(allowed_mask.any(dim=1).all()):
             raise MemXLConfigError("a row of `allowed` allows no key (its softmax would be NaN)")
         positions = torch.arange(T, device=self.device)
-        distances = self.distances(positions, positions)
-        table = self.sinusoid_table(int(distances.max()) + 1)
         h = self._embed(tokens)
         empty = h[:, :0]
         for layer in self.layers:
-            h = self._run_layer(layer, h, empty, table, distances, allowed_mask, stop_gradient=masks.get("stop_gradient"))
+            h = self._run_layer(
+                layer, h, empty, positions, positions, allowed_mask, stop_gradient=masks.get("stop_gradient")
+            )
         return self.drop(h)
 
     def loss(self, tokens: Tensor, targets: Tensor, mems: Memory | None = None) -> tuple[Tensor, Memory]:
@@ -770,13 +797,13 @@ class TwoPhaseTrainer:
         self.mems = None
 
     def step(self, tokens: Tensor, targets: Tensor) -> float:
-        """One training step on a segment; returns its loss."""
-        if self.steps_done == self.phase1_steps:
-            self._enter_phase2()
+        """One training step on a segment; returns its loss.  Phase 2 begins right after the last phase-1 step."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss, self.mems = self.model.loss(tokens, targets, self.mems)
         loss.backward()
         self.optimizer.step()
         self.steps_done += 1
+        if self.steps_done == self.phase1_steps:
+            self._enter_phase2()
         return float(loss.detach())
