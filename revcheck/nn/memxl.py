@@ -241,9 +241,9 @@ class RelMultiHeadAttention(nn.Module):
             _, k_sg, v_sg = self._heads(cat.detach())
         if head_permutation is not None:
             order = torch.as_tensor(list(head_permutation), device=h.device)
-            k, v, r = k.index_select(2, order), v.index_select(2, order), r.index_select(1, order)
+            k, v, r = self._permute_heads(order, k, v, r)
             if k_sg is not None and v_sg is not None:
-                k_sg, v_sg = k_sg.index_select(2, order), v_sg.index_select(2, order)
+                k_sg, v_sg, _ = self._permute_heads(order, k_sg, v_sg, r)
         content = torch.einsum("bihd,bjhd->bhij", q + r_w_bias, k)
         if k_sg is not None and stop_gradient is not None:
             content_sg = torch.einsum("bihd,bjhd->bhij", q + r_w_bias, k_sg)
@@ -252,6 +252,10 @@ class RelMultiHeadAttention(nn.Module):
         index = distances.expand(h.shape[0], self.n_head, qlen, mlen + qlen)
         position = position_all.gather(-1, index)
         return (content + position) * self.scale, v, v_sg
+
+    def _permute_heads(self, order: Tensor, k: Tensor, v: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Cross-head: head ``h`` of the queries meets head ``order[h]`` of K, V (dim 2) and R (dim 1)."""
+        return k.index_select(2, order), v.index_select(2, order), r.index_select(1, order)
 
     def forward(
         self,
@@ -566,6 +570,20 @@ class MemTransformerXL(nn.Module):
         return LayerMemory(rows, max(0, memory.padding - begin), start + qlen - self.ext_len, block + 1)
 
     # ------------------------------------------------------------------ random decisions
+    def _cross_head_active(self) -> bool:
+        """Cross-head acts in training mode only, and only with ``ch_prob > 0``."""
+        return self.training and self.ch_prob > 0
+
+    def _memory_key_positions(self, memory: LayerMemory, start: int) -> Tensor:
+        """Absolute positions of a layer's memory rows: where they were written (ending at ``memory.end``),
+        which for memory retained over skipped blocks is ``(c - m) * M`` before ``start`` (docs/spec.md §6)."""
+        mlen = memory.hidden.shape[1]
+        return torch.arange(memory.end - mlen, memory.end, device=self.device)
+
+    def _retained_memory(self, memory: LayerMemory, layer_input: Tensor, start: int, block: int) -> LayerMemory:
+        """What a skipped layer keeps: its old memory, with its old block counter."""
+        return memory
+
     def _draw_skips(self) -> tuple[bool, ...]:
         draws = torch.rand(self.config.n_layer, generator=self.generator)
         return tuple(bool(u < p) for u, p in zip(draws.tolist(), skip_probabilities(self.config.n_layer), strict=True))
@@ -652,19 +670,17 @@ class MemTransformerXL(nn.Module):
             memory = mems.layers[index]
             layer_inputs.append(h)
             if skips[index]:
-                new_layers.append(memory)
+                new_layers.append(self._retained_memory(memory, h, start, block))
                 trace.append(
                     LayerTrace(index, True, block, memory.block, memory.hidden.shape[1], memory.end, start, None, None)
                 )
                 continue
             mlen = memory.hidden.shape[1]
-            # Retained memory is attended where it was written: its rows end at memory.end, which is
-            # (c - m) * M before this segment's start after the layer skipped c - m blocks (docs/spec.md §6).
-            key_pos = torch.cat([torch.arange(memory.end - mlen, memory.end, device=self.device), query_pos])
+            key_pos = torch.cat([self._memory_key_positions(memory, start), query_pos])
             allowed = torch.as_tensor(
                 oracle.segment_mask(qlen, mlen, self.mem_len, self.same_length, memory.padding), device=self.device
             )
-            permutation = self._draw_head_permutation() if self.training and self.ch_prob > 0 else None
+            permutation = self._draw_head_permutation() if self._cross_head_active() else None
             out = self._run_layer(
                 layer, h, memory.hidden, query_pos, key_pos, allowed, head_permutation=permutation
             )

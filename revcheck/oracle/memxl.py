@@ -342,6 +342,10 @@ class MemXLOracle:
         d = query_pos[:, None] - key_pos[None, :]
         return np.clip(d, 0, clamp_len if clamp_len is not None else None)
 
+    def segment_mask(self, qlen: int, mlen: int, config: MemXLConfig, padding: int) -> Array:
+        """:func:`segment_mask` for this configuration."""
+        return segment_mask(qlen, mlen, config.mem_len, config.same_length, padding)
+
     # ------------------------------------------------------------------ one layer
     def attention(
         self,
@@ -486,7 +490,7 @@ class MemXLOracle:
                 continue
             mlen, end = mem.shape[1], memory.ends[index]
             key_pos = np.concatenate([np.arange(end - mlen, end), query_pos])
-            allowed = segment_mask(qlen, mlen, config.mem_len, config.same_length, memory.padding[index])
+            allowed = self.segment_mask(qlen, mlen, config, memory.padding[index])
             out = self.layer(h, mem, layer, weights, config, query_pos, key_pos, allowed, permutations[index])
             kept, padding = self.update_memory(mem, h, memory.padding[index], config.mem_len, config.ext_len)
             new_hidden.append(kept)
