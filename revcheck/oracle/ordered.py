@@ -234,7 +234,7 @@ def cos(x: object) -> FloatArray:
     Examples
     --------
     >>> cos(np.float64([0.0, np.pi, 3.0]))
-    array([ 1.        , -1.        , -0.9899925 ])
+    array([ 1.       , -1.       , -0.9899925])
     """
     x = check_compute_array(x)
     return _sin_cos64(x.astype(np.float64, copy=False))[1].astype(x.dtype, copy=False)
