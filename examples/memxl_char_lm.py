@@ -13,7 +13,7 @@ Both are evaluated in eval mode (no skipping, no permutation) over the validatio
 memories; the script prints bits per character, what one training step keeps for backward
 (measured with saved-tensor hooks), and the time per step.
 
-    python examples/memxl_char_lm.py            # 400 steps, a few minutes on 2 CPU cores
+    python examples/memxl_char_lm.py            # 300 steps, a few minutes on 2 CPU cores
     python examples/memxl_char_lm.py --quick    # seconds: a smoke test
 """
 
@@ -42,19 +42,36 @@ KINDS = ("plain", "scxl")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; ``--quick`` shrinks everything for a smoke test."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=None, help="training segments (default 400; 8 with --quick)")
-    parser.add_argument("--layers", type=int, default=None, help="layers (default 6; 2 with --quick)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training segments (default 300; 8 with --quick)"
+    )
+    parser.add_argument("--layers", type=int, default=None, help="layers (default 4; 2 with --quick)")
     parser.add_argument("--d-model", type=int, default=None, help="width (default 64; 16 with --quick)")
     parser.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    parser.add_argument("--segment", type=int, default=None, help="segment length (default 32; 8 with --quick)")
-    parser.add_argument("--mem-len", type=int, default=None, help="memory rows per layer (default 32; 8 with --quick)")
-    parser.add_argument("--batch", type=int, default=None, help="parallel streams (default 16; 2 with --quick)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
-    parser.add_argument("--ch-prob", type=float, default=0.1, help="cross-head probability in phase 1 (default 0.1)")
-    parser.add_argument("--phase2", type=float, default=0.25, help="fraction of steps in phase 2 (default 0.25)")
     parser.add_argument(
-        "--eval-segments", type=int, default=None, help="validation segments per stream (default all; 4 with --quick)"
+        "--segment", type=int, default=None, help="segment length (default 32; 8 with --quick)"
+    )
+    parser.add_argument(
+        "--mem-len", type=int, default=None, help="memory rows per layer (default 32; 8 with --quick)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=None, help="parallel streams (default 8; 2 with --quick)"
+    )
+    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    parser.add_argument(
+        "--ch-prob", type=float, default=0.1, help="cross-head probability in phase 1 (default 0.1)"
+    )
+    parser.add_argument(
+        "--phase2", type=float, default=0.25, help="fraction of steps in phase 2 (default 0.25)"
+    )
+    parser.add_argument(
+        "--eval-segments",
+        type=int,
+        default=None,
+        help="validation segments per stream (default all; 4 with --quick)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for parameters and random decisions")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a text file to train on")
@@ -62,12 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     for name, full, small in (
-        ("steps", 400, 8),
-        ("layers", 6, 2),
+        ("steps", 300, 8),
+        ("layers", 4, 2),
         ("d_model", 64, 16),
         ("segment", 32, 8),
         ("mem_len", 32, 8),
-        ("batch", 16, 2),
+        ("batch", 8, 2),
     ):
         if getattr(args, name) is None:
             setattr(args, name, small if quick else full)
@@ -93,7 +110,9 @@ def load_streams(path: Path, batch: int, segment: int) -> tuple[list[str], torch
     def streams(part: torch.Tensor) -> torch.Tensor:
         length = len(part) // batch
         if length < 2 * segment + 1:
-            raise SystemExit(f"{path}: too short for {batch} streams of segments of {segment}; use a longer text")
+            raise SystemExit(
+                f"{path}: too short for {batch} streams of segments of {segment}; use a longer text"
+            )
         return part[: length * batch].view(batch, length)
 
     return alphabet, streams(tokens[:split]), streams(tokens[split:])
@@ -107,7 +126,9 @@ def segment_at(stream: torch.Tensor, index: int, segment: int) -> tuple[torch.Te
 
 
 @torch.no_grad()
-def evaluate_bpc(model: MemTransformerXL, stream: torch.Tensor, segment: int, limit: int | None = None) -> float:
+def evaluate_bpc(
+    model: MemTransformerXL, stream: torch.Tensor, segment: int, limit: int | None = None
+) -> float:
     """Bits per character over the stream (its first ``limit`` segments), with memories, in eval mode."""
     was_training = model.training
     model.eval()
@@ -134,10 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         models[kind] = MemTransformerXL(
             len(alphabet), args.layers, args.heads, args.d_model, mem_len=args.mem_len, dropout=0.0
         )
-    same_init = all(torch.equal(p, q) for p, q in zip(models["plain"].parameters(), models["scxl"].parameters(), strict=True))
+    same_init = all(
+        torch.equal(p, q)
+        for p, q in zip(models["plain"].parameters(), models["scxl"].parameters(), strict=True)
+    )
     parameters = sum(p.numel() for p in models["plain"].parameters())
     phase1_steps = max(1, round(args.steps * (1 - args.phase2)))
-    print(f"data: {args.data.name}, {train.numel()} train / {val.numel()} val characters, vocab {len(alphabet)}")
+    print(
+        f"data: {args.data.name}, {train.numel()} train / {val.numel()} val characters, vocab {len(alphabet)}"
+    )
     print(
         f"model: {args.layers} layers, d_model {args.d_model}, {args.heads} heads, segment {args.segment}, "
         f"mem_len {args.mem_len}, batch {args.batch}, {parameters} parameters"
@@ -178,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     running = {kind: 0.0 for kind in KINDS}
     window = 0
     log_every = max(1, args.steps // 8)
-    progress = tqdm(range(1, args.steps + 1), desc="training", unit="segment", file=sys.stderr, mininterval=1.0)
+    progress = tqdm(
+        range(1, args.steps + 1), desc="training", unit="segment", file=sys.stderr, mininterval=1.0
+    )
     for step in progress:
         x, y, restart = segment_at(train, step - 1, args.segment)
         for kind, trainer in trainers.items():
@@ -205,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     plain_time = statistics.median(seconds["plain"]) * 1e3
     print(
         f"time per step (median)  plain {plain_time:.1f} ms  scxl phase 1 {phase1_time:.1f} ms "
-        f"({phase1_time / plain_time:.2f}x)  scxl phase 2 {phase2_time:.1f} ms ({phase2_time / plain_time:.2f}x)"
+        f"({phase1_time / plain_time:.2f}x)  scxl phase 2 {phase2_time:.1f} ms "
+        f"({phase2_time / plain_time:.2f}x)"
     )
     return 0
 

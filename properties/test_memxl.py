@@ -20,7 +20,7 @@ positional score depends on i - j only                      K      bits along ea
 memory keeps the last mem_len rows, detached, any ext_len   K      bits, flags, positions
 cross-head: identity / ch_prob = 0 / eval == plain          K      bits
 cross-head(π) == K/R/V head blocks of the weights permuted  K, O   bits (torch and oracle)
-skip-retain: identity, memory kept, age-correct distances   K, R   trace (exact ints, bits); fp64 oracle replay
+skip-retain: identity, memory kept, age-correct distances   K, R   trace (ints, bits); fp64 oracle replay
 phase 2 == plain model with the same weights                K      bits
 torch model == oracle (any ext_len, init, mode)             R      fp64 within FP64_BOUND
 =========================================================  =====  ==========================================
@@ -91,12 +91,13 @@ def draw_case(
     max_segments: int = 4,
     dtypes: tuple[str, ...] = ("fp32", "fp64"),
     same_length: bool | None = None,
-    min_d_model: int = 2,
+    min_d_model: int = 4,
 ) -> Case:
     n_layer = data.draw(st.integers(1, max_layers), label="n_layer")
     n_head = data.draw(st.integers(1, 3), label="n_head")
     d_head = data.draw(st.integers(1, 4), label="d_head")
-    # d_model = 2 is a degenerate layer norm (every output is about +-1): kept where it costs nothing.
+    # d_model = 2 is a degenerate layer norm (every output is about +-1, so most differences shrink to
+    # ~1e-9): drawn only by the bit-exact properties (min_d_model=2), never where a bound decides.
     d_model = data.draw(st.sampled_from([d for d in (2, 4, 6, 8) if d >= min_d_model]), label="d_model")
     d_inner = data.draw(st.integers(1, 12), label="d_inner")
     mem_len = data.draw(st.integers(0, 6), label="mem_len")
@@ -131,7 +132,10 @@ def draw_case(
         same_length=same,
         clamp_len=clamp_len,
     )
-    note(f"model {kwargs}, {dtype}, scale {scale}, segment length {segment_length}, tokens {tuple(tokens.shape)}")
+    note(
+        f"model {kwargs}, {dtype}, scale {scale}, segment length {segment_length}, "
+        f"tokens {tuple(tokens.shape)}"
+    )
     return Case(kwargs, dtype, seed, scale, tokens, segment_length)
 
 
@@ -144,8 +148,8 @@ def _oracle_inputs(case: Case) -> tuple[oracle.Weights, oracle.MemXLConfig, np.n
 
 
 def check_oracle_recurrence_is_full_pass(data: st.DataObject, oracle_class: type[oracle.MemXLOracle]) -> None:
-    """Level O: the declared-order recurrence equals the full pass with the staircase (band) mask, bit for bit."""
-    case = draw_case(data)
+    """Level O: the declared-order recurrence is the full pass with the staircase (band) mask, bitwise."""
+    case = draw_case(data, min_d_model=2)
     weights, config, tokens = _oracle_inputs(case)
     model = oracle_class()
     recurrent, _ = model.recurrence(weights, config, tokens, case.segment_length)
@@ -163,7 +167,9 @@ def check_exact_recurrence_is_full_pass(data: st.DataObject, oracle_class: type[
     with exact.mpmath.workprec(exact.EXACT_PRECISION):
         ew = exact.exact_weights(weights)
         recurrent, _ = model.recurrence(ew, config, tokens, case.segment_length)
-        allowed = oracle.staircase_mask(tokens.shape[1], case.segment_length, config.mem_len, config.same_length)
+        allowed = oracle.staircase_mask(
+            tokens.shape[1], case.segment_length, config.mem_len, config.same_length
+        )
         full = model.full_pass(ew, config, tokens, allowed)
     difference = exact.max_abs_difference(recurrent, full)
     if not difference <= exact.R_TOLERANCE:
@@ -181,7 +187,9 @@ def _k_deviation_event(case: Case, model_class: type[MemTransformerXL]) -> None:
             out, mems = model(piece, mems)
             outputs.append(out)
         recurrent = torch.cat(outputs, dim=1)
-        allowed = oracle.staircase_mask(case.tokens.shape[1], case.segment_length, model.mem_len, model.same_length)
+        allowed = oracle.staircase_mask(
+            case.tokens.shape[1], case.segment_length, model.mem_len, model.same_length
+        )
         full = model.full_pass(case.tokens, torch.as_tensor(allowed))
     deviation = checks.measure_deviation(recurrent, full)
     share = deviation.mismatches / deviation.total
@@ -204,7 +212,7 @@ def check_torch_recurrence_is_full_pass(data: st.DataObject, model_class: type[M
 def check_gradients_match_stop_gradient_full_pass(
     data: st.DataObject, model_class: type[MemTransformerXL]
 ) -> None:
-    """Level R: gradients of the recurrence == gradients of the full pass with stop-gradient on earlier segments."""
+    """Level R: recurrence gradients == full-pass gradients with stop-gradient on earlier segments."""
     case = draw_case(data, max_layers=2, dtypes=("fp64",))
     model = case.build(model_class)
     checks.assert_recurrence_equivalent(model, case.tokens, case.segment_length, model.mem_len, level="R")
@@ -213,9 +221,11 @@ def check_gradients_match_stop_gradient_full_pass(
 # ----------------------------------------------------------------------------- zero memories
 
 
-def check_zero_memories_differ_unless_masked(data: st.DataObject, oracle_class: type[oracle.MemXLOracle]) -> None:
-    """Level O: zero-initialised memories change the outputs; masking them restores the empty model bit for bit."""
-    case = draw_case(data, min_d_model=4)
+def check_zero_memories_differ_unless_masked(
+    data: st.DataObject, oracle_class: type[oracle.MemXLOracle]
+) -> None:
+    """Level O: zero-initialised memories change the outputs; masked, they are the empty model bitwise."""
+    case = draw_case(data)
     weights, config, tokens = _oracle_inputs(case)
     model = oracle_class()
     empty, _ = model.recurrence(weights, config, tokens, case.segment_length, "empty")
@@ -223,7 +233,7 @@ def check_zero_memories_differ_unless_masked(data: st.DataObject, oracle_class: 
     assert_bit_exact(masked, empty, msg="level O: masked zero memories vs empty memories")
     qlen = min(case.segment_length, tokens.shape[1])
     first = oracle.segment_mask(qlen, config.mem_len, config.mem_len, config.same_length)
-    # The zero rows are seen unless the band hides them (same_length with mem_len = 1: each query sees itself).
+    # The zero rows are seen unless the band hides them (same_length, mem_len = 1: each query sees itself).
     if first[:, : config.mem_len].any():
         zeros, _ = model.recurrence(weights, config, tokens, case.segment_length, "zeros")
         divergence = float(np.max(np.abs(zeros.astype(np.float64) - empty)))
@@ -234,7 +244,7 @@ def check_zero_memories_differ_unless_masked(data: st.DataObject, oracle_class: 
 
 def check_zero_init_is_another_model(data: st.DataObject, model_class: type[MemTransformerXL]) -> None:
     """Level R: the torch check rejects zero-initialised memories and accepts them masked."""
-    case = draw_case(data, dtypes=("fp64",), min_d_model=4)
+    case = draw_case(data, dtypes=("fp64",))
     model = case.build(model_class)
     arguments = (model, case.tokens, case.segment_length, model.mem_len)
     checks.assert_recurrence_equivalent(*arguments, level="R", init_memory="zeros-masked", gradients=False)
@@ -254,7 +264,7 @@ def check_positional_score_depends_on_distance_only(
     data: st.DataObject, model_class: type[MemTransformerXL]
 ) -> None:
     """Level K: with constant queries and no content term, scores agree bit for bit along each diagonal."""
-    case = draw_case(data)
+    case = draw_case(data, min_d_model=2)
     model = case.build(model_class)
     qlen = data.draw(st.integers(2, 6), label="queries")
     mlen = data.draw(st.integers(0, 6), label="memory rows")
@@ -268,7 +278,7 @@ def check_positional_score_depends_on_distance_only(
 
 def check_memory_update_keeps_last_rows(data: st.DataObject, model_class: type[MemTransformerXL]) -> None:
     """Level K: new memory == last mem_len rows of [m ; h[:qlen - ext_len]], detached, inputs untouched."""
-    case = draw_case(data, ext_len=True)
+    case = draw_case(data, ext_len=True, min_d_model=2)
     dropout = data.draw(st.sampled_from([0.0, 0.25]), label="dropout")
     model = case.build(model_class, dropout=dropout)
     model.train(data.draw(st.booleans(), label="training mode"))
@@ -282,16 +292,16 @@ def check_memory_update_keeps_last_rows(data: st.DataObject, model_class: type[M
 
 
 def check_cross_head_inactive_cases(data: st.DataObject, model_class: type[MemTransformerXL]) -> None:
-    """Level K: identity permutation, ch_prob = 0 (training) and eval mode (ch_prob = 1) are plain attention."""
-    case = draw_case(data, max_segments=3)
+    """Level K: identity permutation, ch_prob = 0 (training) and eval (ch_prob = 1) are plain attention."""
+    case = draw_case(data, max_segments=3, min_d_model=2)
     dropout = data.draw(st.sampled_from([0.0, 0.25]), label="dropout")
     model = case.build(model_class, dropout=dropout)
     checks.assert_cross_head_inactive(model, case.tokens, segment_length=case.segment_length)
 
 
 def check_cross_head_is_reparametrisation(data: st.DataObject, model_class: type[MemTransformerXL]) -> None:
-    """Level K (torch) and O (oracle): cross-head with a fixed π == permuted K/R/V head blocks of the weights."""
-    case = draw_case(data, max_segments=2)
+    """Level K (torch) and O (oracle): cross-head with a fixed π == permuted K/R/V head blocks of weights."""
+    case = draw_case(data, max_segments=2, min_d_model=2)
     model = case.build(model_class)
     permutation = data.draw(st.permutations(range(model.config.n_head)), label="head permutation")
     qlen = data.draw(st.integers(1, 6), label="queries")
@@ -307,7 +317,9 @@ def check_cross_head_is_reparametrisation(data: st.DataObject, model_class: type
         weights.r_r_bias,
         tuple(layer.permuted_heads(permutation, config.n_head) for layer in weights.layers),
     )
-    assert_bit_exact(permuted.output, oracle.ORACLE.segment(twin, config, tokens).output, msg="level O cross-head")
+    assert_bit_exact(
+        permuted.output, oracle.ORACLE.segment(twin, config, tokens).output, msg="level O cross-head"
+    )
 
 
 # ----------------------------------------------------------------------------- skip-retain
@@ -335,13 +347,15 @@ def check_skip_retain_is_age_correct(data: st.DataObject, model_class: type[MemT
 
 def check_phase_two_equals_baseline(data: st.DataObject, trainer_class: type[TwoPhaseTrainer]) -> None:
     """Level K: after phase 1, the trainer's model forward == the plain model with the same weights."""
-    case = draw_case(data, max_layers=3, max_segments=4)
+    case = draw_case(data, max_layers=3, max_segments=4, min_d_model=2)
     dropout = data.draw(st.sampled_from([0.0, 0.25]), label="dropout")
     model = case.build(MemTransformerXL, dropout=dropout)
     model.generator.manual_seed(case.seed)
     phase1 = data.draw(st.integers(1, 3), label="phase-1 steps")
     ch_prob = data.draw(st.sampled_from([0.1, 0.5, 1.0]), label="phase-1 ch_prob")
-    trainer = trainer_class(model, torch.optim.SGD(model.parameters(), lr=0.05), phase1_steps=phase1, ch_prob=ch_prob)
+    trainer = trainer_class(
+        model, torch.optim.SGD(model.parameters(), lr=0.05), phase1_steps=phase1, ch_prob=ch_prob
+    )
     pieces = segments(case.tokens, case.segment_length)
     for step in range(phase1):
         piece = pieces[step % len(pieces)]
@@ -353,7 +367,7 @@ def check_phase_two_equals_baseline(data: st.DataObject, trainer_class: type[Two
 
 
 def check_torch_conforms_to_oracle(data: st.DataObject, model_class: type[MemTransformerXL]) -> None:
-    """Level R: the torch model computes the oracle's function (fp64 within FP64_BOUND), any ext_len and init."""
+    """Level R: the torch model computes the oracle's function (fp64, FP64_BOUND), any ext_len and init."""
     case = draw_case(data, ext_len=True)
     model = case.build(model_class).eval()
     pieces = case.pieces()

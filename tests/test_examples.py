@@ -101,5 +101,5 @@ def test_memxl_char_lm_trains_both_models() -> None:
     out = result.stdout
     assert "identical initialisation: yes" in out and "(scxl phase 2)" in out, out
     assert len(re.findall(r"^memory (plain|scxl )?: saved for backward", out, flags=re.MULTILINE)) == 2, out
-    (plain, scxl), = [tuple(map(float, pair)) for pair in MEMXL_BPC.findall(out)]
+    ((plain, scxl),) = [tuple(map(float, pair)) for pair in MEMXL_BPC.findall(out)]
     assert all(math.isfinite(v) and 0 < v < 8 for v in (plain, scxl)), out

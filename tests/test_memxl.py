@@ -1,8 +1,9 @@
-"""Transformer-XL (revcheck.nn.memxl, revcheck.oracle.memxl, revcheck.memxl): bad input, examples, edge cases."""
+"""Transformer-XL (revcheck.nn.memxl, .oracle.memxl, revcheck.memxl): bad input, examples, edge cases."""
 
 from __future__ import annotations
 
 import copy
+import re
 
 import mpmath
 import numpy as np
@@ -64,7 +65,9 @@ def test_config_errors_are_usage_errors() -> None:
 def test_segment_longer_than_allowed_is_refused() -> None:
     m = model(max_segment_length=4)
     m(TOKENS[:, :4])
-    with pytest.raises(MemXLConfigError, match=r"longer than this model's max_segment_length=4.*segments\(tokens, 4\)"):
+    with pytest.raises(
+        MemXLConfigError, match=r"longer than this model's max_segment_length=4.*segments\(tokens, 4\)"
+    ):
         m(TOKENS[:, :5])
 
 
@@ -101,7 +104,9 @@ def test_memories_of_another_batch_dtype_or_kind_are_refused() -> None:
     with pytest.raises(MemoryMismatchError, match="pass the Memory"):
         m(TOKENS[:, 4:8], [layer.hidden for layer in mems.layers])  # type: ignore[arg-type]
     m.double()
-    with pytest.raises(MemoryMismatchError, match="torch.float32 on cpu; the model is torch.float64"):
+    with pytest.raises(
+        MemoryMismatchError, match=re.escape("torch.float32 on cpu; the model is torch.float64")
+    ):
         m(TOKENS[:, 4:8], mems)
 
 
@@ -120,7 +125,9 @@ def test_oracle_refuses_bad_memory_and_weights() -> None:
     tokens = TOKENS.numpy()
     with pytest.raises(oracle.MemoryMismatchError):
         oracle.ORACLE.segment(weights, config, tokens, memory=[np.zeros((2, 1, 8), np.float32)])  # type: ignore[arg-type]
-    wrong = oracle.Weights(weights.embedding.astype(np.float64), weights.r_w_bias, weights.r_r_bias, weights.layers)
+    wrong = oracle.Weights(
+        weights.embedding.astype(np.float64), weights.r_w_bias, weights.r_r_bias, weights.layers
+    )
     with pytest.raises(oracle.MemXLConfigError, match="expected float64"):
         oracle.ORACLE.segment(wrong, config, tokens)
     with pytest.raises(oracle.MemXLConfigError, match="ext_len=0"):
@@ -133,7 +140,9 @@ def test_oracle_refuses_bad_memory_and_weights() -> None:
 def test_memories_are_detached_layer_inputs_and_start_empty() -> None:
     m = model(mem_len=5)
     result = m(TOKENS[:, :4])
-    assert all(layer.hidden.shape == (2, 4, 8) and not layer.hidden.requires_grad for layer in result.mems.layers)
+    assert all(
+        layer.hidden.shape == (2, 4, 8) and not layer.hidden.requires_grad for layer in result.mems.layers
+    )
     assert torch.equal(result.mems.layers[1].hidden, result.layer_inputs[1].detach())
     result = m(TOKENS[:, 4:8], result.mems)
     assert [layer.hidden.shape[1] for layer in result.mems.layers] == [5, 5]
@@ -202,7 +211,7 @@ def test_zero_initialised_memories_are_a_different_model() -> None:
     assert caught.value.level == "R"
     zero_init = ZeroInitMemory(n_token=12, n_layer=2, n_head=2, d_model=8, mem_len=3)
     zero_init.load_state_dict(m.state_dict())
-    with pytest.raises(checks.RecurrenceMismatchError, match="max |Δ| per segment"):
+    with pytest.raises(checks.RecurrenceMismatchError, match=re.escape("max |Δ| per segment")):
         checks.assert_recurrence_equivalent(zero_init, TOKENS, 4, 3, level="R")
     with pytest.raises(checks.OracleConformanceError, match="does not compute the oracle's function"):
         checks.assert_recurrence_equivalent(zero_init, TOKENS, 4, 3, level="O")
@@ -238,7 +247,7 @@ def test_recurrence_check_restores_training_mode() -> None:
 
 
 def test_relative_check_needs_two_queries() -> None:
-    with pytest.raises(UsageError, match="at least 2 queries|fewer than 2 queries"):
+    with pytest.raises(UsageError, match=r"fewer than 2 queries"):
         checks.assert_relative(model().layers[0].attn, qlen=1)
     with pytest.raises(UsageError, match="isolate="):
         checks.assert_relative(torch.nn.Linear(2, 2))
@@ -251,15 +260,20 @@ def test_cross_head_check_refuses_a_non_permutation() -> None:
 
 def test_errors_name_their_level() -> None:
     error = checks.SkipRetainError("x", "K")
-    assert str(error).startswith("[level K:") and isinstance(error, AssertionError)
+    assert str(error).startswith("[level K]") and isinstance(error, AssertionError)
 
 
 # ----------------------------------------------------------------------------- masks and primitives
 
 
 def test_masks() -> None:
-    assert (oracle.staircase_mask(6, 3, 2, same_length=True) == np.tril(np.triu(np.ones((6, 6)), -1)).astype(bool)).all()
-    assert (oracle.stop_gradient_mask(4, 2).astype(int) == [[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]]).all()
+    assert (
+        oracle.staircase_mask(6, 3, 2, same_length=True) == np.tril(np.triu(np.ones((6, 6)), -1)).astype(bool)
+    ).all()
+    assert (
+        oracle.stop_gradient_mask(4, 2).astype(int)
+        == [[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]]
+    ).all()
     assert (oracle.segment_mask(2, 3, 3, padding=2).astype(int) == [[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]).all()
     with pytest.raises(oracle.MemXLConfigError):
         oracle.staircase_mask(4, 2, 0, same_length=True)
@@ -271,19 +285,24 @@ def test_sin_cos_are_accurate_and_position_independent(dtype: type) -> None:
     s, c = ordered.sin(x), ordered.cos(x)
     with mpmath.workprec(120):
         worst = max(
-            max(abs(float(mpmath.sin(mpmath.mpf(float(t)))) - float(a)), abs(float(mpmath.cos(mpmath.mpf(float(t)))) - float(b)))
+            max(
+                abs(float(mpmath.sin(mpmath.mpf(float(t)))) - float(a)),
+                abs(float(mpmath.cos(mpmath.mpf(float(t)))) - float(b)),
+            )
             for t, a, b in zip(x[::7], s[::7], c[::7], strict=True)
         )
     assert worst <= (4e-16 if dtype is np.float64 else 1.2e-7)
     assert_bit_exact(ordered.sin(x[::-1].copy())[::-1], s)  # the same bits wherever an element sits
     assert_bit_exact(ordered.cos(x[1::2].copy()), c[1::2])
-    with pytest.raises(ValueError, match="TRIG_MAX_ARGUMENT|declared range"):
+    with pytest.raises(ValueError, match=r"declared range reduction"):
         ordered.sin(np.float64([1e7]))
 
 
 def test_layer_norm_matches_torch_in_float64() -> None:
     x = np.random.default_rng(0).standard_normal((3, 5))
     w, b = np.linspace(0.5, 1.5, 5), np.linspace(-1, 1, 5)
-    expected = torch.nn.functional.layer_norm(torch.tensor(x), (5,), torch.tensor(w), torch.tensor(b), 1e-5).numpy()
+    expected = torch.nn.functional.layer_norm(
+        torch.tensor(x), (5,), torch.tensor(w), torch.tensor(b), 1e-5
+    ).numpy()
     assert np.max(np.abs(ordered.layer_norm(x, w, b, 1e-5) - expected)) < 1e-14
     assert ordered.relu(np.float64([-0.0, -1.0, 2.0, np.nan]))[:3].tolist() == [0.0, 0.0, 2.0]

@@ -60,8 +60,12 @@ class BenchShape:
     loops: int
 
 
-FULL = BenchShape(n_layer=12, d_model=128, n_head=4, segment=64, mem_len=64, batch=8, vocab=64, draws=20, repeat=9, loops=3)
-QUICK = BenchShape(n_layer=4, d_model=16, n_head=2, segment=8, mem_len=8, batch=2, vocab=16, draws=4, repeat=3, loops=1)
+FULL = BenchShape(
+    n_layer=12, d_model=128, n_head=4, segment=64, mem_len=64, batch=8, vocab=64, draws=12, repeat=9, loops=2
+)
+QUICK = BenchShape(
+    n_layer=4, d_model=16, n_head=2, segment=8, mem_len=8, batch=2, vocab=16, draws=4, repeat=3, loops=1
+)
 
 
 def build(shape: BenchShape, skip_retain: bool, ch_prob: float, device: torch.device) -> MemTransformerXL:
@@ -81,9 +85,15 @@ def build(shape: BenchShape, skip_retain: bool, ch_prob: float, device: torch.de
 
 def stream(shape: BenchShape, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """A warm-up segment, then the measured segment and its targets."""
-    tokens = torch.randint(0, shape.vocab, (shape.batch, 2 * shape.segment + 1), generator=torch.Generator().manual_seed(1))
+    tokens = torch.randint(
+        0, shape.vocab, (shape.batch, 2 * shape.segment + 1), generator=torch.Generator().manual_seed(1)
+    )
     tokens = tokens.to(device)
-    return tokens[:, : shape.segment], tokens[:, shape.segment : 2 * shape.segment], tokens[:, shape.segment + 1 :]
+    return (
+        tokens[:, : shape.segment],
+        tokens[:, shape.segment : 2 * shape.segment],
+        tokens[:, shape.segment + 1 :],
+    )
 
 
 def warm_memory(model: MemTransformerXL, warm: Tensor) -> Memory:
@@ -107,7 +117,9 @@ def training_step(model: MemTransformerXL, mems: Memory, x: Tensor, y: Tensor) -
     return step
 
 
-def interleaved_rounds(steps: dict[str, Callable[[], None]], *, repeat: int, loops: int) -> dict[str, list[float]]:
+def interleaved_rounds(
+    steps: dict[str, Callable[[], None]], *, repeat: int, loops: int
+) -> dict[str, list[float]]:
     """Seconds per step of each variant in each of ``repeat`` alternating rounds (after one warm-up each)."""
     for step in steps.values():
         step()
@@ -143,7 +155,8 @@ def run(args: argparse.Namespace) -> list[Row]:
     rows = [
         Row(
             "shape",
-            f"{shape.n_layer} layers, d_model {shape.d_model}, {shape.n_head} heads, segment {shape.segment}, "
+            f"{shape.n_layer} layers, d_model {shape.d_model}, {shape.n_head} heads, "
+            f"segment {shape.segment}, "
             f"mem_len {shape.mem_len}, batch {shape.batch}, {device.type}",
         )
     ]
@@ -180,9 +193,13 @@ def run(args: argparse.Namespace) -> list[Row]:
         )
     if device.type == "cuda":
         peaks = {name: _cuda_peak(training_step(m, memories[name], x, y)) for name, m in models.items()}
-        rows.append(Row("CUDA peak above baseline in a step", ", ".join(f"{n} {_kib(p)}" for n, p in peaks.items())))
+        rows.append(
+            Row("CUDA peak above baseline in a step", ", ".join(f"{n} {_kib(p)}" for n, p in peaks.items()))
+        )
     else:
-        rows.append(Row("peak memory", "not measured: no CUDA (saved-for-backward bytes above are the CPU figure)"))
+        rows.append(
+            Row("peak memory", "not measured: no CUDA (saved-for-backward bytes above are the CPU figure)")
+        )
 
     steps = {name: training_step(model, memories[name], x, y) for name, model in models.items()}
     samples = interleaved_rounds(steps, repeat=shape.repeat, loops=shape.loops)
@@ -190,7 +207,8 @@ def run(args: argparse.Namespace) -> list[Row]:
     rows.append(
         Row(
             "step time, plain",
-            f"{statistics.median(base) * 1e3:.1f} ms (min-max {min(base) * 1e3:.1f}-{max(base) * 1e3:.1f}, {shape.repeat} rounds)",
+            f"{statistics.median(base) * 1e3:.1f} ms (min-max {min(base) * 1e3:.1f}-"
+            f"{max(base) * 1e3:.1f}, {shape.repeat} rounds)",
         )
     )
     for name in list(VARIANTS)[1:]:

@@ -63,7 +63,9 @@ def _elementwise(function: Callable[[Any], Any]) -> Callable[[Array], Array]:
 def to_exact(array: Array) -> Array:
     """An object array of ``mpmath.mpf`` with exactly the values of a float array."""
     values = np.asarray(array, dtype=np.float64)
-    return np.asarray(_elementwise(lambda v: mpmath.mpf(float(v)))(values), dtype=object).reshape(values.shape)
+    return np.asarray(_elementwise(lambda v: mpmath.mpf(float(v)))(values), dtype=object).reshape(
+        values.shape
+    )
 
 
 def to_float64(array: Array) -> Array:
@@ -85,7 +87,9 @@ class ExactArithmetic:
         return mpmath.mpf(value)
 
     def from_ints(self, values: Array, like: Array) -> Array:
-        return np.asarray([mpmath.mpf(int(v)) for v in np.ravel(values)], dtype=object).reshape(np.shape(values))
+        return np.asarray([mpmath.mpf(int(v)) for v in np.ravel(values)], dtype=object).reshape(
+            np.shape(values)
+        )
 
     def full(self, shape: tuple[int, ...], value: float, like: Array) -> Array:
         out = np.empty(shape, dtype=object)
@@ -127,7 +131,9 @@ def exact_weights(weights: Weights) -> Weights:
         LayerWeights(**{f.name: to_exact(getattr(layer, f.name)) for f in fields(LayerWeights)})
         for layer in weights.layers
     )
-    return Weights(to_exact(weights.embedding), to_exact(weights.r_w_bias), to_exact(weights.r_r_bias), layers)
+    return Weights(
+        to_exact(weights.embedding), to_exact(weights.r_w_bias), to_exact(weights.r_r_bias), layers
+    )
 
 
 EXACT_ORACLE = MemXLOracle(ExactArithmetic())

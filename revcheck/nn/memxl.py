@@ -36,7 +36,7 @@ import math
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from revcheck.oracle import memxl as oracle
-from revcheck.oracle.memxl import INIT_MEMORIES, MemXLConfig, MemXLConfigError, MemoryMismatchError
+from revcheck.oracle.memxl import INIT_MEMORIES, MemoryMismatchError, MemXLConfig, MemXLConfigError
 
 __all__ = [
     "INIT_MEMORIES",
@@ -193,7 +193,7 @@ class RelMultiHeadAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(d_head)
 
     def distances(self, query_pos: Tensor, key_pos: Tensor) -> Tensor:
-        """``pos(i) - pos(j)`` clamped to ``[0, clamp_len]``, ``(qlen, klen)`` (future keys, always masked, get 0)."""
+        """``pos(i) - pos(j)`` clamped to ``[0, clamp_len]``, ``(qlen, klen)``."""
         d = query_pos[:, None] - key_pos[None, :]
         return d.clamp(min=0, max=self.clamp_len)
 
@@ -270,7 +270,7 @@ class RelMultiHeadAttention(nn.Module):
         head_permutation: Sequence[int] | None = None,
         stop_gradient: Tensor | None = None,
     ) -> Tensor:
-        """``LN(h + o(softmax(masked scores) · V))``, ``(B, qlen, d_model)``; ``allowed`` bool ``(qlen, klen)``."""
+        """``LN(h + o(softmax(masked scores) · V))``, ``(B, qlen, d_model)``; ``allowed`` (qlen, klen)."""
         score, v, v_sg = self.scores(
             h,
             memory,
@@ -313,7 +313,8 @@ def check_permutation(permutation: Sequence[int], n_head: int) -> tuple[int, ...
     values = tuple(int(p) for p in permutation)
     if sorted(values) != list(range(n_head)):
         raise MemXLConfigError(
-            f"head permutation {values} is not a permutation of 0..{n_head - 1}; use e.g. {tuple(range(n_head))[::-1]}"
+            f"head permutation {values} is not a permutation of 0..{n_head - 1}; "
+            f"use e.g. {tuple(range(n_head))[::-1]}"
         )
     return values
 
@@ -321,7 +322,9 @@ def check_permutation(permutation: Sequence[int], n_head: int) -> tuple[int, ...
 class PositionwiseFF(nn.Module):
     """``LN(x + W2 dropout(relu(W1 x + b1)) + b2)`` (post-norm, kimiyoung's ``PositionwiseFF``)."""
 
-    def __init__(self, d_model: int, d_inner: int, dropout: float = 0.0, layer_norm_eps: float = 1e-5) -> None:
+    def __init__(
+        self, d_model: int, d_inner: int, dropout: float = 0.0, layer_norm_eps: float = 1e-5
+    ) -> None:
         super().__init__()
         self.ff1 = nn.Linear(d_model, d_inner)
         self.ff2 = nn.Linear(d_inner, d_model)
@@ -450,7 +453,9 @@ class MemTransformerXL(nn.Module):
             )
         for name, p in (("ch_prob", ch_prob), ("dropout", dropout), ("dropatt", dropatt)):
             if not 0.0 <= p <= 1.0 or (name != "ch_prob" and p == 1.0):
-                raise MemXLConfigError(f"{name}={p}: use a probability in [0, 1{']' if name == 'ch_prob' else ')'}")
+                raise MemXLConfigError(
+                    f"{name}={p}: use a probability in [0, 1{']' if name == 'ch_prob' else ')'}"
+                )
         self.n_token = n_token
         self.max_segment_length = max_segment_length
         self.skip_retain = bool(skip_retain)
@@ -485,6 +490,11 @@ class MemTransformerXL(nn.Module):
         self.memory_owner = secrets.token_hex(8)
 
     # ------------------------------------------------------------------ sizes and options
+    @property
+    def decoder_layers(self) -> list[DecoderLayer]:
+        """The layers, typed."""
+        return [cast(DecoderLayer, layer) for layer in self.layers]
+
     @property
     def mem_len(self) -> int:
         return self.config.mem_len
@@ -534,12 +544,15 @@ class MemTransformerXL(nn.Module):
                 f"{self.memory_owner}); start with mems=None, or pass the memories this model returned"
             )
         if len(mems.layers) != self.config.n_layer:
-            raise MemoryMismatchError(f"mems has {len(mems.layers)} layers; this model has {self.config.n_layer}")
+            raise MemoryMismatchError(
+                f"mems has {len(mems.layers)} layers; this model has {self.config.n_layer}"
+            )
         for index, layer in enumerate(mems.layers):
             m = layer.hidden
             if m.dim() != 3 or m.shape[0] != batch or m.shape[2] != self.config.d_model:
                 raise MemoryMismatchError(
-                    f"memory of layer {index} has shape {tuple(m.shape)}; expected ({batch}, <= {self.mem_len}, "
+                    f"memory of layer {index} has shape {tuple(m.shape)}; "
+                    f"expected ({batch}, <= {self.mem_len}, "
                     f"{self.config.d_model}) for a batch of {batch}"
                 )
             if m.shape[1] > self.mem_len:
@@ -562,7 +575,9 @@ class MemTransformerXL(nn.Module):
         """What a layer remembers of this segment: its INPUT (docs/spec.md §6)."""
         return layer_input
 
-    def _update_layer_memory(self, memory: LayerMemory, hidden: Tensor, start: int, block: int) -> LayerMemory:
+    def _update_layer_memory(
+        self, memory: LayerMemory, hidden: Tensor, start: int, block: int
+    ) -> LayerMemory:
         mlen, qlen = memory.hidden.shape[1], hidden.shape[1]
         begin, end = self._memory_window(mlen, qlen)
         with torch.no_grad():
@@ -575,18 +590,24 @@ class MemTransformerXL(nn.Module):
         return self.training and self.ch_prob > 0
 
     def _memory_key_positions(self, memory: LayerMemory, start: int) -> Tensor:
-        """Absolute positions of a layer's memory rows: where they were written (ending at ``memory.end``),
-        which for memory retained over skipped blocks is ``(c - m) * M`` before ``start`` (docs/spec.md §6)."""
+        """Absolute positions of a layer's memory rows: where they were written (ending at ``memory.end``).
+
+        For memory retained over skipped blocks that is ``(c - m) * M`` before ``start`` (docs/spec.md §6).
+        """
         mlen = memory.hidden.shape[1]
         return torch.arange(memory.end - mlen, memory.end, device=self.device)
 
-    def _retained_memory(self, memory: LayerMemory, layer_input: Tensor, start: int, block: int) -> LayerMemory:
+    def _retained_memory(
+        self, memory: LayerMemory, layer_input: Tensor, start: int, block: int
+    ) -> LayerMemory:
         """What a skipped layer keeps: its old memory, with its old block counter."""
         return memory
 
     def _draw_skips(self) -> tuple[bool, ...]:
         draws = torch.rand(self.config.n_layer, generator=self.generator)
-        return tuple(bool(u < p) for u, p in zip(draws.tolist(), skip_probabilities(self.config.n_layer), strict=True))
+        return tuple(
+            bool(u < p) for u, p in zip(draws.tolist(), skip_probabilities(self.config.n_layer), strict=True)
+        )
 
     def _draw_head_permutation(self) -> tuple[int, ...] | None:
         if float(torch.rand((), generator=self.generator)) >= self.ch_prob:
@@ -618,8 +639,16 @@ class MemTransformerXL(nn.Module):
         )
 
     def _check_tokens(self, tokens: Tensor) -> None:
-        if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32) or tokens.dim() != 2:
-            what = f"{tokens.dtype} {tuple(tokens.shape)}" if isinstance(tokens, Tensor) else type(tokens).__name__
+        if (
+            not isinstance(tokens, Tensor)
+            or tokens.dtype not in (torch.int64, torch.int32)
+            or tokens.dim() != 2
+        ):
+            what = (
+                f"{tokens.dtype} {tuple(tokens.shape)}"
+                if isinstance(tokens, Tensor)
+                else type(tokens).__name__
+            )
             raise MemXLConfigError(f"tokens must be an int64 tensor (batch, time), got {what}")
         if tokens.shape[1] < 1 or tokens.shape[0] < 1:
             raise MemXLConfigError(f"tokens of shape {tuple(tokens.shape)}: need at least one token")
@@ -630,7 +659,9 @@ class MemTransformerXL(nn.Module):
         return self.drop(self.word_emb(tokens) * self.emb_scale)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, tokens: Tensor, mems: Memory | None = None, *, return_trace: bool = False) -> MemXLOutput:
+    def forward(
+        self, tokens: Tensor, mems: Memory | None = None, *, return_trace: bool = False
+    ) -> MemXLOutput:
         """One segment: ``tokens (B, qlen)`` and the previous memories (None: the first segment).
 
         Returns a :class:`MemXLOutput`: ``output (B, qlen, d_model)`` (before the output layer), the new
@@ -666,19 +697,30 @@ class MemTransformerXL(nn.Module):
         layer_inputs: list[Tensor] = []
         new_layers: list[LayerMemory] = []
         trace: list[LayerTrace] = []
-        for index, layer in enumerate(self.layers):
+        for index, layer in enumerate(self.decoder_layers):
             memory = mems.layers[index]
             layer_inputs.append(h)
             if skips[index]:
                 new_layers.append(self._retained_memory(memory, h, start, block))
                 trace.append(
-                    LayerTrace(index, True, block, memory.block, memory.hidden.shape[1], memory.end, start, None, None)
+                    LayerTrace(
+                        index,
+                        True,
+                        block,
+                        memory.block,
+                        memory.hidden.shape[1],
+                        memory.end,
+                        start,
+                        None,
+                        None,
+                    )
                 )
                 continue
             mlen = memory.hidden.shape[1]
             key_pos = torch.cat([self._memory_key_positions(memory, start), query_pos])
             allowed = torch.as_tensor(
-                oracle.segment_mask(qlen, mlen, self.mem_len, self.same_length, memory.padding), device=self.device
+                oracle.segment_mask(qlen, mlen, self.mem_len, self.same_length, memory.padding),
+                device=self.device,
             )
             permutation = self._draw_head_permutation() if self._cross_head_active() else None
             out = self._run_layer(
@@ -702,7 +744,9 @@ class MemTransformerXL(nn.Module):
         new_mems = Memory(tuple(new_layers), start + qlen - self.ext_len, block + 1, self.memory_owner)
         return MemXLOutput(self.drop(h), new_mems, layer_inputs, trace if return_trace else None)
 
-    def full_pass(self, tokens: Tensor, allowed: Tensor | None = None, stop_gradient: Tensor | None = None) -> Tensor:
+    def full_pass(
+        self, tokens: Tensor, allowed: Tensor | None = None, stop_gradient: Tensor | None = None
+    ) -> Tensor:
         """One pass over the whole sequence ``tokens (B, T)`` with an explicit mask and no memory.
 
         ``allowed`` (bool ``(T, T)``, True = query ``t`` may see key ``s``; default causal): use
@@ -719,7 +763,9 @@ class MemTransformerXL(nn.Module):
                 continue
             mask = torch.as_tensor(mask, device=self.device)
             if mask.dtype != torch.bool or tuple(mask.shape) != (T, T):
-                raise MemXLConfigError(f"{name} must be a bool ({T}, {T}) mask, got {mask.dtype} {tuple(mask.shape)}")
+                raise MemXLConfigError(
+                    f"{name} must be a bool ({T}, {T}) mask, got {mask.dtype} {tuple(mask.shape)}"
+                )
             masks[name] = mask
         allowed_mask = masks.get("allowed", torch.ones(T, T, dtype=torch.bool, device=self.device).tril())
         if not bool(allowed_mask.any(dim=1).all()):
@@ -727,7 +773,7 @@ class MemTransformerXL(nn.Module):
         positions = torch.arange(T, device=self.device)
         h = self._embed(tokens)
         empty = h[:, :0]
-        for layer in self.layers:
+        for layer in self.decoder_layers:
             h = self._run_layer(
                 layer, h, empty, positions, positions, allowed_mask, stop_gradient=masks.get("stop_gradient")
             )
@@ -741,9 +787,9 @@ class MemTransformerXL(nn.Module):
 
     # ------------------------------------------------------------------ the oracle's view
     def to_oracle(self) -> tuple[oracle.Weights, MemXLConfig]:
-        """The parameters as :mod:`revcheck.oracle.memxl` weights (NumPy, this model's dtype) and the config."""
+        """The parameters as :mod:`revcheck.oracle.memxl` weights (NumPy, the model's dtype) and config."""
 
-        def a(t: Tensor) -> np.ndarray[Any, Any]:
+        def a(t: Any) -> np.ndarray[Any, Any]:
             return t.detach().cpu().numpy().copy()
 
         layers = tuple(
@@ -760,14 +806,14 @@ class MemTransformerXL(nn.Module):
                 a(layer.ff.layer_norm.weight),
                 a(layer.ff.layer_norm.bias),
             )
-            for layer in self.layers
+            for layer in self.decoder_layers
         )
         weights = oracle.Weights(a(self.word_emb.weight), a(self.r_w_bias), a(self.r_r_bias), layers)
         return weights, self.config
 
 
 class TwoPhaseTrainer:
-    """Skip Cross-head training: phase 1 with skip-retain (and cross-head), phase 2 on the same weights without.
+    """Skip Cross-head training: phase 1 with skip-retain (and cross-head), phase 2 the same weights without.
 
     ``step(tokens, targets)`` runs one optimizer step on the next segment of the stream (memories are
     carried from step to step; :meth:`reset_memory` starts a new stream).  After ``phase1_steps``
@@ -813,7 +859,7 @@ class TwoPhaseTrainer:
         self.mems = None
 
     def step(self, tokens: Tensor, targets: Tensor) -> float:
-        """One training step on a segment; returns its loss.  Phase 2 begins right after the last phase-1 step."""
+        """One training step on a segment; returns its loss.  Phase 2 begins after the last phase-1 step."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss, self.mems = self.model.loss(tokens, targets, self.mems)

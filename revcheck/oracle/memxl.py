@@ -283,9 +283,7 @@ def staircase_mask(n_tokens: int, segment_length: int, mem_len: int, same_length
            [0, 1, 1, 1, 1, 1]])
     """
     if n_tokens < 1 or segment_length < 1:
-        raise MemXLConfigError(
-            f"n_tokens={n_tokens}, segment_length={segment_length}: use positive ints"
-        )
+        raise MemXLConfigError(f"n_tokens={n_tokens}, segment_length={segment_length}: use positive ints")
     if mem_len < 0:
         raise MemXLConfigError(f"mem_len={mem_len}: use an int >= 0")
     if same_length and mem_len == 0:
@@ -321,7 +319,7 @@ class MemXLOracle:
 
     # ------------------------------------------------------------------ positions
     def sinusoid(self, distances: Array, d_model: int, like: Array) -> Array:
-        """``[sin(d * f_k) ; cos(d * f_k)]`` with ``f_k = 1 / exp((2k / d_model) * ln 10000)``, ``(n, d_model)``.
+        """``[sin(d * f_k) ; cos(d * f_k)]``, ``f_k = 1 / exp((2k / d_model) ln 10000)``: ``(n, d_model)``.
 
         Each entry is a function of its distance alone (``d * f_k`` is one rounding of an exact
         integer), so a distance gets the same bits in every call.
@@ -422,7 +420,9 @@ class MemXLOracle:
         if tokens.ndim != 2:
             raise MemXLConfigError(f"tokens must be (batch, time), got shape {tokens.shape}")
         if tokens.size and (tokens.min() < 0 or tokens.max() >= e.shape[0]):
-            raise MemXLConfigError(f"token ids must lie in [0, {e.shape[0]}); got {tokens.min()}..{tokens.max()}")
+            raise MemXLConfigError(
+                f"token ids must lie in [0, {e.shape[0]}); got {tokens.min()}..{tokens.max()}"
+            )
         return e[tokens] * A.sqrt(A.full((), config.d_model, e))
 
     # ------------------------------------------------------------------ memories
@@ -545,7 +545,9 @@ class MemXLOracle:
         T = h.shape[1]
         allowed = np.asarray(allowed)
         if allowed.shape != (T, T) or allowed.dtype != np.bool_:
-            raise MemXLConfigError(f"allowed must be a bool ({T}, {T}) array, got {allowed.dtype} {allowed.shape}")
+            raise MemXLConfigError(
+                f"allowed must be a bool ({T}, {T}) array, got {allowed.dtype} {allowed.shape}"
+            )
         if not allowed.any(axis=1).all():
             raise MemXLConfigError("a row of the mask allows no key (its softmax would be NaN)")
         positions = np.arange(T)
@@ -580,7 +582,9 @@ class MemXLOracle:
         for name in ("r_w_bias", "r_r_bias"):
             value = A.check(getattr(weights, name), name)
             if value.shape != (H, dh) or value.dtype != emb.dtype:
-                raise MemXLConfigError(f"{name} is {value.dtype} {value.shape}; expected {emb.dtype} {(H, dh)}")
+                raise MemXLConfigError(
+                    f"{name} is {value.dtype} {value.shape}; expected {emb.dtype} {(H, dh)}"
+                )
 
     def check_memory(self, memory: OracleMemory, config: MemXLConfig, h: Array) -> None:
         if not isinstance(memory, OracleMemory):
@@ -591,7 +595,12 @@ class MemXLOracle:
         if len(memory.hidden) != config.n_layer:
             raise MemoryMismatchError(f"memory has {len(memory.hidden)} layers, the model {config.n_layer}")
         for index, mem in enumerate(memory.hidden):
-            if mem.dtype != h.dtype or mem.ndim != 3 or mem.shape[0] != h.shape[0] or mem.shape[2] != h.shape[2]:
+            if (
+                mem.dtype != h.dtype
+                or mem.ndim != 3
+                or mem.shape[0] != h.shape[0]
+                or mem.shape[2] != h.shape[2]
+            ):
                 raise MemoryMismatchError(
                     f"memory of layer {index} is {mem.dtype} {mem.shape}; expected {h.dtype} "
                     f"({h.shape[0]}, <= {config.mem_len}, {h.shape[2]})"

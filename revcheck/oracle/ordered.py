@@ -262,7 +262,9 @@ def layer_norm(x: object, weight: object, bias: object, eps: float) -> FloatArra
     weight = check_compute_array(weight, "weight")
     bias = check_compute_array(bias, "bias")
     if not (x.dtype == weight.dtype == bias.dtype):
-        raise TypeError(f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}, {bias.dtype}")
+        raise TypeError(
+            f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}, {bias.dtype}"
+        )
     n = x.dtype.type(x.shape[-1])
     mean = sequential_sum(x) / n
     centered = x - mean[..., None]

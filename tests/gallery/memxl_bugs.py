@@ -68,10 +68,14 @@ class SwappedUpdateArguments(MemTransformerXL):
 class NotDetached(MemTransformerXL):
     """The new memory keeps its autograd graph: gradients leak into earlier segments."""
 
-    def _update_layer_memory(self, memory: LayerMemory, hidden: Tensor, start: int, block: int) -> LayerMemory:
+    def _update_layer_memory(
+        self, memory: LayerMemory, hidden: Tensor, start: int, block: int
+    ) -> LayerMemory:
         begin, end = self._memory_window(memory.hidden.shape[1], hidden.shape[1])
         rows = torch.cat([memory.hidden, hidden], dim=1)[:, begin:end]
-        return LayerMemory(rows, max(0, memory.padding - begin), start + hidden.shape[1] - self.ext_len, block + 1)
+        return LayerMemory(
+            rows, max(0, memory.padding - begin), start + hidden.shape[1] - self.ext_len, block + 1
+        )
 
 
 class PositionsAddedToMemoryInPlace(MemTransformerXL):
@@ -123,7 +127,9 @@ class RetainedMemoryNotAged(MemTransformerXL):
 class SkippedLayerUpdatesMemory(MemTransformerXL):
     """A skipped layer still writes its input into its memory (and bumps its block counter)."""
 
-    def _retained_memory(self, memory: LayerMemory, layer_input: Tensor, start: int, block: int) -> LayerMemory:
+    def _retained_memory(
+        self, memory: LayerMemory, layer_input: Tensor, start: int, block: int
+    ) -> LayerMemory:
         return self._update_layer_memory(memory, layer_input, start, block)
 
 
@@ -139,7 +145,9 @@ class PhaseTwoForgotten(TwoPhaseTrainer):
 
 class ZeroInitOracle(oracle.MemXLOracle):
     def initial_memory(self, weights: Any, config: Any, batch: int, init_memory: str = "empty") -> Any:
-        return super().initial_memory(weights, config, batch, "zeros" if init_memory == "empty" else init_memory)
+        return super().initial_memory(
+            weights, config, batch, "zeros" if init_memory == "empty" else init_memory
+        )
 
 
 class NoShiftOracle(oracle.MemXLOracle):
@@ -179,7 +187,9 @@ class PairwiseSoftmaxOracle(oracle.MemXLOracle):
 # ----------------------------------------------------------------------------- records
 
 
-def _bug(name: str, mistake: str, check: Any, wrong: Any, right: Any, error: type[BaseException], n: int) -> PlantedBug:
+def _bug(
+    name: str, mistake: str, check: Any, wrong: Any, right: Any, error: type[BaseException], n: int
+) -> PlantedBug:
     return PlantedBug(name, mistake, check, wrong, right, error, family="memxl", max_examples=n)
 
 
@@ -187,55 +197,208 @@ _M, _O = MemTransformerXL, oracle.MemXLOracle
 
 PLANTED_BUGS = [
     # no relative shift
-    _bug("no relative shift", "positional term ignores the query", props.check_positional_score_depends_on_distance_only,
-         NoRelativeShift, _M, checks.RelativePositionError, 30),
-    _bug("no relative shift", "positional term ignores the query", props.check_torch_conforms_to_oracle,
-         NoRelativeShift, _M, checks.OracleConformanceError, 30),
-    _bug("oracle: no relative shift", "positional term ignores the query", props.check_oracle_recurrence_is_full_pass,
-         NoShiftOracle, _O, BitMismatchError, 50),
-    _bug("oracle: no relative shift", "positional term ignores the query", props.check_exact_recurrence_is_full_pass,
-         NoShiftOracle, _O, checks.RecurrenceMismatchError, 30),
+    _bug(
+        "no relative shift",
+        "positional term ignores the query",
+        props.check_positional_score_depends_on_distance_only,
+        NoRelativeShift,
+        _M,
+        checks.RelativePositionError,
+        30,
+    ),
+    _bug(
+        "no relative shift",
+        "positional term ignores the query",
+        props.check_torch_conforms_to_oracle,
+        NoRelativeShift,
+        _M,
+        checks.OracleConformanceError,
+        30,
+    ),
+    _bug(
+        "oracle: no relative shift",
+        "positional term ignores the query",
+        props.check_oracle_recurrence_is_full_pass,
+        NoShiftOracle,
+        _O,
+        BitMismatchError,
+        50,
+    ),
+    _bug(
+        "oracle: no relative shift",
+        "positional term ignores the query",
+        props.check_exact_recurrence_is_full_pass,
+        NoShiftOracle,
+        _O,
+        checks.RecurrenceMismatchError,
+        30,
+    ),
     # zero-initialised memories
-    _bug("zero-initialised memories", "mems=None starts from attended zero rows",
-         props.check_torch_recurrence_is_full_pass, ZeroInitMemory, _M, checks.RecurrenceMismatchError, 30),
-    _bug("oracle: zero-initialised memories", "empty start replaced by attended zero rows",
-         props.check_oracle_recurrence_is_full_pass, ZeroInitOracle, _O, BitMismatchError, 50),
-    _bug("masked zeros attended", "the padding count of zero memories is dropped",
-         props.check_zero_init_is_another_model, MaskIgnoresPadding, _M, checks.RecurrenceMismatchError, 30),
-    _bug("oracle: masked zeros attended", "the mask ignores the padding rows",
-         props.check_zero_memories_differ_unless_masked, PaddingIgnoredOracle, _O, BitMismatchError, 50),
+    _bug(
+        "zero-initialised memories",
+        "mems=None starts from attended zero rows",
+        props.check_torch_recurrence_is_full_pass,
+        ZeroInitMemory,
+        _M,
+        checks.RecurrenceMismatchError,
+        30,
+    ),
+    _bug(
+        "oracle: zero-initialised memories",
+        "empty start replaced by attended zero rows",
+        props.check_oracle_recurrence_is_full_pass,
+        ZeroInitOracle,
+        _O,
+        BitMismatchError,
+        50,
+    ),
+    _bug(
+        "masked zeros attended",
+        "the padding count of zero memories is dropped",
+        props.check_zero_init_is_another_model,
+        MaskIgnoresPadding,
+        _M,
+        checks.RecurrenceMismatchError,
+        30,
+    ),
+    _bug(
+        "oracle: masked zeros attended",
+        "the mask ignores the padding rows",
+        props.check_zero_memories_differ_unless_masked,
+        PaddingIgnoredOracle,
+        _O,
+        BitMismatchError,
+        50,
+    ),
     # memory of layer outputs
-    _bug("memory of layer outputs", "each layer caches its output, not its input",
-         props.check_memory_update_keeps_last_rows, OutputsAsMemory, _M, checks.MemoryUpdateError, 30),
-    _bug("memory of layer outputs", "each layer caches its output, not its input",
-         props.check_torch_recurrence_is_full_pass, OutputsAsMemory, _M, checks.RecurrenceMismatchError, 30),
+    _bug(
+        "memory of layer outputs",
+        "each layer caches its output, not its input",
+        props.check_memory_update_keeps_last_rows,
+        OutputsAsMemory,
+        _M,
+        checks.MemoryUpdateError,
+        30,
+    ),
+    _bug(
+        "memory of layer outputs",
+        "each layer caches its output, not its input",
+        props.check_torch_recurrence_is_full_pass,
+        OutputsAsMemory,
+        _M,
+        checks.RecurrenceMismatchError,
+        30,
+    ),
     # _update_mems argument swap
-    _bug("_update_mems argument swap", "(mlen, qlen) passed as (qlen, mlen); visible with ext_len > 0",
-         props.check_memory_update_keeps_last_rows, SwappedUpdateArguments, _M, checks.MemoryUpdateError, 50),
-    _bug("_update_mems argument swap", "(mlen, qlen) passed as (qlen, mlen); visible with ext_len > 0",
-         props.check_torch_conforms_to_oracle, SwappedUpdateArguments, _M, checks.OracleConformanceError, 50),
+    _bug(
+        "_update_mems argument swap",
+        "(mlen, qlen) passed as (qlen, mlen); visible with ext_len > 0",
+        props.check_memory_update_keeps_last_rows,
+        SwappedUpdateArguments,
+        _M,
+        checks.MemoryUpdateError,
+        50,
+    ),
+    _bug(
+        "_update_mems argument swap",
+        "(mlen, qlen) passed as (qlen, mlen); visible with ext_len > 0",
+        props.check_torch_conforms_to_oracle,
+        SwappedUpdateArguments,
+        _M,
+        checks.OracleConformanceError,
+        50,
+    ),
     # memory not detached
-    _bug("memory not detached", "gradients leak into earlier segments",
-         props.check_gradients_match_stop_gradient_full_pass, NotDetached, _M, checks.StopGradientMismatchError, 15),
-    _bug("memory not detached", "the new memory keeps its graph",
-         props.check_memory_update_keeps_last_rows, NotDetached, _M, checks.MemoryUpdateError, 30),
+    _bug(
+        "memory not detached",
+        "gradients leak into earlier segments",
+        props.check_gradients_match_stop_gradient_full_pass,
+        NotDetached,
+        _M,
+        checks.StopGradientMismatchError,
+        15,
+    ),
+    _bug(
+        "memory not detached",
+        "the new memory keeps its graph",
+        props.check_memory_update_keeps_last_rows,
+        NotDetached,
+        _M,
+        checks.MemoryUpdateError,
+        30,
+    ),
     # positional embeddings added in place
-    _bug("positions added to memory in place", "memory += pos_emb before attending",
-         props.check_memory_update_keeps_last_rows, PositionsAddedToMemoryInPlace, _M, checks.MemoryUpdateError, 30),
-    _bug("positions added to memory in place", "memory += pos_emb before attending",
-         props.check_torch_recurrence_is_full_pass, PositionsAddedToMemoryInPlace, _M,
-         checks.RecurrenceMismatchError, 30),
+    _bug(
+        "positions added to memory in place",
+        "memory += pos_emb before attending",
+        props.check_memory_update_keeps_last_rows,
+        PositionsAddedToMemoryInPlace,
+        _M,
+        checks.MemoryUpdateError,
+        30,
+    ),
+    _bug(
+        "positions added to memory in place",
+        "memory += pos_emb before attending",
+        props.check_torch_recurrence_is_full_pass,
+        PositionsAddedToMemoryInPlace,
+        _M,
+        checks.RecurrenceMismatchError,
+        30,
+    ),
     # the methods' own slips
-    _bug("cross-head in eval", "head permutations drawn in eval mode",
-         props.check_cross_head_inactive_cases, CrossHeadInEval, _M, checks.CrossHeadInactiveError, 15),
-    _bug("cross-head without R", "K and V permuted, R left in place",
-         props.check_cross_head_is_reparametrisation, CrossHeadWithoutR, _M, checks.CrossHeadReparamError, 30),
-    _bug("retained memory not aged", "memory of a skipped layer attended as if fresh",
-         props.check_skip_retain_is_age_correct, RetainedMemoryNotAged, _M, checks.SkipRetainError, 20),
-    _bug("skipped layer updates memory", "a skipped layer writes its memory",
-         props.check_skip_retain_is_age_correct, SkippedLayerUpdatesMemory, _M, checks.SkipRetainError, 20),
-    _bug("phase 2 keeps the regularisers", "skip-retain and cross-head never switched off",
-         props.check_phase_two_equals_baseline, PhaseTwoForgotten, TwoPhaseTrainer, checks.PhaseTwoError, 15),
-    _bug("oracle: softmax without declared order", "pairwise sums whose tree depends on the row length",
-         props.check_oracle_recurrence_is_full_pass, PairwiseSoftmaxOracle, _O, BitMismatchError, 50),
+    _bug(
+        "cross-head in eval",
+        "head permutations drawn in eval mode",
+        props.check_cross_head_inactive_cases,
+        CrossHeadInEval,
+        _M,
+        checks.CrossHeadInactiveError,
+        15,
+    ),
+    _bug(
+        "cross-head without R",
+        "K and V permuted, R left in place",
+        props.check_cross_head_is_reparametrisation,
+        CrossHeadWithoutR,
+        _M,
+        checks.CrossHeadReparamError,
+        30,
+    ),
+    _bug(
+        "retained memory not aged",
+        "memory of a skipped layer attended as if fresh",
+        props.check_skip_retain_is_age_correct,
+        RetainedMemoryNotAged,
+        _M,
+        checks.SkipRetainError,
+        20,
+    ),
+    _bug(
+        "skipped layer updates memory",
+        "a skipped layer writes its memory",
+        props.check_skip_retain_is_age_correct,
+        SkippedLayerUpdatesMemory,
+        _M,
+        checks.SkipRetainError,
+        20,
+    ),
+    _bug(
+        "phase 2 keeps the regularisers",
+        "skip-retain and cross-head never switched off",
+        props.check_phase_two_equals_baseline,
+        PhaseTwoForgotten,
+        TwoPhaseTrainer,
+        checks.PhaseTwoError,
+        15,
+    ),
+    _bug(
+        "oracle: softmax without declared order",
+        "pairwise sums whose tree depends on the row length",
+        props.check_oracle_recurrence_is_full_pass,
+        PairwiseSoftmaxOracle,
+        _O,
+        BitMismatchError,
+        50,
+    ),
 ]
