@@ -306,3 +306,17 @@ def test_layer_norm_matches_torch_in_float64() -> None:
     ).numpy()
     assert np.max(np.abs(ordered.layer_norm(x, w, b, 1e-5) - expected)) < 1e-14
     assert ordered.relu(np.float64([-0.0, -1.0, 2.0, np.nan]))[:3].tolist() == [0.0, 0.0, 2.0]
+
+
+def test_audit_collects_verdicts_and_flags_a_planted_bug() -> None:
+    from revcheck.audit.ops_memxl import audit_memory_transformer
+    from tests.gallery.memxl_bugs import NoRelativeShift
+
+    torch.manual_seed(0)
+    wrong = NoRelativeShift(n_token=12, n_layer=2, n_head=2, d_model=8, mem_len=3)
+    report = audit_memory_transformer(wrong, TOKENS, 4)
+    failed = {v.check for v in report.verdicts if not v.passed}
+    assert {"relative positions", "conformance to the oracle"} <= failed, str(report)
+    with pytest.raises(checks.MemXLCheckError):
+        report.raise_for_failures()
+    assert audit_memory_transformer(model(skip_retain=True, n_layer=3), TOKENS, 4).passed
