@@ -118,11 +118,12 @@ def audit_memory_transformer(model: Any, tokens: Tensor, segment_length: int, *,
     )
     n_head = model.config.n_head
     reverse = tuple(range(n_head))[::-1]
-    run(
-        "cross-head reparametrisation",
-        "K",
-        lambda: [checks.assert_cross_head_reparam(layer.attn, reverse, seed=seed) for layer in layers],
-    )
+
+    def reparametrisations() -> None:
+        for layer in layers:
+            checks.assert_cross_head_reparam(layer.attn, reverse, seed=seed)
+
+    run("cross-head reparametrisation", "K", reparametrisations)
     run(
         "cross-head inactive",
         "K",
