@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -172,9 +173,32 @@ def test_mode_is_passed_only_to_candidates_that_take_it() -> None:
 
     assert audit(with_mode, "pam_mul", formats="fp8_e5m2", mode="all", max_examples=5).passed
     assert set(seen) == {"ieee", "ftz"}
-    assert audit(without_mode, "pam_mul", formats="fp8_e5m2", max_examples=5).passed
-    with pytest.raises(AuditUsageError, match="takes no `mode` keyword"):
-        audit(without_mode, "pam_mul", formats="fp8_e5m2", mode="ftz")
+    report = audit(without_mode, "pam_mul", formats="fp8_e5m2", max_examples=5)
+    assert report.passed and "takes no `mode` keyword: audited as a kernel of mode 'ieee'" in str(report)
+    with pytest.raises(AuditUsageError, match="implements one rounding mode; declare which"):
+        audit(without_mode, "pam_mul", formats="fp8_e5m2", mode="all")
+
+
+def test_kernel_without_mode_keyword_is_audited_in_the_declared_mode() -> None:
+    def ftz_only(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return gallery.pam_mul(a, b, mode="ftz")
+
+    declared = audit(ftz_only, "pam_mul", formats=["fp16", "bf16"], mode="ftz", max_examples=30)
+    assert declared.passed, str(declared)
+    assert [r.mode for r in declared.results] == ["ftz", "ftz"]
+    assert "audited as a kernel of mode 'ftz', as declared" in str(declared)
+    assert "as declared" in json.loads(declared.to_json())["notes"][0]
+    wrong = audit(ftz_only, "pam_mul", formats="fp16", mode="ieee")
+    assert wrong.counterexamples[0].involves("subnormal")
+
+
+def test_ops_without_modes_refuse_a_mode_as_the_docstring_says() -> None:
+    assert "Ops\n        without rounding modes (the BDIA ops) accept only" in (audit.__doc__ or "")
+    with pytest.raises(UsageError, match="bdia_quantize has no rounding modes"):
+        audit(gallery.bdia_quantize, "bdia_quantize", formats="fp32", mode="ftz")
+    for accepted in ("ieee", "all", None):
+        report = audit(gallery.bdia_quantize, "bdia_quantize", formats="fp32", mode=accepted, max_examples=3)
+        assert report.passed and report.results[0].mode is None
 
 
 def test_ftz_kernel_in_ieee_mode_is_caught_on_subnormals() -> None:
@@ -193,6 +217,8 @@ def test_ftz_kernel_in_ieee_mode_is_caught_on_subnormals() -> None:
         ({"formats": "fp8_e5m2", "mode": "rtz"}, "unknown mode 'rtz'"),
         ({"formats": "fp16", "max_examples": 0}, "at least 1"),
         ({"device": "cpux"}, "unknown device"),
+        ({"device": "meta"}, "holds no data"),
+        ({"formats": "fp16", "max_examples": True}, "must be an int"),
     ],
 )
 def test_bad_arguments_are_usage_errors(kwargs: dict[str, object], message: str) -> None:
@@ -236,10 +262,34 @@ def test_candidate_given_as_target_text() -> None:
         audit("no_such_module_xyz:f", "pa_log2")
 
 
-def test_time_budget_skips_checks_it_has_no_time_for() -> None:
-    report = audit(gallery.pam_mul, "pam_mul", formats=["fp16", "bf16"], time_budget=0.0)
+@pytest.mark.parametrize("seconds", [0, 0.0, -1.0, float("nan"), float("inf")])
+def test_time_budget_that_leaves_no_time_is_a_usage_error(seconds: float) -> None:
+    with pytest.raises(UsageError, match="time budget"):
+        audit(gallery.pam_mul_flushes_subnormals, "pam_mul", formats="bf16", time_budget=seconds)
+
+
+def test_budget_that_skips_every_check_is_not_checked_never_passed() -> None:
+    # A budget spent before the first check starts: nothing is checked, so nothing may pass.
+    report = audit(gallery.pam_mul_flushes_subnormals, "pam_mul", formats=["fp16", "bf16"], time_budget=1e-9)
     assert [r.status for r in report.results] == ["skipped", "skipped"]
-    assert report.passed and "time budget" in str(report)
+    assert report.verdict == "not checked" and not report.passed
+    assert "NOT CHECKED" in str(report) and "time budget" in str(report)
+    assert json.loads(report.to_json())["passed"] is False
+    with pytest.raises(AuditFailure, match="not checked to the end"):
+        report.raise_for_failures()
+
+
+def test_budget_that_cuts_a_check_short_is_incomplete() -> None:
+    def slow(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+        time.sleep(0.02)
+        return gallery.pam_mul(a, b, mode=mode)
+
+    report = audit(slow, "pam_mul", formats=["fp32", "bf16"], time_budget=0.3)
+    first, second = report.results
+    assert first.status == "incomplete" and 0 < first.examples < 100, first
+    assert any("stopped by the time budget" in note for note in first.notes)
+    assert second.status == "skipped"
+    assert report.verdict == "incomplete" and not report.passed
 
 
 def test_determinism_option_flags_a_nondeterministic_kernel_and_passes_a_deterministic_one() -> None:

@@ -74,6 +74,7 @@ def run(check: CheckConfig, tally: Tally, budget: TimeBudget) -> Failure | None:
 
     def body(case: Case) -> None:
         if budget.spent() and not failing:
+            tally.skipped_examples += 1
             return  # out of time: let Hypothesis run out its remaining examples without work
         if limit.over():
             # Shrinking has had its time: every further candidate "passes", so Hypothesis stops
