@@ -20,6 +20,7 @@ from revcheck.audit.spec import Candidate, Case, ExhaustivePlan, OpSpec, Outputs
 from revcheck.formats import FloatFormat
 from revcheck.modes import MODES
 from revcheck.oracle import pam as oracle
+from revcheck.oracle import rounding
 
 __all__ = ["IMPLEMENTATIONS", "elementwise_spec", "matmul_spec"]
 
@@ -47,6 +48,7 @@ def elementwise_spec(
     summary: str,
     *,
     exponent_rule: int = 0,
+    zero_is_exact_somewhere: bool = False,
 ) -> OpSpec:
     """The spec of an elementwise op whose oracle is ``bit_oracle(*bit_arrays, fmt, mode=...)``.
 
@@ -54,6 +56,8 @@ def elementwise_spec(
     Ea - Eb (divide), 0 otherwise; for the first two, some batches pair operands so that the
     result lands on the overflow and underflow boundaries, as TestFloat does.  The op's
     implementations are the functions called ``name`` in the modules of :data:`IMPLEMENTATIONS`.
+    ``zero_is_exact_somewhere``: the op has exact zero results of nonzero finite inputs
+    (``pa_log2(1) = +0``), so such a zero is no sign of underflow in a counterexample's labels.
     """
     args = ", ".join(arg_names)
     return OpSpec(
@@ -65,7 +69,7 @@ def elementwise_spec(
         strategy=partial(_elementwise_strategy, arg_names, exponent_rule),
         call=partial(_elementwise_call, arg_names),
         oracle=partial(_elementwise_oracle, bit_oracle, arg_names),
-        compare=partial(_elementwise_compare, arg_names),
+        compare=partial(_elementwise_compare, arg_names, not zero_is_exact_somewhere),
         narrow=_narrow_elementwise,
         sample=partial(_elementwise_sample, arg_names),
         exhaustive=partial(_elementwise_exhaustive, arg_names),
@@ -147,6 +151,7 @@ def _elementwise_oracle(
 
 def _elementwise_compare(
     arg_names: tuple[str, ...],
+    zero_means_underflow: bool,
     case: Case,
     expected: Outputs,
     actual: Outputs,
@@ -156,14 +161,29 @@ def _elementwise_compare(
     index = vl.first_float_mismatch(expected["result"], actual["result"], fmt)
     if index is None:
         return None
-    inputs = tuple(vl.float_value(name, int(case[name][index]), fmt) for name in arg_names)
+    operands = [int(case[name][index]) for name in arg_names]
+    inputs = tuple(vl.float_value(name, bits, fmt) for name, bits in zip(arg_names, operands, strict=True))
     want, got = int(expected["result"][index]), int(actual["result"][index])
+    kinds = [vl.is_finite_nonzero(bits, fmt) for bits in operands]
+    labels = [vl.label(bits, fmt) for bits in operands]
+    labels += [
+        tag
+        for name, bits in zip(arg_names, operands, strict=True)
+        for tag in vl.input_labels(name, bits, fmt)
+    ]
+    labels += vl.edge_labels(
+        "result",
+        want,
+        fmt,
+        from_finite=all(finite for finite, _ in kinds),
+        from_nonzero=zero_means_underflow and all(nonzero for _, nonzero in kinds),
+    )
     return Finding(
         index=index,
         inputs=inputs,
         expected=(vl.float_value("result", want, fmt),),
         actual=(vl.float_value("result", got, fmt),),
-        labels=tuple(vl.label(int(case[name][index]), fmt) for name in arg_names),
+        labels=tuple(labels),
         ulp_distance=vl.ulp(want, got, fmt),
     )
 
@@ -227,7 +247,65 @@ def matmul_spec(*, any_order: bool) -> OpSpec:
         sample=_matmul_sample,
         exhaustive=lambda fmt: None,
         inputs=("A", "B"),
+        examples=partial(_matmul_examples, LONG_REDUCTIONS[name]),
     )
+
+
+# Reduction lengths at and around the blocking sizes of real kernels (vector lanes of 8 and 16,
+# warps of 32, tiles of 256): every counted matmul case list visits each of them.
+BLOCKING_EDGES = (1, 2, 7, 8, 15, 16, 31, 32, 33, 255, 256, 257)
+# Long reductions, one counted case each (one row times one column).  The bound check is cheap at
+# any K; the bit-exact check runs the oracle's sequential sum (about 0.4 ms per term), so it takes
+# the shorter one.
+LONG_REDUCTIONS = {"pam_matmul": (1024,), "pam_matmul_any_order": (1024, 4096)}
+# The largest K the generated examples draw (log-uniformly), so that K > 32 is common.
+MAX_DRAWN_K = 512
+
+
+def special_values(fmt: FloatFormat) -> list[int]:
+    """Patterns where PAM and its matmul break: ±0, ±1, 1.5, ±inf, NaN, subnormals, edges of the range.
+
+    With 0.5 and 2.0 in the list, products of the list with itself reach the overflow edge
+    (``max_finite ⊡ 2``) and the underflow edge (``min_normal ⊡ 0.5``) wherever the
+    accumulator format lets a product overflow or be subnormal (docs/spec.md F2.10).
+    """
+    step = 1 << fmt.mantissa_bits
+    half = 1 << (fmt.mantissa_bits - 1)
+    sign = fmt.sign_mask
+    values = [0, sign, fmt.one, sign | fmt.one, fmt.one | half, fmt.one - step, fmt.one + step]
+    if fmt.inf is not None:
+        values += [fmt.inf, sign | fmt.inf]
+    values += [fmt.canonical_nan, fmt.min_subnormal, sign | fmt.max_subnormal]
+    values += [fmt.min_normal, sign | fmt.min_normal, fmt.max_finite, sign | fmt.max_finite]
+    values += [(fmt.emax + fmt.bias - 1) << fmt.mantissa_bits | half]  # 1.5 · 2^(emax-1): ⊡ 1.5 overflows
+    return list(dict.fromkeys(values))
+
+
+def _matmul_examples(long_reductions: tuple[int, ...], fmt: FloatFormat) -> list[Case]:
+    """Counted matmul cases, run first under every seed: specials, blocking edges, long reductions.
+
+    1. Every product of two special values (:func:`special_values`) at K = 1: ``A`` is the
+       specials as a column, ``B`` as a row, so ``C[i, j] = +0 + s_i ⊡ s_j``.
+    2. For each K of :data:`BLOCKING_EDGES`: values of similar size, with one special value per
+       row of ``A`` (or, alternately, per column of ``B``) at a position that moves with K.
+    3. For each K of ``long_reductions`` (:data:`LONG_REDUCTIONS`): one row of similar values
+       times one column.
+    """
+    rng = np.random.default_rng(9)  # fixed: counted cases are the same in every run
+    specials = np.array(special_values(fmt), dtype=fmt.uint_dtype)
+    cases: list[Case] = [{"A": specials[:, np.newaxis].copy(), "B": specials[np.newaxis, :].copy()}]
+    count = specials.size
+    for position, k in enumerate(BLOCKING_EDGES):
+        if position % 2 == 0:
+            a, b = _moderate_values(fmt, rng, (count, k)), _moderate_values(fmt, rng, (k, 2))
+            a[np.arange(count), (np.arange(count) * 7 + k // 2) % k] = specials
+        else:
+            a, b = _moderate_values(fmt, rng, (2, k)), _moderate_values(fmt, rng, (k, count))
+            b[(np.arange(count) * 7 + k // 2) % k, np.arange(count)] = specials
+        cases.append({"A": a, "B": b})
+    for k in long_reductions:
+        cases.append({"A": _moderate_values(fmt, rng, (1, k)), "B": _moderate_values(fmt, rng, (k, 1))})
+    return cases
 
 
 def _matmul_strategy(fmt: FloatFormat) -> st.SearchStrategy[Case]:
@@ -240,14 +318,59 @@ def _matmul_strategy(fmt: FloatFormat) -> st.SearchStrategy[Case]:
         lambda pair: split(pair[0], min(pair[1], pair[0].shape[1] - 1))
     )
     # Values of similar size, where the order of a sum shows in its rounding (TestFloat-style values
-    # span so many binades that one term usually dominates every sum).
+    # span so many binades that one term usually dominates every sum); K up to MAX_DRAWN_K, and in
+    # half of the draws a few special values sprinkled in.
     similar = st.integers(0, 2**32 - 1).map(lambda seed: _similar_matrices(fmt, np.random.default_rng(seed)))
-    return st.one_of(structured, similar)
+    # Operand pairs whose products land on the accumulator's overflow and underflow edges.
+    edges = st.lists(_boundary_pair(oracle.accumulator_format(fmt), 1), min_size=1, max_size=8).map(
+        partial(_edge_matrices, fmt)
+    )
+    return st.one_of(structured, similar, edges)
+
+
+def _edge_matrices(fmt: FloatFormat, pairs: list[tuple[int, int]]) -> Case:
+    """``A (1, K)``, ``B (K, 1)`` from accumulator-format pairs, narrowed to ``fmt`` where they fit."""
+    accumulator = oracle.accumulator_format(fmt)
+    a = np.array([p[0] for p in pairs], dtype=accumulator.uint_dtype)
+    b = np.array([p[1] for p in pairs], dtype=accumulator.uint_dtype)
+    return {
+        "A": _narrow_bits(a, accumulator, fmt)[np.newaxis, :],
+        "B": _narrow_bits(b, accumulator, fmt)[:, None],
+    }
+
+
+def _narrow_bits(bits: np.ndarray[Any, Any], wide: FloatFormat, fmt: FloatFormat) -> np.ndarray[Any, Any]:
+    """Patterns of ``wide`` rounded (RNE, saturating where ``fmt`` does) to ``fmt``."""
+    if wide is fmt:
+        return bits
+    decoded = rounding.decode(bits, wide, "ieee")
+    narrowed = rounding.round_to_format(
+        decoded.negative,
+        decoded.exponent,
+        decoded.significand(wide),
+        wide.mantissa_bits - fmt.mantissa_bits,
+        fmt,
+        "ieee",
+    )
+    narrowed = np.where(
+        decoded.is_inf, rounding.special_bits(decoded.negative, fmt.overflow_magnitude, fmt), narrowed
+    )
+    return np.where(decoded.is_nan, fmt.uint_dtype.type(fmt.canonical_nan), narrowed).astype(fmt.uint_dtype)
 
 
 def _similar_matrices(fmt: FloatFormat, rng: np.random.Generator) -> Case:
-    m, k, n = (int(v) for v in rng.integers(1, [5, 25, 5], endpoint=True))
-    return {"A": _moderate_values(fmt, rng, (m, k)), "B": _moderate_values(fmt, rng, (k, n))}
+    k = int(np.exp(rng.uniform(0, np.log(MAX_DRAWN_K + 1))))
+    m, n = (int(v) for v in rng.integers(1, [5, 5], endpoint=True))
+    if k > 64:  # long reductions: few outputs, so that a case stays cheap for the oracle
+        m, n = min(m, 2), min(n, 2)
+    a, b = _moderate_values(fmt, rng, (m, k)), _moderate_values(fmt, rng, (k, n))
+    if rng.integers(2):
+        specials = np.array(special_values(fmt), dtype=fmt.uint_dtype)
+        for target in (a, b):
+            count = int(rng.integers(0, 3))
+            flat = target.reshape(-1)
+            flat[rng.integers(0, flat.size, size=count)] = rng.choice(specials, size=count)
+    return {"A": a, "B": b}
 
 
 def _moderate_values(
@@ -295,11 +418,51 @@ def _matmul_inputs(case: Case, index: tuple[int, ...], fmt: FloatFormat) -> tupl
     )
 
 
-def _matmul_labels(case: Case, index: tuple[int, ...], fmt: FloatFormat) -> tuple[str, ...]:
+def _matmul_labels(
+    case: Case, index: tuple[int, ...], fmt: FloatFormat, mode: str | None, expected: int | None = None
+) -> tuple[str, ...]:
+    """Classes of the inputs involved, K, and magnitude labels (max finite, products at the range edges)."""
     row, column = index
-    involved = np.concatenate([case["A"][row], case["B"][:, column]])
+    a_row, b_column = case["A"][row], case["B"][:, column]
+    involved = np.concatenate([a_row, b_column])
     labels = sorted({vl.label(int(b), fmt) for b in involved})
-    return (*labels, f"K={case['A'].shape[1]}")
+    labels.append(f"K={case['A'].shape[1]}")
+    for name, values in (("A", a_row), ("B", b_column)):
+        if any(vl.input_labels(name, int(b), fmt) for b in values):
+            labels.append(f"{name}: max finite")
+    accumulator = oracle.accumulator_format(fmt)
+    products = _row_products(a_row, b_column, fmt, mode)
+    edges = set()
+    for a, b, p in zip(a_row.tolist(), b_column.tolist(), products.tolist(), strict=True):
+        finite_a, nonzero_a = vl.is_finite_nonzero(a, fmt)
+        finite_b, nonzero_b = vl.is_finite_nonzero(b, fmt)
+        edges.update(
+            vl.edge_labels(
+                "products",
+                p,
+                accumulator,
+                from_finite=finite_a and finite_b,
+                from_nonzero=nonzero_a and nonzero_b,
+            )
+        )
+    labels += sorted(edges)
+    if expected is not None:
+        labels += vl.edge_labels(
+            f"C[{row}, {column}]", expected, accumulator, from_finite=False, from_nonzero=False
+        )
+    return tuple(labels)
+
+
+def _row_products(
+    a_row: np.ndarray[Any, Any], b_column: np.ndarray[Any, Any], fmt: FloatFormat, mode: str | None
+) -> np.ndarray[Any, Any]:
+    """The K products ``A[i, k] ⊡ B[k, j]`` as the oracle forms them, in the accumulator format."""
+    accumulator = oracle.accumulator_format(fmt)
+    wide = [
+        rounding.encode_exact(rounding.decode(v, fmt, mode or "ieee"), fmt, accumulator)
+        for v in (a_row, b_column)
+    ]
+    return np.asarray(oracle.pam_mul(wide[0], wide[1], accumulator, mode=mode or "ieee"))
 
 
 def _matmul_compare(
@@ -315,7 +478,7 @@ def _matmul_compare(
         inputs=_matmul_inputs(case, index, fmt),
         expected=(vl.float_value(f"C[{index[0]}, {index[1]}]", want, accumulator),),
         actual=(vl.float_value(f"C[{index[0]}, {index[1]}]", got, accumulator),),
-        labels=_matmul_labels(case, index, fmt),
+        labels=_matmul_labels(case, index, fmt, mode, want),
         ulp_distance=vl.ulp(want, got, accumulator),
     )
 
@@ -336,7 +499,7 @@ def _matmul_bound_compare(
         inputs=_matmul_inputs(case, index, fmt),
         expected=(Value(f"C[{index[0]}, {index[1]}]", want_text, None, accumulator.name),),
         actual=(vl.float_value(f"C[{index[0]}, {index[1]}]", got, accumulator),),
-        labels=_matmul_labels(case, index, fmt),
+        labels=_matmul_labels(case, index, fmt, mode),
     )
 
 

@@ -47,7 +47,9 @@ REGISTRY: dict[str, OpSpec] = {
             ("a", "b"),
             "exact derivative of a ⊡ b with respect to a: sign(b) · 2**(Eb + [Ma + Mb >= 1])",
         ),
-        ops_pam.elementwise_spec("pa_log2", pam.pa_log2, ("x",), "piecewise-affine log2: E + M"),
+        ops_pam.elementwise_spec(
+            "pa_log2", pam.pa_log2, ("x",), "piecewise-affine log2: E + M", zero_is_exact_somewhere=True
+        ),
         ops_pam.elementwise_spec(
             "pa_exp2", pam.pa_exp2, ("y",), "piecewise-affine exp2: 2**floor(y) (1 + y - floor(y))"
         ),

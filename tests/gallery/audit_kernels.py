@@ -334,6 +334,64 @@ def pam_matmul_input_dtype_accumulator(A: Tensor, B: Tensor, *, mode: str = "iee
     return total.to(_accumulator_dtype(A.dtype))
 
 
+def pam_matmul_inf_times_finite_is_nan(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG: an emulation of the PAM paper's CUDA matmul, whose product of inf and a finite value is NaN.
+
+    The product guard tests "either operand not finite -> NaN" instead of "inf with zero, or NaN":
+    ``inf ⊡ 1`` is NaN inside the product, so a row with an infinity sums to NaN, not ±inf.
+    """
+    products = _products(A, B, mode)
+    infinite = torch.isinf(A.to(products.dtype))[:, :, None] | torch.isinf(B.to(products.dtype))[None, :, :]
+    products = torch.where(infinite, torch.full_like(products, float("nan")), products)
+    total = torch.zeros(products.shape[0], products.shape[2], dtype=products.dtype, device=products.device)
+    for k in range(products.shape[1]):
+        total = total + products[:, k, :]
+        if mode == "ftz":
+            total = _flush_tiny_sum(total)
+    return total
+
+
+SPLIT_K_BLOCK = 32
+
+
+def pam_matmul_split_k_low_precision(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG even for pam_matmul_any_order: split-K with bf16 partial sums once K > 32.
+
+    Each block of 32 products is summed in the accumulator dtype, but the partial sums are
+    stored in bf16 (to halve the workspace) before the final reduction; with one block (K <= 32)
+    nothing is stored and the result is exact, so only reductions longer than a block leave the bound.
+    """
+    products = _products(A, B, mode)
+    blocks = products.split(SPLIT_K_BLOCK, dim=1)
+    partials = []
+    for block in blocks:
+        partial = torch.zeros(products.shape[0], products.shape[2], dtype=products.dtype, device=A.device)
+        for k in range(block.shape[1]):
+            partial = partial + block[:, k, :]
+        partials.append(partial)
+    if len(partials) == 1:
+        return partials[0]
+    total = torch.zeros_like(partials[0])
+    for partial in partials:
+        total = total + partial.to(torch.bfloat16).to(products.dtype)
+    return total
+
+
+def pam_matmul_flushes_subnormal_products(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG in mode "ieee": products below the accumulator's smallest normal are flushed to zero.
+
+    (A product kernel compiled with flush-to-zero.)  fp16 and fp8 products are never subnormal in
+    fp32 (docs/spec.md F2.10): the bug shows only for fp32, bf16 and fp64 inputs.
+    """
+    products = _flush_tiny_sum(_products(A, B, mode))
+    total = torch.zeros(products.shape[0], products.shape[2], dtype=products.dtype, device=products.device)
+    for k in range(products.shape[1]):
+        total = total + products[:, k, :]
+        if mode == "ftz":
+            total = _flush_tiny_sum(total)
+    return total
+
+
 # ---- planted PAM bugs ------------------------------------------------------------------------
 
 
@@ -575,6 +633,18 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
     "pairwise summation order": PlantedBug(pam_matmul_pairwise, "pam_matmul", ("fp32",), ("input:normal",)),
     "accumulator in the input dtype": PlantedBug(
         pam_matmul_input_dtype_accumulator, "pam_matmul_any_order", ("bf16",), ("input:normal",)
+    ),
+    "PAM paper's CUDA matmul: inf ⊡ finite is NaN": PlantedBug(
+        pam_matmul_inf_times_finite_is_nan,
+        "pam_matmul",
+        ("fp32",),
+        ("input:inf", "expected:inf", "actual:nan"),
+    ),
+    "split-K with bf16 partial sums (K > 32)": PlantedBug(
+        pam_matmul_split_k_low_precision, "pam_matmul_any_order", ("fp32",), ("input:normal",)
+    ),
+    "flushed subnormal products (fp32 only)": PlantedBug(
+        pam_matmul_flushes_subnormal_products, "pam_matmul", ("fp32",), ("input:products: underflow edge",)
     ),
     "random summation order": PlantedBug(
         pam_matmul_random_order,
