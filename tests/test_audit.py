@@ -305,3 +305,20 @@ def test_bdia_counterexample_is_narrowed_to_one_element() -> None:
     report = audit(gallery.bdia_forward_step_wrong_side_bit, "bdia_forward_step", formats="fp32")
     case = report.counterexamples[0].case
     assert np.shape(case["X_prev"]) == (1, 1) and np.shape(case["gamma"]) == (1,)
+
+
+def test_pam_matmul_backward_approx_is_what_pammatmul_computes() -> None:
+    # The op's definition is PAMMatmul(backward="approx"): revcheck's own autograd passes its audit.
+    from revcheck.nn.pam import PAMMatmul
+
+    def autograd_backward(
+        a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, *, mode: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
+        grad_a, grad_b = torch.autograd.grad(PAMMatmul.apply(a, b, mode, "approx"), (a, b), g)
+        return grad_a, grad_b
+
+    report = audit(
+        autograd_backward, "pam_matmul_backward_approx", formats=["fp32", "bf16"], mode="all", max_examples=30
+    )
+    assert report.passed, str(report)

@@ -64,9 +64,11 @@ QUICK_FORMATS = {
     "pa_exp2": ("bf16", "fp32"),
     "pam_matmul": ("fp8_e4m3fn", "fp32"),
     "pam_matmul_any_order": ("bf16",),
+    "pam_matmul_backward_approx": ("fp8_e4m3fn", "bf16"),
     "bdia_quantize": ("bf16", "fp32"),
     "bdia_forward_step": ("fp32",),
     "bdia_inverse_step": ("fp32",),
+    "bdia_inference_step": ("fp32", "fp64"),
 }
 
 

@@ -22,7 +22,13 @@ from revcheck.modes import MODES
 from revcheck.oracle import pam as oracle
 from revcheck.oracle import rounding
 
-__all__ = ["IMPLEMENTATIONS", "elementwise_spec", "matmul_spec"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "elementwise_spec",
+    "matmul_backward_approx_spec",
+    "matmul_spec",
+    "special_values",
+]
 
 ALL_FORMATS = _formats.names()
 # revcheck's own implementations of the elementwise PAM ops: each module has a function of the op's name.
@@ -521,3 +527,169 @@ def _narrow_matmul(case: Case, index: tuple[int, ...]) -> Case:
 
 def _matmul_sample(fmt: FloatFormat, rng: np.random.Generator) -> Case:
     return {"A": _moderate_values(fmt, rng, (8, 256)), "B": _moderate_values(fmt, rng, (256, 8))}
+
+
+# ---- the approximate backward of the matrix product -------------------------------------------
+
+
+def matmul_backward_approx_spec() -> OpSpec:
+    """``pam_matmul_backward_approx``: the gradients of ``C = A ⊡@ B`` as ``PAMMatmul(backward="approx")``.
+
+    Definition (docs/spec.md §2, "PAM matrix product"; :mod:`revcheck.nn.pam`): with ``acc`` the
+    accumulator format of ``A``'s and ``B``'s format and ``G`` the upstream gradient (``acc``),
+
+    * ``dA = G ⊡@ Bᵀ`` and ``dB = Aᵀ ⊡@ G``: ``A`` and ``B`` widened exactly to ``acc``, then the
+      PAM matrix product in ``acc`` with the sequential order (over N for ``dA``, over the rows M
+      for ``dB``) and the audited mode; in ``"ftz"`` the widened operands are flushed with the
+      accumulator's subnormal range, as ``pam_matmul`` on ``acc`` tensors does;
+    * each gradient then rounded once, to nearest even, to the format of ``A`` and ``B`` (what
+      autograd requires); this conversion never flushes (as ``Tensor.to``), saturates in fp8_e4m3fn.
+    """
+    return OpSpec(
+        name="pam_matmul_backward_approx",
+        signature=(
+            "candidate(A (M, K), B (K, N), G (M, N) in the accumulator dtype[, *, mode]) -> "
+            "(dA (M, K), dB (K, N)) in the dtype of A and B"
+        ),
+        summary=(
+            "approximate backward of the PAM matmul (PAMMatmul backward='approx'): dA = G ⊡@ Bᵀ, "
+            "dB = Aᵀ ⊡@ G in the accumulator format, sequential order, rounded once to the input format"
+        ),
+        formats=ALL_FORMATS,
+        modes=MODES,
+        strategy=_backward_strategy,
+        call=_backward_call,
+        oracle=_backward_oracle,
+        compare=_backward_compare,
+        narrow=_narrow_backward,
+        sample=_backward_sample,
+        exhaustive=lambda fmt: None,
+        inputs=("A", "B", "G"),
+        examples=_backward_examples,
+    )
+
+
+def _with_gradient(fmt: FloatFormat, case: Case, gradient: np.ndarray[Any, Any]) -> Case:
+    return {"A": case["A"], "B": case["B"], "G": gradient}
+
+
+def _backward_strategy(fmt: FloatFormat) -> st.SearchStrategy[Case]:
+    accumulator = oracle.accumulator_format(fmt)
+
+    def add_gradient(case: Case) -> st.SearchStrategy[Case]:
+        shape = (case["A"].shape[0], case["B"].shape[1])
+        moderate = st.integers(0, 2**32 - 1).map(
+            lambda seed: _moderate_values(accumulator, np.random.default_rng(seed), shape)
+        )
+        return st.one_of(rst.bit_arrays(accumulator, shape), moderate).map(partial(_with_gradient, fmt, case))
+
+    return _matmul_strategy(fmt).flatmap(add_gradient)
+
+
+def _backward_examples(fmt: FloatFormat) -> list[Case]:
+    """The counted matmul cases (:func:`_matmul_examples`, long reductions left out), with a gradient
+    of similar values; and every special value of the accumulator as a gradient at K = 1."""
+    accumulator = oracle.accumulator_format(fmt)
+    rng = np.random.default_rng(11)
+    cases = []
+    for case in _matmul_examples((), fmt):
+        shape = (case["A"].shape[0], case["B"].shape[1])
+        cases.append(_with_gradient(fmt, case, _moderate_values(accumulator, rng, shape)))
+    specials = np.array(special_values(accumulator), dtype=accumulator.uint_dtype)
+    ones = np.full((1, 1), fmt.one, dtype=fmt.uint_dtype)
+    mixed = np.array(special_values(fmt), dtype=fmt.uint_dtype)
+    cases.append(
+        {"A": mixed[:, np.newaxis].copy(), "B": ones, "G": specials[: mixed.size, np.newaxis].copy()}
+    )
+    return cases
+
+
+def _backward_call(
+    candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
+) -> Outputs:
+    accumulator = oracle.accumulator_format(fmt)
+    keywords = {} if mode is None else {"mode": mode}
+    result = candidate(
+        tn.to_tensor(case["A"], fmt, device),
+        tn.to_tensor(case["B"], fmt, device),
+        tn.to_tensor(case["G"], accumulator, device),
+        **keywords,
+    )
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise tn.BadOutput(f"the backward must return (dA, dB), got {type(result).__name__}")
+    return {
+        "dA": tn.output_bits(result[0], fmt, case["A"].shape, "dA"),
+        "dB": tn.output_bits(result[1], fmt, case["B"].shape, "dB"),
+    }
+
+
+def _backward_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
+    accumulator = oracle.accumulator_format(fmt)
+    a_wide, b_wide = (
+        rounding.encode_exact(rounding.decode(case[name], fmt, "ieee"), fmt, accumulator)
+        for name in ("A", "B")
+    )
+    chosen = mode or "ieee"
+    grad_a = oracle.pam_matmul(case["G"], np.ascontiguousarray(b_wide.T), accumulator, mode=chosen)
+    grad_b = oracle.pam_matmul(np.ascontiguousarray(a_wide.T), case["G"], accumulator, mode=chosen)
+    return {"dA": _narrow_bits(grad_a, accumulator, fmt), "dB": _narrow_bits(grad_b, accumulator, fmt)}
+
+
+def _backward_compare(
+    case: Case, expected: Outputs, actual: Outputs, fmt: FloatFormat, mode: str | None
+) -> Finding | None:
+    accumulator = oracle.accumulator_format(fmt)
+    for which, name in enumerate(("dA", "dB")):
+        index = vl.first_float_mismatch(expected[name], actual[name], fmt)
+        if index is None:
+            continue
+        row, column = index
+        if name == "dA":  # dA[i, k] = Σ_n G[i, n] ⊡ B[k, n]
+            inputs = (
+                vl.array_value(f"G[{row}, :]", case["G"][row], accumulator),
+                vl.array_value(f"B[{column}, :]", case["B"][column], fmt),
+            )
+            involved = [(case["G"][row], accumulator), (case["B"][column], fmt)]
+        else:  # dB[k, j] = Σ_m A[m, k] ⊡ G[m, j]
+            inputs = (
+                vl.array_value(f"A[:, {row}]", case["A"][:, row], fmt),
+                vl.array_value(f"G[:, {column}]", case["G"][:, column], accumulator),
+            )
+            involved = [(case["A"][:, row], fmt), (case["G"][:, column], accumulator)]
+        want, got = int(expected[name][index]), int(actual[name][index])
+        labels = sorted({vl.label(int(b), f) for values, f in involved for b in values})
+        labels.append(name)
+        labels += vl.edge_labels(f"{name}[{row}, {column}]", want, fmt, from_finite=False, from_nonzero=False)
+        return Finding(
+            index=(which, row, column),
+            inputs=inputs,
+            expected=(vl.float_value(f"{name}[{row}, {column}]", want, fmt),),
+            actual=(vl.float_value(f"{name}[{row}, {column}]", got, fmt),),
+            labels=tuple(labels),
+            ulp_distance=vl.ulp(want, got, fmt),
+        )
+    return None
+
+
+def _narrow_backward(case: Case, index: tuple[int, ...]) -> Case:
+    which, row, column = index
+    if which == 0:  # dA[row, column]: G's row and B's row `column`
+        return {
+            "A": case["A"][row : row + 1, column : column + 1],
+            "B": case["B"][column : column + 1, :],
+            "G": case["G"][row : row + 1, :],
+        }
+    return {  # dB[row, column]: A's column `row` and G's column
+        "A": case["A"][:, row : row + 1],
+        "B": case["B"][row : row + 1, column : column + 1],
+        "G": case["G"][:, column : column + 1],
+    }
+
+
+def _backward_sample(fmt: FloatFormat, rng: np.random.Generator) -> Case:
+    accumulator = oracle.accumulator_format(fmt)
+    return {
+        "A": _moderate_values(fmt, rng, (8, 64)),
+        "B": _moderate_values(fmt, rng, (64, 8)),
+        "G": _moderate_values(accumulator, rng, (8, 8)),
+    }

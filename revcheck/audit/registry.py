@@ -55,9 +55,11 @@ REGISTRY: dict[str, OpSpec] = {
         ),
         ops_pam.matmul_spec(any_order=False),
         ops_pam.matmul_spec(any_order=True),
+        ops_pam.matmul_backward_approx_spec(),
         ops_bdia.quantize_spec(),
         ops_bdia.forward_step_spec(),
         ops_bdia.inverse_step_spec(),
+        ops_bdia.inference_step_spec(),
     )
 }
 

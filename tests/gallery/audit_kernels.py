@@ -392,6 +392,28 @@ def pam_matmul_flushes_subnormal_products(A: Tensor, B: Tensor, *, mode: str = "
     return total
 
 
+def pam_matmul_backward_approx(
+    A: Tensor, B: Tensor, G: Tensor, *, mode: str = "ieee"
+) -> tuple[Tensor, Tensor]:
+    """Correct approximate backward: dA = G ⊡@ Bᵀ, dB = Aᵀ ⊡@ G in the accumulator, rounded to A's dtype."""
+    accumulator = _accumulator_dtype(A.dtype)
+    grad_a = pam_matmul(G, B.to(accumulator).T.contiguous(), mode=mode)
+    grad_b = pam_matmul(A.to(accumulator).T.contiguous(), G, mode=mode)
+    return grad_a.to(A.dtype), grad_b.to(B.dtype)
+
+
+def pam_matmul_backward_narrow_gradient(
+    A: Tensor, B: Tensor, G: Tensor, *, mode: str = "ieee"
+) -> tuple[Tensor, Tensor]:
+    """WRONG: the upstream gradient is cast to the parameters' dtype first (to "save memory").
+
+    For fp32 and fp64 that cast is the identity; for bf16, fp16 and fp8 it rounds G before the
+    products, so the gradients differ from the backward PAMMatmul defines.
+    """
+    narrow = G.to(A.dtype).to(G.dtype)
+    return pam_matmul_backward_approx(A, B, narrow, mode=mode)
+
+
 # ---- planted PAM bugs ------------------------------------------------------------------------
 
 
@@ -567,6 +589,43 @@ def bdia_inverse_step_ignores_side_bit(
     return _inverse(X_next, X_cur, h, gamma, s_prev, grid_bits, compute_dtype, subtract_side=False)
 
 
+def bdia_forward_step_through_float64(
+    X_prev: Tensor,
+    X_cur: Tensor,
+    h: Tensor,
+    gamma: Tensor,
+    grid_bits: int,
+    *,
+    compute_dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """WRONG above 2**53: x = X * 2**-l converted int64 -> float64 -> fp32, which rounds twice.
+
+    Exact while float64 holds the code (|X| <= 2**53); above, the first rounding can leave a tie
+    that the second rounds to even, where one rounding of X rounds up.
+    """
+    x = (X_cur.to(torch.float64) * 2.0**-grid_bits).to(compute_dtype)
+    g = _gamma_column(gamma, x)
+    y = (1 - g) * x + (1 + g) * h.to(compute_dtype)
+    side = X_prev & 1
+    half = (X_prev + side) >> 1
+    return torch.where(g > 0, half, -half) + bdia_quantize(y, grid_bits), side.to(torch.uint8)
+
+
+def bdia_inference_step(
+    X_cur: Tensor, h: Tensor, grid_bits: int, *, compute_dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Correct BDIA inference step (gamma = 0): X_next = X_cur + R(h)."""
+    return X_cur + bdia_quantize(h.to(compute_dtype), grid_bits)
+
+
+def bdia_inference_step_rounds_sum(
+    X_cur: Tensor, h: Tensor, grid_bits: int, *, compute_dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """WRONG: the public BDIA ViT's inference rule R(fl(x + h)), which rounds twice (docs/spec.md D3.1)."""
+    x = X_cur.to(compute_dtype) * 2.0**-grid_bits
+    return bdia_quantize(x + h.to(compute_dtype), grid_bits)
+
+
 # ---- the catalogue ---------------------------------------------------------------------------------
 
 CORRECT_KERNELS: dict[str, Any] = {
@@ -577,9 +636,11 @@ CORRECT_KERNELS: dict[str, Any] = {
     "pa_exp2": pa_exp2,
     "pam_matmul": pam_matmul,
     "pam_matmul_any_order": pam_matmul_pairwise,
+    "pam_matmul_backward_approx": pam_matmul_backward_approx,
     "bdia_quantize": bdia_quantize,
     "bdia_forward_step": bdia_forward_step,
     "bdia_inverse_step": bdia_inverse_step,
+    "bdia_inference_step": bdia_inference_step,
 }
 
 
@@ -630,6 +691,15 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
     "inverse ignores the side bit": PlantedBug(
         bdia_inverse_step_ignores_side_bit, "bdia_inverse_step", ("fp32",), ("label:s_prev=1",)
     ),
+    "x through float64 (double rounding above 2^53)": PlantedBug(
+        bdia_forward_step_through_float64,
+        "bdia_forward_step",
+        ("fp32",),
+        ("input:X_cur: |code| ≥ 2^53", "label:X_next differs"),
+    ),
+    "inference as R(x + h) (public BDIA ViT)": PlantedBug(
+        bdia_inference_step_rounds_sum, "bdia_inference_step", ("fp32",), ("label:X_next differs",)
+    ),
     "pairwise summation order": PlantedBug(pam_matmul_pairwise, "pam_matmul", ("fp32",), ("input:normal",)),
     "accumulator in the input dtype": PlantedBug(
         pam_matmul_input_dtype_accumulator, "pam_matmul_any_order", ("bf16",), ("input:normal",)
@@ -645,6 +715,9 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
     ),
     "flushed subnormal products (fp32 only)": PlantedBug(
         pam_matmul_flushes_subnormal_products, "pam_matmul", ("fp32",), ("input:products: underflow edge",)
+    ),
+    "gradient cast to the input dtype first": PlantedBug(
+        pam_matmul_backward_narrow_gradient, "pam_matmul_backward_approx", ("bf16",), ("label:dA",)
     ),
     "random summation order": PlantedBug(
         pam_matmul_random_order,
