@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from revcheck import bits as bits_module
 from revcheck import formats
 from revcheck.audit import AuditFailure, AuditUsageError, TargetError, audit, reproduce
 from revcheck.audit.registry import REGISTRY, UnknownOpError, get
@@ -106,7 +108,8 @@ def test_correct_kernel_passes_and_8_bit_formats_are_enumerated() -> None:
     assert report.passed, str(report)
     fp8, bf16 = report.result("fp8_e5m2"), report.result("bf16")
     assert fp8.exhaustive and fp8.elements >= 2**16
-    assert not bf16.exhaustive and bf16.examples == 20
+    counted = len(get("pam_mul").examples(_fmt("bf16")))
+    assert not bf16.exhaustive and bf16.examples == counted + 20
     report.raise_for_failures()  # does not raise
     assert "PASSED" in str(report) and "fp8_e5m2" in report.table()
 
@@ -322,3 +325,43 @@ def test_pam_matmul_backward_approx_is_what_pammatmul_computes() -> None:
         autograd_backward, "pam_matmul_backward_approx", formats=["fp32", "bf16"], mode="all", max_examples=30
     )
     assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("name", formats.names())
+def test_counted_cases_reach_every_region_in_every_format(name: str) -> None:
+    # Issue 9: some classes were reached only in other formats; the counted cases reach each region in
+    # each format on its own, so a kernel that supports one format is checked there as well as any.
+    from revcheck.audit import ops_pam
+    from revcheck.oracle import pam
+
+    fmt = formats.get(name)
+    fraction = 2.0**-fmt.mantissa_bits
+    (exp2_case,) = get("pa_exp2").examples(fmt)
+    y = (
+        torch.from_numpy(exp2_case["y"].view(fmt.int_dtype))
+        .view(getattr(torch, fmt.torch_dtype_name))
+        .double()
+    )
+    # Below 2**threshold pa_exp2 rounds to 0 or to the smallest subnormal.
+    threshold = fmt.emin - fmt.mantissa_bits
+    spacing = 2.0 ** (math.floor(math.log2(abs(threshold))) - fmt.mantissa_bits)
+    in_last_binade = bool(((y > threshold - 1) & (y < threshold)).any())
+    assert in_last_binade == (spacing < 1), (
+        "the last binade's inputs are not counted (where the format has any)"
+    )
+    (log2_case,) = get("pa_log2").examples(fmt)
+    x = (
+        torch.from_numpy(log2_case["x"].view(fmt.int_dtype))
+        .view(getattr(torch, fmt.torch_dtype_name))
+        .double()
+    )
+    few = min(8, (1 << fmt.mantissa_bits) - 1)
+    above_one = sorted({round(float(v - 1) / fraction) for v in x if 1 < v <= 1 + few * fraction})
+    assert above_one == list(range(1, few + 1)), "pa_log2 inputs 1 + k ulp, k = 1..8, are not all counted"
+    outer = get("pam_matmul").examples(fmt)[0]
+    accumulator = pam.accumulator_format(fmt)
+    a, b = (v.reshape(-1) for v in np.meshgrid(outer["A"][:, 0], outer["B"][0], indexing="ij"))
+    products = np.asarray(ops_pam._row_products(a, b, fmt, "ieee"))
+    subnormal = bits_module.is_subnormal(products, accumulator)
+    # fp16 and fp8 products are never subnormal in fp32 (docs/spec.md F2.10); the others must be reached.
+    assert bool(subnormal.any()) == (fmt.name in ("fp64", "fp32", "bf16")), fmt.name

@@ -55,6 +55,7 @@ def elementwise_spec(
     *,
     exponent_rule: int = 0,
     zero_is_exact_somewhere: bool = False,
+    regions: Callable[[FloatFormat], list[int]] | None = None,
 ) -> OpSpec:
     """The spec of an elementwise op whose oracle is ``bit_oracle(*bit_arrays, fmt, mode=...)``.
 
@@ -64,6 +65,8 @@ def elementwise_spec(
     implementations are the functions called ``name`` in the modules of :data:`IMPLEMENTATIONS`.
     ``zero_is_exact_somewhere``: the op has exact zero results of nonzero finite inputs
     (``pa_log2(1) = +0``), so such a zero is no sign of underflow in a counterexample's labels.
+    ``regions(fmt)``: input patterns of the op's own edges, counted first with the special values
+    (:func:`_elementwise_examples`), so that each is reached in every format on its own.
     """
     args = ", ".join(arg_names)
     return OpSpec(
@@ -82,6 +85,7 @@ def elementwise_spec(
         inputs=arg_names,
         bit_oracle=bit_oracle,
         implementations={impl: f"{module}:{name}" for impl, module in IMPLEMENTATIONS.items()},
+        examples=partial(_elementwise_examples, arg_names, exponent_rule, regions),
     )
 
 
@@ -103,32 +107,125 @@ def _elementwise_strategy(
     return st.one_of(columns, pairs)
 
 
-def _boundary_pair(fmt: FloatFormat, exponent_rule: int) -> st.SearchStrategy[tuple[int, int]]:
-    """Normal (a, b) whose result exponent Ea ± Eb is next to (or far beyond) overflow and underflow."""
+def _boundary_targets(fmt: FloatFormat) -> list[int]:
+    """Result exponents next to (and far beyond) overflow and underflow."""
     targets = [fmt.emax - 1, fmt.emax, fmt.emax + 1, fmt.emin - 1, fmt.emin, fmt.emin + 1]
     targets += [fmt.emin - fmt.mantissa_bits + delta for delta in (-2, -1, 0, 1)]
     # Far outside the range too: there a fast path's integer sum itself overflows its type.
     targets += [2 * fmt.emax, 2 * fmt.emax - 1, 2 * fmt.emin - fmt.mantissa_bits]
+    return list(dict.fromkeys(targets))
 
-    def build(a: int, target: int, fraction: int, negative: bool) -> tuple[int, int]:
-        exponent_a = ((a & fmt.magnitude_mask) >> fmt.mantissa_bits) - fmt.bias
-        # Move Ea where some normal Eb reaches the target: Eb = rule * (target - Ea) in [emin, emax].
-        low, high = sorted((target - exponent_rule * fmt.emin, target - exponent_rule * fmt.emax))
-        exponent_a = min(max(exponent_a, low, fmt.emin), high, fmt.emax)
-        a = (a & ~fmt.exponent_mask) | (exponent_a + fmt.bias) << fmt.mantissa_bits
-        a = (a & fmt.sign_mask) | min(a & fmt.magnitude_mask, fmt.max_finite)
-        exponent_b = exponent_rule * (target - exponent_a)
-        biased = min(max(exponent_b + fmt.bias, 1), fmt.emax + fmt.bias)
-        magnitude = min(biased << fmt.mantissa_bits | fraction, fmt.max_finite)
-        return a, magnitude | (fmt.sign_mask if negative else 0)
 
+def _build_boundary_pair(
+    fmt: FloatFormat, exponent_rule: int, a: int, target: int, fraction: int, negative: bool
+) -> tuple[int, int]:
+    """Normal (a, b) with ``a``'s exponent moved so that some normal ``Eb`` gives ``Ea ± Eb = target``."""
+    exponent_a = ((a & fmt.magnitude_mask) >> fmt.mantissa_bits) - fmt.bias
+    # Move Ea where some normal Eb reaches the target: Eb = rule * (target - Ea) in [emin, emax].
+    low, high = sorted((target - exponent_rule * fmt.emin, target - exponent_rule * fmt.emax))
+    exponent_a = min(max(exponent_a, low, fmt.emin), high, fmt.emax)
+    a = (a & ~fmt.exponent_mask) | (exponent_a + fmt.bias) << fmt.mantissa_bits
+    a = (a & fmt.sign_mask) | min(a & fmt.magnitude_mask, fmt.max_finite)
+    exponent_b = exponent_rule * (target - exponent_a)
+    biased = min(max(exponent_b + fmt.bias, 1), fmt.emax + fmt.bias)
+    magnitude = min(biased << fmt.mantissa_bits | fraction, fmt.max_finite)
+    return a, magnitude | (fmt.sign_mask if negative else 0)
+
+
+def _boundary_pair(fmt: FloatFormat, exponent_rule: int) -> st.SearchStrategy[tuple[int, int]]:
+    """Normal (a, b) whose result exponent Ea ± Eb is next to (or far beyond) overflow and underflow."""
     return st.builds(
-        build,
+        partial(_build_boundary_pair, fmt, exponent_rule),
         rst.bit_patterns(fmt, classes=("normal",)),
-        st.sampled_from(list(dict.fromkeys(targets))),
+        st.sampled_from(_boundary_targets(fmt)),
         st.integers(0, fmt.mantissa_mask),
         st.booleans(),
     )
+
+
+def _counted_boundary_pairs(fmt: FloatFormat, exponent_rule: int) -> list[tuple[int, int]]:
+    """Every boundary target with a few significands of each operand (1.0, 1.5, all ones)."""
+    half = 1 << (fmt.mantissa_bits - 1)
+    significands = list(dict.fromkeys([0, half, fmt.mantissa_mask]))
+    return [
+        _build_boundary_pair(fmt, exponent_rule, fmt.one | a_fraction, target, b_fraction, negative)
+        for target in _boundary_targets(fmt)
+        for a_fraction in significands
+        for b_fraction in significands
+        for negative in (False, True)
+    ]
+
+
+def _values_near(fmt: FloatFormat, points: list[float], ulps: int) -> list[int]:
+    """Patterns of each point (rounded to ``fmt``) and of the ``ulps`` patterns either side of it."""
+    import torch
+
+    dtype = getattr(torch, fmt.torch_dtype_name)
+    centres = _bits.to_bits(torch.tensor(points, dtype=torch.float64).to(dtype)).astype(np.int64)
+    values = []
+    for centre in centres.tolist():
+        sign, magnitude = centre & fmt.sign_mask, centre & fmt.magnitude_mask
+        for step in range(-ulps, ulps + 1):
+            if 0 <= magnitude + step <= fmt.max_finite:
+                values.append(sign | (magnitude + step))
+    return values
+
+
+def log2_region_values(fmt: FloatFormat) -> list[int]:
+    """``pa_log2`` inputs its bugs hide behind: a few ULPs either side of 1 and of other powers of two
+    (results with many leading zero bits, and E changing), of the largest finite and the smallest normal."""
+    points = [1.0, 2.0, 0.5, -1.0, 2.0**fmt.emax, 2.0**fmt.emin, 2.0 ** (fmt.emin - fmt.mantissa_bits + 1)]
+    return _values_near(fmt, points, 8)
+
+
+def exp2_region_values(fmt: FloatFormat) -> list[int]:
+    """``pa_exp2`` inputs around the edges of its result's range: results in the last binade above the
+    underflow-to-zero threshold (``y`` in ``[emin - m - 1, emin - m)``), at the smallest normal, and
+    next to overflow (``y`` in ``[emax, emax + 1)``), with fractions 0, tiny, 1/4, 1/2, 3/4, 1 - tiny."""
+    m = fmt.mantissa_bits
+    thresholds = [
+        fmt.emin - m - 2,
+        fmt.emin - m - 1,
+        fmt.emin - m,
+        fmt.emin - 1,
+        fmt.emin,
+        fmt.emax,
+        fmt.emax + 1,
+    ]
+    fractions = [0.0, 2.0**-10, 0.25, 0.5, 0.75, 1 - 2.0**-10]
+    return _values_near(fmt, [t + f for t in thresholds for f in fractions], 2)
+
+
+def _elementwise_examples(
+    arg_names: tuple[str, ...],
+    exponent_rule: int,
+    regions: Callable[[FloatFormat], list[int]] | None,
+    fmt: FloatFormat,
+) -> list[Case]:
+    """Counted cases, run first under every seed, as one batch each.
+
+    Unary ops: the special values (:func:`special_values`) and the op's own regions
+    (:func:`log2_region_values`, :func:`exp2_region_values`).  Binary ops: every pair of special
+    values, then (multiply, divide) the counted operand pairs whose result lands on the overflow
+    and underflow edges, or (others) the op's regions against the special values.
+    """
+    specials = special_values(fmt)
+    own = regions(fmt) if regions is not None else []
+    if len(arg_names) == 1:
+        values = np.array(list(dict.fromkeys(specials + own)), dtype=fmt.uint_dtype)
+        return [{arg_names[0]: values}]
+    table = np.array(specials, dtype=fmt.uint_dtype)
+    first, second = (np.ascontiguousarray(v.reshape(-1)) for v in np.meshgrid(table, table, indexing="ij"))
+    cases: list[Case] = [dict(zip(arg_names, (first, second), strict=True))]
+    if exponent_rule:
+        pairs = _counted_boundary_pairs(fmt, exponent_rule)
+        cases.append(
+            {
+                name: np.array([pair[i] for pair in pairs], dtype=fmt.uint_dtype)
+                for i, name in enumerate(arg_names)
+            }
+        )
+    return cases
 
 
 def _elementwise_call(

@@ -48,10 +48,19 @@ REGISTRY: dict[str, OpSpec] = {
             "exact derivative of a ⊡ b with respect to a: sign(b) · 2**(Eb + [Ma + Mb >= 1])",
         ),
         ops_pam.elementwise_spec(
-            "pa_log2", pam.pa_log2, ("x",), "piecewise-affine log2: E + M", zero_is_exact_somewhere=True
+            "pa_log2",
+            pam.pa_log2,
+            ("x",),
+            "piecewise-affine log2: E + M",
+            zero_is_exact_somewhere=True,
+            regions=ops_pam.log2_region_values,
         ),
         ops_pam.elementwise_spec(
-            "pa_exp2", pam.pa_exp2, ("y",), "piecewise-affine exp2: 2**floor(y) (1 + y - floor(y))"
+            "pa_exp2",
+            pam.pa_exp2,
+            ("y",),
+            "piecewise-affine exp2: 2**floor(y) (1 + y - floor(y))",
+            regions=ops_pam.exp2_region_values,
         ),
         ops_pam.matmul_spec(any_order=False),
         ops_pam.matmul_spec(any_order=True),

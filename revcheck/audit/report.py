@@ -133,7 +133,8 @@ class CheckResult:
     ``"failed"`` (a counterexample), ``"incomplete"`` (the time budget stopped
     a stage after some cases, none failing) or ``"skipped"`` (the budget was
     spent before any case ran: nothing was checked).  Only ``"passed"`` passes.
-    ``examples`` counts the Hypothesis test cases run: the generated examples
+    ``examples`` counts the Hypothesis test cases run: the op's counted cases
+    (run first, :attr:`revcheck.audit.OpSpec.examples`), the generated examples
     (at most ``max_examples``) plus, after a failure, those tried while
     shrinking it (the table's "cases run" column).  ``elements`` counts the input
     elements checked in all stages, ``caught_after`` the number of Hypothesis

@@ -257,6 +257,35 @@ def pa_exp2(y: Tensor, *, mode: str = "ieee") -> Tensor:
     return assemble(torch.zeros_like(d.negative), magnitude, fmt, y.dtype)
 
 
+def _fp32_only(x: Tensor, name: str) -> None:
+    if x.dtype != torch.float32:
+        raise TypeError(f"{name} supports float32 only, got {x.dtype}")
+
+
+def pa_exp2_flushes_last_binade(y: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG (fp32 only): every y below emin - m (= -149) gives +0.
+
+    "Below the smallest subnormal is zero" forgets that 2**floor(y) (1 + f) for y in (-150, -149)
+    rounds UP to the smallest subnormal: wrong only in the last binade above the underflow threshold.
+    """
+    _fp32_only(y, "pa_exp2_flushes_last_binade")
+    fmt = formats.get(y.dtype)
+    result = pa_exp2(y, mode=mode)
+    below = (y < fmt.emin - fmt.mantissa_bits) & torch.isfinite(y)
+    return torch.where(below, torch.zeros_like(result), result)
+
+
+def pa_log2_near_one_shortcut(x: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG (fp32 only): returns +0 when |x| is within 4 ULPs of 1, so that pa_log2(1) is "surely" +0.
+
+    pa_log2(1 + k ulp) is k · 2**-23, exactly: the tolerance throws away the results a few ULPs from 1.
+    """
+    _fp32_only(x, "pa_log2_near_one_shortcut")
+    result = pa_log2(x, mode=mode)
+    near_one = (x.abs() - 1).abs() < 4 * torch.finfo(torch.float32).eps
+    return torch.where(near_one, torch.zeros_like(result), result)
+
+
 # ---- PAM matrix product ----------------------------------------------------------------------
 
 
@@ -681,6 +710,12 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
     ),
     "float log2 route": PlantedBug(pa_log2_float_route, "pa_log2", ("fp32",), ("input:subnormal",)),
     "float exp2 route": PlantedBug(pa_exp2_float_route, "pa_exp2", ("bf16",), ("input:normal",)),
+    "exp2 flushes its last binade (fp32 only)": PlantedBug(
+        pa_exp2_flushes_last_binade, "pa_exp2", ("fp32",), ("expected:subnormal", "actual:+zero")
+    ),
+    "log2 near one shortcut (fp32 only)": PlantedBug(
+        pa_log2_near_one_shortcut, "pa_log2", ("fp32",), ("input:normal", "actual:+zero")
+    ),
     "round half up": PlantedBug(bdia_quantize_half_up, "bdia_quantize", ("fp32",), ("label:tie",)),
     "FMA-contracted y_k": PlantedBug(
         bdia_forward_step_fma, "bdia_forward_step", ("fp32",), ("label:X_next differs", "label:s_prev agrees")
