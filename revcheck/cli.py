@@ -3,6 +3,7 @@
 ::
 
     revcheck audit MODULE:FUNCTION --op pam_mul --format bf16   # audit a kernel
+    revcheck audit-stack MODULE:FORWARD --reconstruct MODULE:F  # audit a whole BDIA stack
     revcheck ops                                                # the ops and their signatures
     revcheck sweep --op pam_mul --format bf16                   # = python -m revcheck.sweep ...
 
@@ -198,6 +199,28 @@ def _parser() -> Parser:
     audit.add_argument("--time-budget", type=float, default=None, help="seconds for the whole audit")
     audit.add_argument("--determinism", action="store_true", help="also check run-to-run bit equality")
     audit.add_argument("--json", dest="json_path", metavar="PATH", help="also write the report as JSON here")
+    stack = commands.add_parser(
+        "audit-stack",
+        help="audit a whole reversible BDIA stack: forward, reconstruction, gradients",
+        description=(
+            "Audit a whole BDIA stack (revcheck.audit.audit_stack): every state code and side bit against "
+            "the oracle's forward, the reconstruction against the oracle's inverse, and the gradients bit "
+            "for bit against a stored-activation run of the same blocks, over drawn depths, gamma patterns, "
+            "weights, dropout seeds and magnitudes up to |X| < 2^62."
+        ),
+    )
+    stack.add_argument("forward", help="the stack's forward: MODULE:FUNCTION or path/to/file.py:FUNCTION")
+    stack.add_argument("--reconstruct", metavar="TARGET", help="its reconstruction from the top two states")
+    stack.add_argument("--backward", metavar="TARGET", help="its training forward, whose autograd is checked")
+    stack.add_argument("--blocks", metavar="TARGET", help="block family blocks(depth, width, seed, scale)")
+    stack.add_argument("--cases", type=int, default=None, help="stacks to draw (default: 72)")
+    stack.add_argument("--max-depth", type=int, default=8, help="deepest stack drawn (default 8)")
+    stack.add_argument("--width", type=int, default=8, help="state width D (default 8)")
+    stack.add_argument("--batch", type=int, default=3, help="samples B (default 3)")
+    stack.add_argument("-l", type=int, default=None, dest="grid_bits", help="grid exponent (default 9)")
+    stack.add_argument("--compute-dtype", default="fp32", help="fp32 (default) or fp64")
+    stack.add_argument("--seed", type=int, default=None, help="draw other cases (default: the fixed ones)")
+    stack.add_argument("--json", dest="json_path", metavar="PATH", help="also write the report as JSON here")
     commands.add_parser("ops", help="list the operations an audit knows, with the candidate signatures")
     sweep = commands.add_parser(
         "sweep", help="check every input of an 8/16-bit format", description=sweep_cli.DESCRIPTION
@@ -239,6 +262,32 @@ def _audit(args: argparse.Namespace) -> int:
     return status
 
 
+def _audit_stack(args: argparse.Namespace) -> int:
+    from revcheck.audit.stack import DEFAULT_CASES, audit_stack
+    from revcheck.oracle.bdia import PAPER_L
+
+    if args.json_path:
+        check_output_file(args.json_path, "--json")
+    report = audit_stack(
+        args.forward,
+        args.reconstruct,
+        backward=args.backward,
+        blocks=args.blocks,
+        cases=DEFAULT_CASES if args.cases is None else args.cases,
+        max_depth=args.max_depth,
+        width=args.width,
+        batch=args.batch,
+        l=PAPER_L if args.grid_bits is None else args.grid_bits,
+        compute_dtype=args.compute_dtype,
+        seed=args.seed,
+    )
+    print(report)
+    if args.json_path:
+        with open(args.json_path, "w", encoding="utf-8") as handle:
+            handle.write(report.to_json())
+    return {"passed": EXIT_OK, "failed": EXIT_COUNTEREXAMPLE}.get(report.verdict, EXIT_NOT_CHECKED)
+
+
 def _ops() -> int:
     from revcheck.audit.registry import REGISTRY
 
@@ -257,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(attach_option_values(argv, ("--shard",)))
         if args.command == "audit":
             return _audit(args)
+        if args.command == "audit-stack":
+            return _audit_stack(args)
         if args.command == "ops":
             return _ops()
         if args.command == "sweep":
@@ -264,8 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return sweep_cli.run_from(args)
         raise UsageError(
-            "no command given; use `revcheck audit MODULE:FUNCTION --op OP`, `revcheck ops` "
-            "or `revcheck sweep --op OP --format FORMAT`"
+            "no command given; use `revcheck audit MODULE:FUNCTION --op OP`, `revcheck audit-stack "
+            "MODULE:FORWARD`, `revcheck ops` or `revcheck sweep --op OP --format FORMAT`"
         )
 
     return run_command(PROG, command)
