@@ -127,7 +127,13 @@ def code_reconstruct_without_replay(
 
 
 def code_backward(
-    x0: Tensor, blocks: Sequence[nn.Module], gammas: Tensor, l: int, *, compute_dtype: torch.dtype
+    x0: Tensor,
+    blocks: Sequence[nn.Module],
+    gammas: Tensor,
+    l: int,
+    *,
+    compute_dtype: torch.dtype,
+    gamma_term: bool = True,
 ) -> Tensor:
     """x_K of a stored-activation run, straight-through at R (docs/spec.md D3.10)."""
     X_prev = _quantize(x0, l)
@@ -147,9 +153,17 @@ def code_backward(
             side = X_prev & 1
             half = (X_prev + side) >> 1
             X_next = torch.where(gamma > 0, half, -half) + _quantize(y, l)
-            x_next = _StraightThrough.apply(gamma * x_prev + y, _value(X_next, l, compute_dtype))
+            target = gamma * x_prev + y if gamma_term else y
+            x_next = _StraightThrough.apply(target, _value(X_next, l, compute_dtype))
         X_prev, X_cur, x_prev, x_cur = X_cur, X_next, x_cur, x_next
     return x_cur
+
+
+def code_backward_without_gamma_term(
+    x0: Tensor, blocks: Sequence[nn.Module], gammas: Tensor, l: int, *, compute_dtype: torch.dtype
+) -> Tensor:
+    """WRONG: the straight-through gradient goes to y_k only, so x_{k-1} misses gamma_k dL/dx_{k+1}."""
+    return code_backward(x0, blocks, gammas, l, compute_dtype=compute_dtype, gamma_term=False)
 
 
 # ---- fp32 grid values (the public BDIA ViT's way) ---------------------------------------------
