@@ -123,7 +123,7 @@ def tanh_block(
     rng: np.random.Generator, width: int, scale: float, dtype: type
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A deterministic NumPy block ``scale * tanh(x W)`` in ``dtype``."""
-    weight = (rng.standard_normal((width, width)) / math.sqrt(width)).astype(dtype)
+    weight: np.ndarray = (rng.standard_normal((width, width)) / math.sqrt(width)).astype(dtype)
     return lambda x: (np.tanh(x.astype(dtype) @ weight) * dtype(scale)).astype(dtype)
 
 

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from revcheck.nn.bdia import BDIAStack
+from revcheck.nn.bdia import BDIAStack, Mode
 from revcheck.oracle import bdia as oracle
 from revcheck.testing import assert_bit_exact
 
@@ -70,7 +70,7 @@ class Case:
     loss_weights: torch.Tensor
     rng_seed: int
 
-    def stack(self, stack_class: type[BDIAStack], mode: str = "reversible", **kwargs: Any) -> BDIAStack:
+    def stack(self, stack_class: type[BDIAStack], mode: Mode = "reversible", **kwargs: Any) -> BDIAStack:
         return stack_class(
             copy.deepcopy(self.blocks),
             l=self.l,
@@ -327,7 +327,7 @@ def check_eval_matches_oracle_with_zero_gamma(
 ) -> None:
     case = draw_case(data, device)
     stack = case.stack(stack_class).eval()
-    recorded: list[np.ndarray] = []
+    recorded: list[torch.Tensor] = []
     unique_blocks = list({id(b): b for b in stack.blocks}.values())  # a shared block gets one hook
     hooks = [b.register_forward_hook(lambda m, i, o: recorded.append(o.detach())) for b in unique_blocks]
     with torch.no_grad():

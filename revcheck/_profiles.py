@@ -1,27 +1,27 @@
-"""Hypothesis settings profiles of the revcheck suites, registered on import.
+"""Hypothesis settings profiles of the revcheck suites, under revcheck's own names.
 
-``default``
-    What ``pytest properties`` uses on a developer machine: 100 examples, no
-    deadline (first calls compile kernels or start CUDA, which a deadline would
-    misreport as flakiness).
-``ci``
-    ``default`` made reproducible: derandomized, no example database, and a
-    failure prints the ``@reproduce_failure`` blob.
-``thorough``
-    Many more examples, for a nightly run or before a release:
-    ``pytest properties --hypothesis-profile thorough``.
+``revcheck``
+    What revcheck's suites use on a developer machine: Hypothesis' ``default``
+    with no deadline (first calls compile kernels or start CUDA, which a
+    deadline would misreport as flakiness) and 100 examples.
+``revcheck-ci``
+    ``revcheck`` made reproducible, as Hypothesis' own ``ci`` profile does it:
+    derandomized, no example database, and a failure prints the
+    ``@reproduce_failure`` blob.
+``revcheck-thorough``
+    ``revcheck`` with many more examples, for a nightly run or before a release:
+    ``pytest properties --hypothesis-profile revcheck-thorough``.
 
-Which profile is in force: ``--hypothesis-profile NAME`` (or
-:func:`hypothesis.settings.load_profile`) wins; otherwise ``ci`` when
-Hypothesis detects a CI environment (the ``CI`` variable and vendor-specific
-ones), else ``default``.
+Registering a profile under a new name changes nothing by itself, so importing
+this module (the pytest plugin does, so that ``--hypothesis-profile
+revcheck-thorough`` works in any project) leaves Hypothesis' ``default`` and
+``ci`` profiles, and whichever of them is in force, exactly as they were.  Only
+revcheck's own conftests (``tests/``, ``properties/``) and nox sessions *load*
+a revcheck profile: :func:`load` chooses ``revcheck-ci`` on CI and
+``revcheck`` elsewhere, unless ``--hypothesis-profile`` chose one.
 
-Hypothesis itself registers built-in ``default`` and ``ci`` profiles and, when
-it detects CI, loads its ``ci`` while it is being imported.  Re-registering a
-profile under the name that is currently loaded makes the new one take effect
-at once, so our registrations replace the built-ins in place.  Versions of
-Hypothesis without the automatic CI detection never load ``ci`` by themselves;
-:func:`activate` does it for them.
+Property tests never hard-code ``max_examples``: they scale from the profile in
+force, and an expensive property takes a fraction of it with :func:`scaled`.
 """
 
 from __future__ import annotations
@@ -30,56 +30,87 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-__all__ = ["PROFILES", "PROFILE_NAMES", "activate", "in_ci", "register"]
+__all__ = [
+    "CI_PROFILE",
+    "DEFAULT_PROFILE",
+    "PROFILES",
+    "PROFILE_NAMES",
+    "THOROUGH_PROFILE",
+    "in_ci",
+    "load",
+    "profile_for_this_run",
+    "register",
+    "scaled",
+]
 
-PROFILE_NAMES = ("default", "ci", "thorough")
-# The settings objects we registered, by name: lets tests tell ours from Hypothesis' built-ins.
+DEFAULT_PROFILE = "revcheck"
+CI_PROFILE = "revcheck-ci"
+THOROUGH_PROFILE = "revcheck-thorough"
+PROFILE_NAMES = (DEFAULT_PROFILE, CI_PROFILE, THOROUGH_PROFILE)
+# The settings objects registered under those names (what settings.default is once one is loaded).
 PROFILES: dict[str, settings] = {}
 
 DEFAULT_MAX_EXAMPLES = 100
 THOROUGH_MAX_EXAMPLES = 2500
 
 
+# Hypothesis loads its built-in "ci" profile at import when it detects a CI service (CI,
+# GITHUB_ACTIONS, GITLAB_CI, ...).  Reading the profile in force when this module is first imported
+# (by the plugin, before any conftest loads a profile) asks for that verdict through public API only.
+_HYPOTHESIS_CHOSE_CI = settings.get_current_profile_name() == "ci"
+
+
 def in_ci() -> bool:
-    """Whether Hypothesis would consider this process to be running on CI."""
-    try:
-        from hypothesis._settings import is_in_ci
-    except ImportError:  # older Hypothesis: it only ever looked at CI itself
-        return "CI" in os.environ
-    return bool(is_in_ci())
+    """Whether this run is on CI: the ``CI`` variable is set, or Hypothesis itself detected a CI service."""
+    return "CI" in os.environ or _HYPOTHESIS_CHOSE_CI
 
 
 def register() -> None:
-    """Register (or re-register) the ``default``, ``ci`` and ``thorough`` profiles."""
+    """Register ``revcheck``, ``revcheck-ci`` and ``revcheck-thorough``; load nothing."""
     # An explicit parent: settings() without one inherits the profile in force, which on CI is
-    # Hypothesis' derandomized "ci" -- our "default" and "thorough" would silently become it.
-    default = settings(
+    # Hypothesis' derandomized "ci" -- "revcheck" and "revcheck-thorough" would silently become it.
+    base = settings(
         settings.get_profile("default"),
         max_examples=DEFAULT_MAX_EXAMPLES,
         deadline=None,
         # Bit-pattern strategies and whole-array draws are legitimately slow to generate.
         suppress_health_check=[HealthCheck.too_slow],
     )
-    settings.register_profile("default", default)
-    settings.register_profile(
-        "ci",
-        default,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        print_blob=True,
-    )
-    settings.register_profile("thorough", default, max_examples=THOROUGH_MAX_EXAMPLES)
+    settings.register_profile(DEFAULT_PROFILE, base)
+    settings.register_profile(CI_PROFILE, base, derandomize=True, database=None, print_blob=True)
+    settings.register_profile(THOROUGH_PROFILE, base, max_examples=THOROUGH_MAX_EXAMPLES)
     PROFILES.update({name: settings.get_profile(name) for name in PROFILE_NAMES})
 
 
-def activate() -> str:
-    """Load ``ci`` on CI unless someone already chose a profile; return the profile in force."""
-    current = settings.get_current_profile_name()
-    if current == "default" and in_ci():
-        settings.load_profile("ci")
+def profile_for_this_run() -> str:
+    """``revcheck-ci`` on CI (see :func:`in_ci`), ``revcheck`` elsewhere."""
+    return CI_PROFILE if in_ci() else DEFAULT_PROFILE
+
+
+def load(requested: str | None = None) -> str:
+    """Load the revcheck profile for this run unless ``requested`` (a ``--hypothesis-profile``) is given.
+
+    For revcheck's own conftests, from ``pytest_configure``: Hypothesis' plugin
+    loads a profile named with ``--hypothesis-profile`` itself, and that choice
+    is kept.  Returns the name of the profile in force.
+    """
+    if not requested:
+        settings.load_profile(profile_for_this_run())
     return settings.get_current_profile_name()
 
 
 register()
-activate()
+
+
+def scaled(fraction: float, *, minimum: int = 5) -> settings:
+    """Settings with ``fraction`` of the active profile's examples (at least ``minimum``).
+
+    For properties whose every example is expensive (a model built and trained):
+    ``@scaled(0.4)`` above ``@given`` keeps them proportional to the profile, so
+    ``--hypothesis-profile revcheck-thorough`` still scales them up.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    active = settings.default
+    assert active is not None  # Hypothesis always has a profile loaded
+    return settings(max_examples=max(minimum, int(active.max_examples * fraction)))

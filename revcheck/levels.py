@@ -11,12 +11,12 @@ This module imports neither torch nor NumPy.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["LEVELS", "Level", "check_level"]
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """A level of exactness; compares equal to its one-letter name (``Level.O == "O"``)."""
 
     R = "R"

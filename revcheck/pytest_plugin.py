@@ -9,9 +9,15 @@ revcheck gets it::
 
 A test asks for devices by taking the ``device`` fixture (a string such as
 ``"cpu"`` or ``"cuda"``); a test that needs CUDA whatever ``--device`` says is
-marked ``@pytest.mark.cuda``.  Importing this module registers the Hypothesis
-profiles of :mod:`revcheck._profiles`, so ``--hypothesis-profile ci|thorough``
-works.  torch is imported only when CUDA has to be looked for.
+marked ``@pytest.mark.cuda``.
+
+Importing this module *registers* revcheck's Hypothesis profiles under
+revcheck's own names (:mod:`revcheck._profiles`: ``revcheck``, ``revcheck-ci``,
+``revcheck-thorough``), so ``--hypothesis-profile revcheck-thorough`` works in
+any project; it loads none of them, so a project that merely has revcheck
+installed keeps Hypothesis' own ``default`` and ``ci`` behaviour.  revcheck's
+own conftests call :func:`load_revcheck_profile`.  torch is imported only when
+CUDA has to be looked for.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import sys
 
 import pytest
 
-from revcheck import _profiles  # noqa: F401  (registers the Hypothesis profiles)
+from revcheck import _profiles  # registers (does not load) revcheck's Hypothesis profiles
 
 __all__ = [
     "DEVICE_CHOICES",
@@ -30,6 +36,7 @@ __all__ = [
     "cuda_available",
     "device",
     "ensure_registered",
+    "load_revcheck_profile",
     "selected_devices",
 ]
 
@@ -47,6 +54,16 @@ def ensure_registered(pluginmanager: pytest.PytestPluginManager) -> None:
     """
     if pluginmanager.get_plugin(PLUGIN_NAME) is None and not pluginmanager.is_blocked(PLUGIN_NAME):
         pluginmanager.register(sys.modules[__name__], PLUGIN_NAME)
+
+
+def load_revcheck_profile(config: pytest.Config) -> str:
+    """Load ``revcheck`` (``revcheck-ci`` on CI) unless ``--hypothesis-profile`` chose a profile.
+
+    For a conftest's ``pytest_configure`` (mark it ``tryfirst=True`` so that
+    Hypothesis' own ``--hypothesis-profile`` and ``--hypothesis-verbosity``
+    handling comes after it).  Returns the name of the profile in force.
+    """
+    return _profiles.load(config.getoption("hypothesis_profile", None))
 
 
 @functools.lru_cache(maxsize=1)

@@ -114,7 +114,7 @@ def test_gamma_zero_rows_add_the_quantized_block_output_to_the_exact_code() -> N
 
 def test_forward_step_bad_inputs_have_clear_errors() -> None:
     ok = dict(X_prev=_codes(1), X_cur=_codes(2), h=np.zeros((1, 1), np.float32), gamma=_gamma(0.5), l=L)
-    cases = [
+    cases: list[tuple[dict[str, object], type[Exception], str]] = [
         (dict(X_prev=np.asarray([[1.0]])), TypeError, "integer array of codes"),
         (dict(X_cur=np.asarray([[1.0]])), TypeError, "integer array of codes"),
         (dict(X_prev=_codes(1, 2)), ValueError, "X_prev has shape"),

@@ -12,7 +12,7 @@ from tests.harness import PlantedBug, flattened, run_check
 
 def _check_negation(data: st.DataObject, negate: object) -> None:
     value = np.float32(data.draw(st.floats(-10, 10, width=32), label="value"))
-    assert_bit_exact(np.float32([negate(value)]), np.float32([-value]))  # type: ignore[operator]
+    assert_bit_exact(np.array([negate(value)], dtype=np.float32), np.array([-value], dtype=np.float32))  # type: ignore[operator]
 
 
 def _real(value: np.float32) -> np.float32:

@@ -21,7 +21,7 @@ def test_exp_is_within_its_stated_bound(dtype: type) -> None:
     """binary64: at most 2 ulps (measured 1.07); binary32: at most 0.5 ulp plus one double rounding."""
     rng = np.random.default_rng(0)
     low, high = (-103.0, 88.7) if dtype is np.float32 else (-745.0, 709.7)
-    x = np.concatenate([rng.uniform(low, high, 3000), rng.uniform(-20, 20, 3000)]).astype(dtype)
+    x: np.ndarray = np.concatenate([rng.uniform(low, high, 3000), rng.uniform(-20, 20, 3000)]).astype(dtype)
     y = ordered.exp(x)
     bound = 2.0 if dtype is np.float64 else 0.5 + 2.0**-28
     with mpmath.workprec(200):
@@ -30,11 +30,11 @@ def test_exp_is_within_its_stated_bound(dtype: type) -> None:
 
 
 def test_exp_special_values() -> None:
-    x = np.float64([np.inf, -np.inf, np.nan, 710.0, -746.0, 0.0, -0.0])
+    x = np.array([np.inf, -np.inf, np.nan, 710.0, -746.0, 0.0, -0.0], dtype=np.float64)
     got = ordered.exp(x)
     assert got[0] == np.inf and got[1] == 0 and np.isnan(got[2]) and got[3] == np.inf and got[4] == 0
     assert (got[5:] == 1.0).all()
-    assert ordered.exp(np.float32([89.0]))[0] == np.inf
+    assert ordered.exp(np.array([89.0], dtype=np.float32))[0] == np.inf
 
 
 @given(
@@ -42,7 +42,7 @@ def test_exp_special_values() -> None:
     data=st.data(),
 )
 def test_exp_is_position_independent(values: list[float], data: st.DataObject) -> None:
-    x = np.float64(values)
+    x = np.array(values, dtype=np.float64)
     whole = ordered.exp(x)
     start = data.draw(st.integers(0, len(values) - 1), label="slice start")
     assert (ordered.exp(x[start:]).view(np.uint64) == whole[start:].view(np.uint64)).all()
@@ -51,7 +51,7 @@ def test_exp_is_position_independent(values: list[float], data: st.DataObject) -
 
 
 def test_matmul_runs_in_index_order() -> None:
-    a = np.float32([[1e8, 1.0, -1e8, 1.0]])
+    a = np.array([[1e8, 1.0, -1e8, 1.0]], dtype=np.float32)
     b = np.ones((4, 1), dtype=np.float32)
     assert ordered.matmul(a, b)[0, 0] == 1.0  # ((1e8 + 1) - 1e8) + 1 = 0 + 1
     assert ordered.sequential_sum(a[0]) == 1.0
@@ -68,11 +68,16 @@ def test_appended_zero_terms_are_bit_neutral(k: int, extra: int, seed: int) -> N
 
 
 def test_matmul_starts_at_plus_zero() -> None:
-    assert np.signbit(ordered.matmul(np.float32([[-0.0]]), np.float32([[1.0]])))[0, 0] == np.False_
+    assert (
+        np.signbit(ordered.matmul(np.array([[-0.0]], dtype=np.float32), np.array([[1.0]], dtype=np.float32)))[
+            0, 0
+        ]
+        == np.False_
+    )
 
 
 def test_softmax_of_a_fully_masked_row_is_nan() -> None:
-    rows = np.float32([[0.0, 1.0], [-np.inf, -np.inf]])
+    rows = np.array([[0.0, 1.0], [-np.inf, -np.inf]], dtype=np.float32)
     got = ordered.softmax(rows)
     assert np.isfinite(got[0]).all() and np.isnan(got[1]).all()
 
@@ -81,6 +86,6 @@ def test_no_silent_conversion() -> None:
     with pytest.raises(TypeError, match="float32 or float64"):
         ordered.exp([1.0])
     with pytest.raises(TypeError, match="one dtype"):
-        ordered.matmul(np.float32([[1.0]]), np.float64([[1.0]]))
+        ordered.matmul(np.array([[1.0]], dtype=np.float32), np.array([[1.0]], dtype=np.float64))
     with pytest.raises(ValueError, match="cannot multiply"):
-        ordered.matmul(np.float32([[1.0, 2.0]]), np.float32([[1.0, 2.0]]))
+        ordered.matmul(np.array([[1.0, 2.0]], dtype=np.float32), np.array([[1.0, 2.0]], dtype=np.float32))

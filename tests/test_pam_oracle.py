@@ -23,7 +23,7 @@ E4M3 = formats.get("fp8_e4m3fn")
 TINY = float(np.float32(2.0**-149))  # smallest fp32 subnormal
 
 
-def f32(value: float) -> np.ndarray:
+def f32(value: float | np.ndarray) -> np.ndarray:
     return np.asarray(value, dtype=np.float32).view(np.uint32)
 
 

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import os
+import re
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
-from revcheck import pytest_plugin
+from revcheck import _profiles, pytest_plugin
 from revcheck.pytest_plugin import NO_CUDA_REASON
+
+
+def _plugin_args() -> list[str]:
+    """How revcheck's plugin gets in: its pytest11 entry point where revcheck is installed, else ``-p``."""
+    installed = any(ep.value == "revcheck.pytest_plugin" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "revcheck.pytest_plugin"]
+
 
 DEVICE_TESTS = """
 import pytest
@@ -24,29 +35,6 @@ def test_plain():
     pass
 """
 
-PROFILE_TEST = """
-from hypothesis import settings
-
-from revcheck._profiles import PROFILES
-
-def test_profile():
-    name = settings.get_current_profile_name()
-    current = settings()
-    # Identity, not equal values: Hypothesis' built-in "ci" has the same values as ours, but it is
-    # another object -- the one that stays in force if ours is not registered or not reloaded.
-    in_force = settings.default is PROFILES[name]
-    print("PROFILE", name, current.max_examples, current.derandomize, current.deadline,
-          current.database is None, current.print_blob, in_force)
-"""
-
-# Environment variables through which Hypothesis detects CI (CI=true is set on our CI runners).
-try:
-    from hypothesis._settings import _CI_VARS
-
-    CI_VARIABLES = tuple(_CI_VARS)
-except ImportError:  # another Hypothesis version: the common ones
-    CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "TF_BUILD", "BUILDKITE", "CIRCLECI")
-
 
 @pytest.fixture
 def without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,14 +43,14 @@ def without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_device_cpu_is_the_default(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(DEVICE_TESTS)
-    result = pytester.runpytest("-v", "-p", "no:cacheprovider")
+    result = pytester.runpytest("-v", "-p", "no:cacheprovider", *_plugin_args())
     result.stdout.fnmatch_lines(["*test_takes_device?cpu? PASSED*"])
     assert "test_takes_device[cuda]" not in result.stdout.str()
 
 
 def test_device_option_cpu(pytester: pytest.Pytester, without_cuda: None) -> None:
     pytester.makepyfile(DEVICE_TESTS)
-    result = pytester.runpytest("--device", "cpu", "-rs", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--device", "cpu", "-rs", "-p", "no:cacheprovider", *_plugin_args())
     result.assert_outcomes(passed=2, skipped=1)
     result.stdout.fnmatch_lines([f"SKIPPED * {NO_CUDA_REASON}"])
 
@@ -71,21 +59,21 @@ def test_device_cuda_skips_with_the_reason_without_cuda(
     pytester: pytest.Pytester, without_cuda: None
 ) -> None:
     pytester.makepyfile(DEVICE_TESTS)
-    result = pytester.runpytest("--device", "cuda", "-v", "-rs", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--device", "cuda", "-v", "-rs", "-p", "no:cacheprovider", *_plugin_args())
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines(["*test_takes_device?cuda? SKIPPED*", f"SKIPPED * {NO_CUDA_REASON}"])
 
 
 def test_device_all_runs_cpu_and_skips_cuda_without_it(pytester: pytest.Pytester, without_cuda: None) -> None:
     pytester.makepyfile(DEVICE_TESTS)
-    result = pytester.runpytest("--device", "all", "-v", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--device", "all", "-v", "-p", "no:cacheprovider", *_plugin_args())
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*test_takes_device?cpu? PASSED*", "*test_takes_device?cuda? SKIPPED*"])
 
 
 def test_device_cuda_with_the_real_torch(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(DEVICE_TESTS)
-    result = pytester.runpytest("--device", "cuda", "-rs", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--device", "cuda", "-rs", "-p", "no:cacheprovider", *_plugin_args())
     if pytest_plugin.cuda_available():
         result.assert_outcomes(passed=3)
     else:
@@ -103,13 +91,13 @@ def test_explicit_device_parametrization_is_kept(pytester: pytest.Pytester) -> N
             assert device == "meta"
         """
     )
-    result = pytester.runpytest("--device", "all", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--device", "all", "-p", "no:cacheprovider", *_plugin_args())
     result.assert_outcomes(passed=1)
 
 
 def test_unknown_device_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(DEVICE_TESTS)
-    result = pytester.runpytest("--device", "tpu", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--device", "tpu", "-p", "no:cacheprovider", *_plugin_args())
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--device: invalid choice: 'tpu' (choose from*cpu*cuda*all*"])
 
@@ -124,7 +112,7 @@ def test_device_fixture_works_in_hypothesis_tests(pytester: pytest.Pytester) -> 
             assert device == "cpu"
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider", *_plugin_args())
     result.assert_outcomes(passed=1)
 
 
@@ -147,66 +135,178 @@ def test_conftest_registers_the_plugin_when_the_entry_point_is_not_loaded(
     )
 
 
-# ---- Hypothesis profiles: run in a subprocess, as profile state is process-wide ------
+# ---- Hypothesis profiles --------------------------------------------------------------------
+#
+# Profile state is process-wide, so each case runs pytest on a scratch project in a subprocess.  A
+# project that merely has revcheck installed must keep Hypothesis' own behaviour: its `default`
+# profile, or its `ci` profile on CI; revcheck's profiles are there by name, loaded only on request.
+
+# Environment variables through which Hypothesis detects CI (its own list, hypothesis/_settings.py;
+# copied rather than imported, as that module is private).  Cleared so that "no CI" means no CI.
+CI_VARIABLES = (
+    "CI",
+    "__TOX_ENVIRONMENT_VARIABLE_ORIGINAL_CI",
+    "TF_BUILD",
+    "bamboo.buildKey",
+    "BUILDKITE",
+    "CIRCLECI",
+    "CIRRUS_CI",
+    "CODEBUILD_BUILD_ID",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "HEROKU_TEST_RUN_ID",
+    "TEAMCITY_VERSION",
+)
+
+SHOW_SETTINGS = """
+from hypothesis import settings
+
+print("PROFILE", settings.get_current_profile_name())
+print("SETTINGS", repr(settings.default))
+"""
+
+# Takes the plugin's `device` fixture: the test errors (fixture not found) unless revcheck's plugin is active.
+SCRATCH_TEST = """
+from hypothesis import settings
+
+def test_show_settings(device):
+    print("PROFILE", settings.get_current_profile_name())
+    print("SETTINGS", repr(settings.default))
+"""
+
+# What revcheck's own conftests (tests/, properties/) do.
+REVCHECK_CONFTEST = """
+import pytest
+
+from revcheck.pytest_plugin import load_revcheck_profile
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    load_revcheck_profile(config)
+"""
 
 
-def run_profile_test(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str, ci: bool) -> str:
+def _shown(lines: list[str]) -> dict[str, str]:
+    found = {}
+    for line in lines:
+        for key in ("PROFILE", "SETTINGS"):
+            if f"{key} " in line:
+                found[key] = line[line.index(f"{key} ") + len(key) + 1 :]
+    assert set(found) == {"PROFILE", "SETTINGS"}, lines
+    return found
+
+
+def hypothesis_alone(pytester: pytest.Pytester) -> dict[str, str]:
+    """Profile name and settings in a plain Python process that imports Hypothesis and nothing else."""
+    script = pytester.makepyfile(show_settings=SHOW_SETTINGS)
+    result = pytester.run(sys.executable, str(script))
+    assert result.ret == 0, result.stderr.str()
+    script.unlink()
+    return _shown(result.outlines)
+
+
+def scratch_project(pytester: pytest.Pytester, *args: str, conftest: str | None = None) -> dict[str, str]:
+    """Profile name and settings inside ``pytest`` on a scratch project, revcheck's plugin active."""
+    if conftest is not None:
+        pytester.makeconftest(conftest)
+    pytester.makepyfile(test_scratch=SCRATCH_TEST)
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", *_plugin_args(), *args)
+    result.assert_outcomes(passed=1)
+    return _shown(result.outlines)
+
+
+@pytest.fixture
+def no_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in CI_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    if ci:
-        monkeypatch.setenv("CI", "true")
-    pytester.makepyfile(PROFILE_TEST)
-    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", *args)
-    result.assert_outcomes(passed=1)
-    (line,) = [line[line.index("PROFILE ") :] for line in result.outlines if "PROFILE " in line]
-    return line
 
 
-def test_default_profile_without_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    line = run_profile_test(pytester, monkeypatch, ci=False)
-    assert line == "PROFILE default 100 False None False False True", line
+@pytest.fixture
+def ci(no_ci: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
 
 
-def test_our_ci_profile_is_in_force_with_ci_set(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+def test_installed_plugin_keeps_hypothesis_default(pytester: pytest.Pytester, no_ci: None) -> None:
+    alone = hypothesis_alone(pytester)
+    assert alone["PROFILE"] == "default"
+    assert scratch_project(pytester) == alone
+
+
+def test_installed_plugin_keeps_hypothesis_ci_profile(pytester: pytest.Pytester, ci: None) -> None:
+    alone = hypothesis_alone(pytester)
+    assert alone["PROFILE"] == "ci"
+    assert "derandomize=True" in alone["SETTINGS"] and "database=None" in alone["SETTINGS"]
+    assert scratch_project(pytester) == alone
+
+
+def test_users_can_ask_for_revcheck_thorough(pytester: pytest.Pytester, no_ci: None) -> None:
+    shown = scratch_project(pytester, "--hypothesis-profile", "revcheck-thorough")
+    assert shown["PROFILE"] == "revcheck-thorough"
+    assert f"max_examples={_profiles.THOROUGH_MAX_EXAMPLES}," in shown["SETTINGS"]
+    assert "deadline=None" in shown["SETTINGS"] and "derandomize=False" in shown["SETTINGS"]
+
+
+@pytest.mark.parametrize(
+    ("ci_set", "args", "expected"),
+    [
+        (False, (), "revcheck"),
+        (True, (), "revcheck-ci"),
+        (True, ("--hypothesis-profile", "revcheck-thorough"), "revcheck-thorough"),
+        (False, ("--hypothesis-profile", "default"), "default"),
+    ],
+    ids=["no-ci", "ci", "option-wins-on-ci", "option-default"],
+)
+def test_revcheck_conftest_loads_revcheck_profiles(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    no_ci: None,
+    ci_set: bool,
+    args: tuple[str, ...],
+    expected: str,
 ) -> None:
-    line = run_profile_test(pytester, monkeypatch, ci=True)
-    assert line == "PROFILE ci 100 True None True True True", line
+    if ci_set:
+        monkeypatch.setenv("CI", "true")
+    shown = scratch_project(pytester, *args, conftest=REVCHECK_CONFTEST)
+    assert shown["PROFILE"] == expected
+    if expected.startswith("revcheck"):
+        assert _database_elided(shown["SETTINGS"]) == _database_elided(repr(_profiles.PROFILES[expected]))
 
 
-def test_thorough_profile_by_option(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    line = run_profile_test(pytester, monkeypatch, "--hypothesis-profile", "thorough", ci=True)
-    assert line == "PROFILE thorough 2500 False None False False True", line
+def _database_elided(settings_repr: str) -> str:
+    # The default example database is a directory under the working directory, which differs.
+    return re.sub(
+        r"DirectoryBasedExampleDatabase\(.*?'\)\)", "DirectoryBasedExampleDatabase(...)", settings_repr
+    )
 
 
-def test_ci_profile_by_option_without_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    line = run_profile_test(pytester, monkeypatch, "--hypothesis-profile", "ci", ci=False)
-    assert line == "PROFILE ci 100 True None True True True", line
+def test_revcheck_ci_is_reproducible() -> None:
+    ci_profile = _profiles.PROFILES[_profiles.CI_PROFILE]
+    assert ci_profile.derandomize is True
+    assert ci_profile.database is None
+    assert ci_profile.print_blob is True
+    assert ci_profile.deadline is None
+    assert _profiles.PROFILES[_profiles.DEFAULT_PROFILE].derandomize is False
 
 
-def test_profiles_are_registered_in_this_process() -> None:
-    from hypothesis import settings
-
-    from revcheck import _profiles
-
-    assert settings.get_profile("thorough").max_examples == _profiles.THOROUGH_MAX_EXAMPLES
-    assert settings.get_profile("ci").derandomize is True
-    assert settings.get_profile("default").deadline is None
-    assert os.environ.get("CI") is None or settings.get_current_profile_name() in _profiles.PROFILE_NAMES
+def test_this_run_uses_a_revcheck_profile(pytestconfig: pytest.Config) -> None:
+    requested = pytestconfig.getoption("hypothesis_profile", None)
+    expected = requested or _profiles.profile_for_this_run()
+    assert settings.get_current_profile_name() == expected
 
 
-def test_activate_loads_ci_where_hypothesis_does_not_detect_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Older Hypothesis versions never load "ci" by themselves; activate() does.
-    from hypothesis import settings
+def test_plugin_registers_only_revcheck_names_and_imports_no_private_hypothesis() -> None:
+    sources = [Path(_profiles.__file__).read_text(), Path(pytest_plugin.__file__).read_text()]
+    assert not any("hypothesis._" in source for source in sources)
+    for name in _profiles.PROFILE_NAMES:
+        assert name.startswith("revcheck")
+        assert settings.get_profile(name) is _profiles.PROFILES[name]
 
-    from revcheck import _profiles
 
-    before = settings.get_current_profile_name()
-    monkeypatch.setattr(_profiles, "in_ci", lambda: True)
-    try:
-        settings.load_profile("default")
-        assert _profiles.activate() == "ci"
-        settings.load_profile("thorough")
-        assert _profiles.activate() == "thorough", "an explicitly loaded profile must be kept"
-    finally:
-        settings.load_profile(before)
+def test_property_suites_take_their_example_counts_from_the_profile() -> None:
+    # A hard-coded max_examples would ignore --hypothesis-profile revcheck-thorough; expensive
+    # properties take a fraction of the profile through revcheck._profiles.scaled.
+    properties = Path(__file__).resolve().parents[1] / "properties"
+    hard_coded = [
+        str(path) for path in sorted(properties.rglob("*.py")) if "max_examples" in path.read_text()
+    ]
+    assert hard_coded == [], hard_coded

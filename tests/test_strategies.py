@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unittest
 from collections.abc import Callable
 
 import numpy as np
@@ -14,12 +15,14 @@ from hypothesis.extra.numpy import array_shapes
 
 from revcheck import bits, formats
 from revcheck import strategies as rst
+from revcheck.errors import UsageError
 from revcheck.formats import FloatFormat
 
 ALL_FORMATS = [formats.get(name) for name in formats.names()]
 FORMAT_CLASS_PAIRS = [(fmt, name) for fmt in ALL_FORMATS for name in rst.format_classes(fmt)]
 # Deterministic searches: a found-or-not answer must not depend on the seed.
 SEARCH = settings(max_examples=20_000, derandomize=True, database=None, phases=[Phase.generate, Phase.shrink])
+FIRST_VARIED = settings(max_examples=100, derandomize=True, database=None, phases=[Phase.generate])
 
 
 def find_pattern(strategy: st.SearchStrategy[int], condition: Callable[[int], bool]) -> int:
@@ -165,32 +168,220 @@ def test_devices() -> None:
     assert seen == expected
 
 
-# ---- bad arguments say what to do instead --------------------------------------------
+# ---- bad arguments say what to do instead, when drawn from --------------------------------
+
+
+def draw_once(strategy: st.SearchStrategy[object]) -> object:
+    return find(strategy, lambda _: True, settings=settings(max_examples=1, database=None))
+
+
+BAD_ARGUMENTS = [
+    (lambda: rst.bit_patterns("fp8_e4m3fn", classes=("inf",)), r"fp8_e4m3fn has no inf values"),
+    (lambda: rst.bit_patterns("bf16", classes="nan"), r"pass a tuple of class names: classes=\('nan',\)"),
+    (lambda: rst.bit_patterns("bf16", classes=("denormal",)), r"unknown classes \['denormal'\]; use"),
+    (lambda: rst.bit_patterns("bf16", classes=()), r"classes is empty; pick some of"),
+    (lambda: rst.bit_patterns("bf16", sign="positive"), r"use None \(both signs\), '\+' or '-'"),
+    (lambda: rst.bit_patterns("bfloat8"), r"supported formats are fp64, fp32"),
+    (lambda: rst.bit_arrays("bf16", -1), r"sizes must be >= 0"),
+    (lambda: rst.bit_arrays("bf16", "3"), r"pass an int, a tuple of ints, or a strategy"),  # type: ignore[arg-type]
+    (lambda: rst.bit_arrays("bf16", 3, sign="+", elements=rst.normals_near_one("bf16")), r"not both"),
+    (lambda: rst.formats(names="bf16"), r"pass a sequence: names=\['bf16'\]"),
+    (lambda: rst.formats(names=[]), r"names is empty"),
+    (lambda: rst.tensors("bf16", 2, device="gpu"), r"use 'cpu', 'cuda', or draw from devices\(\)"),
+    (lambda: rst.normals_near_one("bf16", binades=-1), r"pass an int >= 0"),
+    (lambda: rst.normals_near_one("bf16", binades=2.5), r"pass an int >= 0"),  # type: ignore[arg-type]
+    (lambda: rst.normals_near_one("bf16", sign=1), r"use None \(both signs\)"),  # type: ignore[arg-type]
+    (lambda: rst.testfloat_values("bf16", level=3), r"use 1 \(the named exponent rows\) or 2"),
+]
+
+
+@pytest.mark.parametrize(("call", "advice"), BAD_ARGUMENTS)
+def test_bad_arguments_raise_when_drawn_and_say_what_to_use(
+    call: Callable[[], st.SearchStrategy[object]], advice: str
+) -> None:
+    strategy = call()  # building it must not raise: a module of @given tests has to import everywhere
+    with pytest.raises(InvalidArgument, match=advice):
+        draw_once(strategy)
+
+
+def test_bad_arguments_raise_inside_the_test_run_not_at_decoration() -> None:
+    @settings(database=None, max_examples=1)
+    @given(x=rst.bit_patterns("fp8_e4m3fn", classes=("inf",)))
+    def inner(x: int) -> None:
+        raise AssertionError("never reached")
+
+    with pytest.raises(InvalidArgument, match="fp8_e4m3fn has no inf values"):
+        inner()
+
+
+def test_cuda_tensors_without_cuda_raise_device_unavailable_when_drawn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    strategy = rst.tensors("bf16", 2, device="cuda")  # no error yet
+    with pytest.raises(
+        rst.DeviceUnavailableError, match=r"use device='cpu', draw the device from devices\(\)"
+    ):
+        draw_once(strategy)
+    assert issubclass(rst.DeviceUnavailableError, unittest.SkipTest)
+    assert issubclass(rst.DeviceUnavailableError, UsageError)
+
+
+CUDA_TENSOR_TESTS = """
+from hypothesis import given, settings
+from revcheck import strategies as rst
+from revcheck.errors import UsageError
+
+@settings(database=None, max_examples=5)
+@given(x=rst.tensors("bf16", 2, device="cuda"))
+def test_cuda_tensor(x):
+    assert x.device.type == "cuda"
+
+@settings(database=None, max_examples=5)
+@given(x=rst.tensors("bf16", 2, device="cpu"))
+def test_cpu_tensor(x):
+    assert x.device.type == "cpu"
+"""
+
+
+def test_cuda_tensors_skip_at_run_time_without_cuda(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    pytester.makepyfile(CUDA_TENSOR_TESTS)
+    result = pytester.runpytest("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["SKIPPED * device='cuda' but torch.cuda.is_available() is False; use device='cpu'*"]
+    )
+
+
+@pytest.mark.cuda
+def test_cuda_tensors_are_drawn_where_there_is_cuda() -> None:
+    assert draw_once(rst.tensors("bf16", 2, device="cuda")).device.type == "cuda"  # type: ignore[attr-defined]
+
+
+def test_functions_named_test_are_not_collected_from_importing_modules(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        "from revcheck.strategies import testfloat_cases, testfloat_pairs, testfloat_values\n"
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes()
+
+
+# ---- reprs and reusable values -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("call", "advice"),
+    ("strategy", "shown"),
     [
-        (lambda: rst.bit_patterns("fp8_e4m3fn", classes=("inf",)), r"fp8_e4m3fn has no inf values"),
-        (lambda: rst.bit_patterns("bf16", classes="nan"), r"pass a tuple of class names: classes=\('nan',\)"),
-        (lambda: rst.bit_patterns("bf16", classes=("denormal",)), r"unknown classes \['denormal'\]; use"),
-        (lambda: rst.bit_patterns("bf16", classes=()), r"classes is empty; pick some of"),
-        (lambda: rst.bit_patterns("bf16", sign="positive"), r"use None \(both signs\), '\+' or '-'"),
-        (lambda: rst.bit_patterns("bfloat8"), r"supported formats are fp64, fp32"),
-        (lambda: rst.bit_arrays("bf16", -1), r"sizes must be >= 0"),
-        (lambda: rst.bit_arrays("bf16", "3"), r"pass an int, a tuple of ints, or a strategy"),  # type: ignore[arg-type]
-        (lambda: rst.formats(names="bf16"), r"pass a sequence: names=\['bf16'\]"),
-        (lambda: rst.formats(names=[]), r"names is empty"),
-        (lambda: rst.tensors("bf16", 2, device="gpu"), r"use 'cpu', 'cuda', or draw from devices\(\)"),
+        (lambda: rst.bit_patterns("bf16"), "bit_patterns('bf16')"),
+        (
+            lambda: rst.bit_patterns("fp16", classes=("nan",), sign="-"),
+            "bit_patterns('fp16', classes=('nan',), sign='-')",
+        ),
+        (lambda: rst.bit_arrays("bf16", (2, 3)), "bit_arrays(fmt='bf16', shape=(2, 3))"),
+        (lambda: rst.tensors("bf16", 4, device="cuda"), "tensors(fmt='bf16', shape=4, device='cuda')"),
+        (lambda: rst.formats(), "formats()"),
+        (lambda: rst.formats(names=["bf16"]), "formats(names=['bf16'])"),
+        (lambda: rst.devices(), "devices()"),
+        (lambda: rst.normals_near_one("fp32", binades=4), "normals_near_one(fmt='fp32', binades=4)"),
+        (lambda: rst.testfloat_values("fp16", level=2), "testfloat_values(fmt='fp16', level=2)"),
+        (lambda: rst.testfloat_cases("fp16").strategy(), "testfloat_cases('fp16', level=1).__getitem__"),
+        (lambda: rst.bit_patterns("bf16").map(hex), "bit_patterns('bf16').map(hex)"),
     ],
+    ids=lambda v: v if isinstance(v, str) else "",
 )
-def test_bad_arguments_say_what_to_use(call: Callable[[], object], advice: str) -> None:
-    with pytest.raises(InvalidArgument, match=advice):
-        call()
+def test_repr_shows_the_call(strategy: Callable[[], st.SearchStrategy[object]], shown: str) -> None:
+    built = strategy()
+    assert shown in repr(built)
+    if "cuda" not in shown:  # drawing from a CUDA strategy raises (or skips) where there is no GPU
+        draw_once(built)
+    assert shown in repr(built), "the repr must not change once the strategy has been drawn from"
 
 
-def test_cuda_tensors_without_cuda_point_to_devices() -> None:
-    if torch.cuda.is_available():
-        pytest.skip("CUDA is available here; the error only exists without it")
-    with pytest.raises(InvalidArgument, match=r"use device='cpu', draw the device from devices\(\)"):
-        rst.tensors("bf16", 2, device="cuda")
+def test_without_hypothesis_lazy_strategy_strategies_stay_lazy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # LazyStrategy is private to Hypothesis: should it move, st.deferred takes over.
+    monkeypatch.setattr(rst, "_LazyStrategy", None)
+    strategy = rst.bit_patterns("bf16", classes=("inf",), sign="-")
+    assert repr(strategy) == "deferred(bit_patterns('bf16', classes=('inf',), sign='-'))"
+    assert draw_once(strategy) == 0xFF80
+    assert rst.bit_patterns("bf16").has_reusable_values
+    with pytest.raises(InvalidArgument, match="fp8_e4m3fn has no inf values"):
+        draw_once(rst.bit_patterns("fp8_e4m3fn", classes=("inf",)))
+
+
+@settings(database=None, max_examples=50)
+@given(data=st.data())
+def test_bit_patterns_have_reusable_values(data: st.DataObject) -> None:
+    fmt = data.draw(rst.formats(), label="fmt")
+    classes = data.draw(
+        st.lists(st.sampled_from(rst.format_classes(fmt)), min_size=1, unique=True), label="classes"
+    )
+    sign = data.draw(st.sampled_from(rst.SIGNS), label="sign")
+    assert rst.bit_patterns(fmt, classes=classes, sign=sign).has_reusable_values
+    assert rst.normals_near_one(fmt, sign=sign).has_reusable_values
+    assert rst.testfloat_values(fmt).has_reusable_values
+
+
+def test_big_bit_arrays_are_filled_not_drawn_element_by_element() -> None:
+    # With reusable elements Hypothesis draws some elements and fills the rest with one drawn value.  Drawn
+    # element by element (the strategy before it had reusable values), 100,000 elements never fit
+    # Hypothesis' choice buffer: that find() ended in Unsatisfiable, after minutes.
+    def varied(array: np.ndarray) -> bool:  # the simplest draw is all zeros either way
+        return np.unique(array).size > 3
+
+    big = find(rst.bit_arrays("fp32", 100_000), varied, settings=FIRST_VARIED)
+    assert big.shape == (100_000,)
+    filled = find(rst.bit_arrays("fp32", 1000), varied, settings=FIRST_VARIED)
+    dense = find(rst.bit_arrays("fp32", 1000, fill=st.nothing()), varied, settings=FIRST_VARIED)
+    assert np.unique(filled).size < 200 < np.unique(dense).size, "fill=st.nothing() must draw every element"
+
+
+@settings(database=None, max_examples=20)
+@given(data=st.data())
+def test_bit_arrays_of_other_elements(data: st.DataObject) -> None:
+    fmt = data.draw(rst.formats(), label="fmt")
+    array = data.draw(rst.bit_arrays(fmt, 8, elements=rst.normals_near_one(fmt, binades=2)), label="array")
+    assert array.dtype == fmt.uint_dtype
+    assert bits.is_normal(array, fmt).all()
+
+
+# ---- normals near one ----------------------------------------------------------------------
+
+
+def exponent_of(pattern: int, fmt: FloatFormat) -> int:
+    return ((pattern & fmt.exponent_mask) >> fmt.mantissa_bits) - fmt.bias
+
+
+@settings(database=None)
+@given(data=st.data())
+def test_normals_near_one_are_normal_and_within_the_binades(data: st.DataObject) -> None:
+    fmt = data.draw(rst.formats(), label="fmt")
+    binades = data.draw(st.integers(0, 2 * fmt.precision), label="binades")
+    sign = data.draw(st.sampled_from(rst.SIGNS), label="sign")
+    pattern = data.draw(rst.normals_near_one(fmt, binades, sign=sign), label="pattern")
+    assert class_of(pattern, fmt) == "normal", bits.describe(pattern, fmt)
+    assert max(-binades, fmt.emin) <= exponent_of(pattern, fmt) <= min(binades, fmt.emax)
+    if sign is not None:
+        assert bool(pattern & fmt.sign_mask) == (sign == "-")
+
+
+@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f.name)
+def test_normals_near_one_reach_both_ends_and_shrink_to_one(fmt: FloatFormat) -> None:
+    binades = 3
+    strategy = rst.normals_near_one(fmt, binades)
+    assert find(strategy, lambda b: True, settings=SEARCH) == fmt.one
+    lowest = (fmt.bias - binades) << fmt.mantissa_bits
+    highest = (fmt.bias + binades) << fmt.mantissa_bits | fmt.mantissa_mask
+    for target in (lowest, highest, fmt.sign_mask | lowest, fmt.sign_mask | highest):
+        assert find_pattern(strategy, lambda b, target=target: b == target) == target  # type: ignore[misc]
+
+
+def test_normals_near_one_clamp_to_the_format() -> None:
+    fmt = formats.get("fp8_e4m3fn")
+    wide = rst.normals_near_one(fmt, binades=100, sign="+")
+    assert find_pattern(wide, lambda b: b == fmt.max_finite) == fmt.max_finite
+    assert find_pattern(wide, lambda b: b == fmt.min_normal) == fmt.min_normal
+    with pytest.raises(NoSuchExample):
+        find(wide, lambda b: b == fmt.canonical_nan, settings=SEARCH)

@@ -9,7 +9,7 @@ implementations, which makes it sweepable).
 
 from __future__ import annotations
 
-from revcheck.audit import ops_bdia, ops_pam
+from revcheck.audit import ops_bdia, ops_mulfree, ops_pam
 from revcheck.audit.spec import OpSpec
 from revcheck.errors import UsageError
 from revcheck.oracle import pam
@@ -69,6 +69,7 @@ REGISTRY: dict[str, OpSpec] = {
         ops_bdia.forward_step_spec(),
         ops_bdia.inverse_step_spec(),
         ops_bdia.inference_step_spec(),
+        *ops_mulfree.rowwise_specs(),
     )
 }
 

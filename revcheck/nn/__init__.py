@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BDIAStack", "PAMLinear", "PAMMatmul", "PreNormTransformerBlock", "TinyGPT"]
+__all__ = [
+    "BDIAStack",
+    "PAMLinear",
+    "PAMMatmul",
+    "PreNormTransformerBlock",
+    "ReferenceTransformer",
+    "TinyGPT",
+    "TyingController",
+]
 
 _HOMES = {
     "PAMLinear": "revcheck.nn.pam",
@@ -12,6 +20,8 @@ _HOMES = {
     "BDIAStack": "revcheck.nn.bdia",
     "PreNormTransformerBlock": "revcheck.nn.transformer",
     "TinyGPT": "revcheck.nn.transformer",
+    "TyingController": "revcheck.nn.tying",
+    "ReferenceTransformer": "revcheck.nn.expand",
 }
 
 

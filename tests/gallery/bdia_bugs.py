@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
@@ -86,7 +87,7 @@ def _quantize_round_half_up(y: object, l: int) -> np.ndarray:
 
 
 def _mix_fused(
-    x: np.ndarray, h: np.ndarray, gamma: np.ndarray, compute_dtype: object = np.float32
+    x: np.ndarray, h: np.ndarray, gamma: np.ndarray, compute_dtype: npt.DTypeLike = np.float32
 ) -> np.ndarray:
     gamma_b = np.asarray(gamma, dtype=np.float64).reshape((-1,) + (1,) * (np.ndim(x) - 1))
     wide = (1.0 - gamma_b) * x.astype(np.float64) + (1.0 + gamma_b) * h.astype(np.float64)

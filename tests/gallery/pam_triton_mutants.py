@@ -1,8 +1,8 @@
 """Deliberately wrong Triton PAM kernels: realistic mistakes the Triton checks must catch.
 
 Each mutant replaces one public function of :mod:`revcheck.kernels.triton_pam`
-and names the property tests of ``properties/test_pam_triton.py`` that must fail
-with it in place (``tests/test_triton_pam.py`` patches each in and runs them,
+and names the property tests of ``properties/triton/test_pam_triton.py`` that must fail
+with it in place (``tests/triton/test_triton_pam.py`` patches each in and runs them,
 and also runs the exhaustive fp8 / fixed-case unit checks against it).  Mutants
 reuse the real kernels' pieces for everything they do not break, so each has
 exactly one bug.
@@ -23,7 +23,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 triton = pytest.importorskip("triton", reason="triton is not installed (pip install 'revcheck[triton]')")
-tl = triton.language
+import triton.language as tl  # noqa: E402
 
 from revcheck import formats  # noqa: E402
 from revcheck.kernels import triton_pam  # noqa: E402
@@ -34,7 +34,7 @@ REAL: dict[str, Callable[..., Any]] = {
     for name in ("pam_mul", "pam_div", "pam_mul_grad", "pa_log2", "pa_exp2", "pam_matmul")
 }
 
-PROPERTIES = "test_pam_triton"
+PROPERTIES = "triton.test_pam_triton"
 
 
 @dataclass(frozen=True)

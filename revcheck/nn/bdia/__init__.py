@@ -72,13 +72,14 @@ from __future__ import annotations
 
 from revcheck.nn.bdia._bitpack import pack_bits, unpack_bits
 from revcheck.nn.bdia._errors import BDIARangeError, BDIAReconstructionError
-from revcheck.nn.bdia._stack import BDIAStack, BDIAStackTrace
+from revcheck.nn.bdia._stack import BDIAStack, BDIAStackTrace, Mode
 
 __all__ = [
     "BDIARangeError",
     "BDIAReconstructionError",
     "BDIAStack",
     "BDIAStackTrace",
+    "Mode",
     "pack_bits",
     "unpack_bits",
 ]

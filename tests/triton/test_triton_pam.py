@@ -8,6 +8,7 @@ whole module is skipped with the reason.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from tests.mutation import gallery_module, property_module  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FP8 = [f.name for f in formats.FORMATS.values() if f.width == 8]
 MODES = ("ieee", "ftz")
 BINARY_OPS = ("pam_mul", "pam_div", "pam_mul_grad")
@@ -72,7 +73,12 @@ def check_matmul_order(impl: Callable[..., Any], device: str) -> None:
     A = _fp32([[2.0**24, 1.0, 1.0, -(2.0**24)]], device)
     B = torch.ones(4, 1, device=device)
     expected = oracle.pam_matmul(bits.to_bits(A), bits.to_bits(B), "fp32")
-    assert_bit_exact(expected, np.float32([[0.0]]).view(np.uint32), fmt="fp32", msg="oracle's sequential sum")
+    assert_bit_exact(
+        expected,
+        np.array([[0.0]], dtype=np.float32).view(np.uint32),
+        fmt="fp32",
+        msg="oracle's sequential sum",
+    )
     assert_bit_exact(impl(A, B), expected, fmt="fp32", msg="((0 + 2^24) + 1 + 1) - 2^24 in order")
 
 
@@ -82,7 +88,7 @@ def check_matmul_ftz_partial_sum(impl: Callable[..., Any], device: str) -> None:
     A = _fp32([[1.5 * tiny, -tiny]], device)
     B = torch.ones(2, 1, device=device)
     for mode, value in (("ieee", 0.5 * tiny), ("ftz", 0.0)):
-        expected = np.float32([[value]])
+        expected = np.array([[value]], dtype=np.float32)
         assert_bit_exact(
             oracle.pam_matmul(bits.to_bits(A), bits.to_bits(B), "fp32", mode=mode).view(np.float32),
             expected,
@@ -189,15 +195,6 @@ def test_cpu_tensor_without_interpreter_is_a_clear_error() -> None:
     assert "set TRITON_INTERPRET=1" in result.stderr, result.stderr[-2000:]
 
 
-def test_import_without_triton_raises_import_error_saying_what_to_do() -> None:
-    code = (
-        "import sys; sys.modules['triton'] = None\n"
-        "try:\n    import revcheck.kernels.triton_pam\nexcept ImportError as e:\n    print(e)\n"
-    )
-    result = _run_python(code)
-    assert "needs triton" in result.stdout and "revcheck.kernels.pam" in result.stdout, result.stdout
-
-
 # ---- the checks catch the planted bugs ---------------------------------------------------------------
 
 
@@ -230,8 +227,8 @@ ELEMENTWISE_MUTANTS = [m for m in mutants.MUTANTS if m.attribute != "pam_matmul"
 def test_exhaustive_fp8_check_catches_mutant(mutant: Any, device: str) -> None:
     caught = any(
         _fails(
-            lambda f=fmt_name, m=mode: check_exhaustive_fp8(
-                mutant.replacement, mutant.attribute, f, m, device
+            functools.partial(
+                check_exhaustive_fp8, mutant.replacement, mutant.attribute, fmt_name, mode, device
             )
         )
         for fmt_name in FP8
