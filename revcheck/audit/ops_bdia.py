@@ -108,7 +108,18 @@ def quantize_spec() -> OpSpec:
         sample=_quantize_sample,
         exhaustive=_quantize_exhaustive,
         inputs=("y", "l"),
+        examples=_quantize_examples,
     )
+
+
+def _quantize_examples(fmt: FloatFormat) -> list[Case]:
+    """Counted quantizer cases: TestFloat's level-1 values of ``fmt`` (the finite ones the audit draws
+    from, |y| < 2**MAX_VALUE_EXPONENT) at l = 0, the paper's l = 9 and l = 12."""
+    cases = rst.testfloat_cases(fmt).bits()
+    limit = (MAX_VALUE_EXPONENT + fmt.bias) << fmt.mantissa_bits
+    kept = cases[(cases & fmt.uint_dtype.type(fmt.magnitude_mask)) < limit]
+    kept = kept[_bits.is_finite(kept, fmt)]
+    return [{"y": kept.copy(), "l": l_value} for l_value in (0, PAPER_L, DRAWN_L_MAX)]
 
 
 def _tie_patterns(fmt: FloatFormat, l_value: int) -> st.SearchStrategy[int]:

@@ -205,15 +205,17 @@ def _elementwise_examples(
     """Counted cases, run first under every seed, as one batch each.
 
     Unary ops: the special values (:func:`special_values`) and the op's own regions
-    (:func:`log2_region_values`, :func:`exp2_region_values`).  Binary ops: every pair of special
-    values, then (multiply, divide) the counted operand pairs whose result lands on the overflow
-    and underflow edges, or (others) the op's regions against the special values.
+    (:func:`log2_region_values`, :func:`exp2_region_values`), then every TestFloat level-1 case
+    (:func:`revcheck.strategies.testfloat_cases`).  Binary ops: every pair of special values,
+    (multiply, divide) the counted operand pairs whose result lands on the overflow and
+    underflow edges, then every TestFloat level-1 pair (:func:`revcheck.strategies.testfloat_pairs`).
+    Every class and row is thereby reached in every format on its own.
     """
     specials = special_values(fmt)
     own = regions(fmt) if regions is not None else []
     if len(arg_names) == 1:
         values = np.array(list(dict.fromkeys(specials + own)), dtype=fmt.uint_dtype)
-        return [{arg_names[0]: values}]
+        return [{arg_names[0]: values}, {arg_names[0]: rst.testfloat_cases(fmt).bits()}]
     table = np.array(specials, dtype=fmt.uint_dtype)
     first, second = (np.ascontiguousarray(v.reshape(-1)) for v in np.meshgrid(table, table, indexing="ij"))
     cases: list[Case] = [dict(zip(arg_names, (first, second), strict=True))]
@@ -225,6 +227,8 @@ def _elementwise_examples(
                 for i, name in enumerate(arg_names)
             }
         )
+    # TestFloat's level-1 pairs: every corner case of every exponent row against every other.
+    cases.append(dict(zip(arg_names, rst.testfloat_pairs(fmt).bits(), strict=True)))
     return cases
 
 
