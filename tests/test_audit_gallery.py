@@ -14,6 +14,7 @@ import torch
 
 from revcheck.audit import Counterexample, audit
 from revcheck.audit.registry import REGISTRY
+from revcheck.audit.report import CAUGHT_UNITS
 from tests.gallery.audit_kernels import CORRECT_KERNELS, PLANTED_BUGS, PlantedBug, pam_matmul
 
 
@@ -118,8 +119,9 @@ def catch_table() -> str:
     ]
     for name, bug in PLANTED_BUGS.items():
         counterexample, caught_after = audit_bug(bug)
-        unit = {"hypothesis": "examples", "exhaustive": "inputs", "determinism": "runs"}[counterexample.stage]
-        classes = ", ".join(counterexample.labels)
+        unit = CAUGHT_UNITS[counterexample.stage]
+        unit = unit.removesuffix("s") if caught_after == 1 else unit
+        classes = ", ".join(counterexample.labels).replace("|", "\\|")  # a Markdown table cell
         if counterexample.expected_label:
             classes += f"; expected {counterexample.expected_label}, got {counterexample.actual_label}"
         rows.append(

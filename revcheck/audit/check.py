@@ -35,7 +35,9 @@ def run_check(check: CheckConfig, budget: TimeBudget) -> CheckResult:
     counterexample: Counterexample | None = None
     found = hypothesis_stage.run(check, tally, budget)
     if found is not None:
-        counterexample = assemble(check, found, "hypothesis")
+        # A failure among the op's counted cases (run first, not shrunk) is told apart from a drawn one.
+        counted = tally.caught_after is not None and tally.caught_after <= len(spec.examples(fmt))
+        counterexample = assemble(check, found, "counted" if counted else "hypothesis")
     plan = spec.exhaustive(fmt)
     if counterexample is None and plan is not None and (plan.by_default or check.audit.exhaustive):
         enumerated = exhaustive_stage.run(check, plan, tally, budget)

@@ -57,7 +57,8 @@ class Counterexample:
     ``expected_class`` / ``actual_class`` are the value classes of the first
     output (``"inf"``, ``"nan"`` ...) where it is a float, else ``""``;
     ``expected_label`` / ``actual_label`` the same with the sign (``"-zero"``).
-    ``stage`` is how it was found: ``"hypothesis"``, ``"exhaustive"`` or
+    ``stage`` is how it was found: ``"counted"`` (one of the op's counted
+    cases, run first under every seed), ``"hypothesis"``, ``"exhaustive"`` or
     ``"determinism"``.  ``snippet`` is one line of Python that re-runs the
     candidate on exactly these inputs (it raises ``AssertionError`` while the
     bug is there).
@@ -138,8 +139,8 @@ class CheckResult:
     (at most ``max_examples``) plus, after a failure, those tried while
     shrinking it (the table's "cases run" column).  ``elements`` counts the input
     elements checked in all stages, ``caught_after`` the number of Hypothesis
-    examples (or, for the exhaustive stage, inputs; for the determinism stage,
-    runs) until the first failure, None when nothing failed.
+    test cases, counted cases first (or, for the exhaustive stage, inputs; for
+    the determinism stage, runs) until the first failure, None when nothing failed.
     """
 
     op: str
@@ -323,9 +324,15 @@ class AuditReport:
 def _caught_text(result: CheckResult) -> str:
     if result.caught_after is None or result.counterexample is None:
         return "-"
-    unit = {"hypothesis": "examples", "exhaustive": "inputs", "determinism": "runs"}
     stage = result.counterexample.stage
-    return f"{result.caught_after} {unit.get(stage, '')} ({stage})"
+    unit = CAUGHT_UNITS.get(stage, "")
+    if result.caught_after == 1:
+        unit = unit.removesuffix("s")
+    return f"{result.caught_after} {unit} ({stage})"
+
+
+#: What "caught after" counts, per stage: the counted cases come first, then the generated examples.
+CAUGHT_UNITS = {"counted": "cases", "hypothesis": "examples", "exhaustive": "inputs", "determinism": "runs"}
 
 
 def _jsonable(obj: object) -> object:

@@ -295,10 +295,10 @@ class StackAuditReport:
                 by_depth[result.case.depth] = result
         if not by_depth:
             return "saved for backward: not measured (no backward given, or no case ran it)"
-        lines = ["saved for backward (bytes, one case per depth): depth  candidate  stored activations"]
+        lines = ["saved for backward, bytes (one case per depth):", "  depth  candidate  stored activations"]
         for depth in sorted(by_depth):
             result = by_depth[depth]
-            lines.append(f"  {depth:>5}  {result.saved_bytes:>9}  {result.stored_bytes}")
+            lines.append(f"  {depth:>5}  {result.saved_bytes:>9}  {result.stored_bytes:>18}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
