@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def one_torch_thread() -> Iterator[None]:
 
 
 @pytest.mark.parametrize("backward", [gallery.code_backward, gallery.bdia_stack_backward])
-def test_correct_stack_passes_every_check_in_every_band(backward: object) -> None:
+def test_correct_stack_passes_every_check_in_every_band(backward: Callable[..., Any]) -> None:
     report = audit_stack(gallery.code_forward, gallery.code_reconstruct, backward=backward)
     assert report.passed, str(report)
     for band in BANDS:
