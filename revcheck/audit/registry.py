@@ -47,15 +47,28 @@ REGISTRY: dict[str, OpSpec] = {
             ("a", "b"),
             "exact derivative of a ⊡ b with respect to a: sign(b) · 2**(Eb + [Ma + Mb >= 1])",
         ),
-        ops_pam.elementwise_spec("pa_log2", pam.pa_log2, ("x",), "piecewise-affine log2: E + M"),
         ops_pam.elementwise_spec(
-            "pa_exp2", pam.pa_exp2, ("y",), "piecewise-affine exp2: 2**floor(y) (1 + y - floor(y))"
+            "pa_log2",
+            pam.pa_log2,
+            ("x",),
+            "piecewise-affine log2: E + M",
+            zero_is_exact_somewhere=True,
+            regions=ops_pam.log2_region_values,
+        ),
+        ops_pam.elementwise_spec(
+            "pa_exp2",
+            pam.pa_exp2,
+            ("y",),
+            "piecewise-affine exp2: 2**floor(y) (1 + y - floor(y))",
+            regions=ops_pam.exp2_region_values,
         ),
         ops_pam.matmul_spec(any_order=False),
         ops_pam.matmul_spec(any_order=True),
+        ops_pam.matmul_backward_approx_spec(),
         ops_bdia.quantize_spec(),
         ops_bdia.forward_step_spec(),
         ops_bdia.inverse_step_spec(),
+        ops_bdia.inference_step_spec(),
         *ops_mulfree.rowwise_specs(),
     )
 }
