@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # runnable from a checkout without installing
@@ -149,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds = {kind: 0.0 for kind in models}
     window = 0
     train_loss = {kind: math.nan for kind in models}
-    for step in range(1, args.steps + 1):
+    # The bar goes to stderr: stdout keeps the figures (tests and users read them).
+    for step in tqdm(
+        range(1, args.steps + 1), desc="training both", unit="step", file=sys.stderr, leave=False
+    ):
         offsets = torch.randint(0, len(train) - args.seq_len - 1, (args.batch,), generator=order)
         inputs, targets = batch_at(train, offsets, args.seq_len)
         for kind, model in models.items():
@@ -163,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         window += 1
         if step % args.log_every == 0 or step == args.steps:
             train_loss = {kind: running[kind] / window for kind in models}
-            print(
+            tqdm.write(
                 f"step {step:5d}  train loss  bdia {train_loss['bdia']:.4f}  plain {train_loss['plain']:.4f}",
-                flush=True,
+                file=sys.stdout,
             )
+            sys.stdout.flush()
             running = {kind: 0.0 for kind in models}
             window = 0
 

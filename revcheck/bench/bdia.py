@@ -13,22 +13,29 @@ stack keeps.  This counts what is packed for backward (which is what ``torch.uti
 and ``ctx.save_for_backward`` go through); on CUDA the allocator's peak during a whole training
 step is reported as well.
 
-Step time is forward plus backward of the whole model's loss, and every ratio is between
-timings taken in this run.
+Step time is forward plus backward of the whole model's loss; every ratio is measured in
+interleaved rounds and printed with its spread (:mod:`revcheck.bench._harness`).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from revcheck.bench._harness import Row
+from revcheck.bench._harness import (
+    DEFAULT_PAIRS,
+    QUICK_PAIRS,
+    Row,
+    interleaved,
+    load_average,
+    progress,
+    ratio_rows,
+)
 from revcheck.nn.transformer import TinyGPT
 
 TITLE = "BDIA memory and speed"
@@ -68,8 +75,8 @@ FULL = BenchShape(
     vocab=64,
     depths=(6, 12, 24, 48),
     timed_depths=(24,),
-    repeat=5,  # median of 5 interleaved rounds: robust to load from other processes
-    min_time=0.3,
+    repeat=DEFAULT_PAIRS,  # interleaved rounds: the median ratio and its spread
+    min_time=0.1,
 )
 QUICK = BenchShape(
     d_model=32,
@@ -79,7 +86,7 @@ QUICK = BenchShape(
     vocab=16,
     depths=(6, 12, 24),
     timed_depths=(24,),
-    repeat=2,
+    repeat=QUICK_PAIRS,
     min_time=0.02,
 )
 
@@ -162,36 +169,6 @@ def training_step(model: nn.Module, idx: Tensor, targets: Tensor) -> Callable[[]
     return step
 
 
-def interleaved_times(
-    candidates: Mapping[str, Callable[[], object]], *, repeat: int, min_time: float
-) -> dict[str, float]:
-    """Median seconds per call of each candidate, timed in alternating rounds.
-
-    Alternating the candidates within every round (rather than timing one after the other)
-    keeps a change in machine load from favouring whichever candidate ran during a quiet spell.
-    """
-    loops: dict[str, int] = {}
-    for name, fn in candidates.items():
-        fn()  # warm-up: allocation, caches
-        count = 1
-        while True:
-            start = time.perf_counter()
-            for _ in range(count):
-                fn()
-            if time.perf_counter() - start >= min_time or count >= 1 << 20:
-                break
-            count *= 2
-        loops[name] = count
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeat):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            for _ in range(loops[name]):
-                fn()
-            samples[name].append((time.perf_counter() - start) / loops[name])
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def slope(xs: Iterable[float], ys: Iterable[float]) -> float:
     """Least-squares slope of ``ys`` against ``xs``."""
     xs, ys = list(xs), list(ys)
@@ -230,7 +207,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     ]
 
     saved: dict[str, dict[int, SavedForBackward]] = {kind: {} for kind in MEMORY_KINDS}
-    for depth in shape.depths:
+    for depth in progress(shape.depths, "BDIA saved-for-backward bytes"):
         for kind in MEMORY_KINDS:
             model = _model(shape, depth, kind, device)
             x = model.embed(idx).detach().requires_grad_(True)
@@ -299,17 +276,21 @@ def run(args: argparse.Namespace) -> list[Row]:
             kind: training_step(_model(shape, depth, kind, device), idx, targets)
             for kind in ("plain", "checkpoint", "bdia", "bdia-stored")
         }
-        times = interleaved_times(steps, repeat=shape.repeat, min_time=shape.min_time)
-        rows.append(Row(f"step time depth {depth}, plain", f"{times['plain'] * 1e3:.1f} ms"))
-        for kind in ("checkpoint", "bdia-stored", "bdia"):
-            ratio = times[kind] / times["plain"]
-            targeted = kind == "bdia"
-            rows.append(
-                Row(
-                    f"step time depth {depth}, {kind} / plain",
-                    f"{ratio:.2f}x",
-                    f"<= {TARGET_STEP_TIME_RATIO:g}x" if targeted else "",
-                    ratio <= TARGET_STEP_TIME_RATIO if targeted else None,
-                )
-            )
+        loads = [load_average()]
+        samples = interleaved(
+            steps, pairs=shape.repeat, min_time=shape.min_time, desc=f"BDIA step, depth {depth}"
+        )
+        loads.append(load_average())
+        plain_seconds = statistics.median(samples["plain"])
+        rows.append(Row(f"step time depth {depth}, plain", f"{plain_seconds * 1e3:.1f} ms"))
+        rows += ratio_rows(
+            samples,
+            "plain",
+            {
+                kind: f"step time depth {depth}, {kind} / plain"
+                for kind in ("checkpoint", "bdia-stored", "bdia")
+            },
+            targets={"bdia": TARGET_STEP_TIME_RATIO},
+            loads=loads,
+        )
     return rows

@@ -73,6 +73,8 @@ __all__ = [
 ]
 
 PROG = "revcheck sweep campaign"
+#: Chunks of each sweep the time estimate measures (about a second in all per sweep).
+ESTIMATE_CHUNKS = 2
 RUNS_LOG = "campaign-runs.jsonl"
 
 
@@ -161,24 +163,31 @@ class Estimate:
         return self.chunks_left * self.cpu_seconds_per_chunk
 
 
-def estimate(sweeps: Sequence[SweepConfig]) -> list[Estimate]:
-    """Each sweep's chunks still to check and the CPU time one of them takes here (one chunk measured)."""
+def estimate(sweeps: Sequence[SweepConfig], *, quiet: bool = False) -> list[Estimate]:
+    """Each sweep's chunks still to check and the CPU time one of them takes here (chunks measured).
+
+    A tqdm bar on stderr counts the sweeps measured (the whole estimate takes seconds per sweep).
+    """
     import torch
+    from tqdm import tqdm
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a worker
     estimates = []
     try:
-        for sweep in sweeps:
+        for sweep in tqdm(
+            sweeps, desc="campaign: estimating", unit="sweep", file=sys.stderr, leave=False, disable=quiet
+        ):
             left = total_chunks(sweep) - len(state.load_done(sweep))
             if sweep.limit_chunks is not None:
                 left = min(left, sweep.limit_chunks)
             seconds = 0.0
             if left:
-                # A chunk from the middle of the run order, untimed warm-up first (first calls allocate).
-                first, second = sample_chunks(sweep, 2)
-                check_chunk(sweep, first)
-                seconds = check_chunk(sweep, second).cpu_seconds
+                # Two chunks spread over the space (not the first of the run order: a = the smallest
+                # subnormals), after an untimed warm-up one (first calls allocate).
+                warm, *timed = sample_chunks(sweep, ESTIMATE_CHUNKS + 3)[3:]
+                check_chunk(sweep, warm)
+                seconds = sum(check_chunk(sweep, c).cpu_seconds for c in timed) / len(timed)
             estimates.append(Estimate(sweep, left, seconds))
     finally:
         torch.set_num_threads(threads)
@@ -186,7 +195,7 @@ def estimate(sweeps: Sequence[SweepConfig]) -> list[Estimate]:
 
 
 def format_estimate(estimates: Sequence[Estimate], parallel: int, where: str) -> str:
-    lines = [f"campaign: {len(estimates)} sweeps, {where}; time left, from one chunk of each measured here:"]
+    lines = [f"campaign: {len(estimates)} sweeps, {where}; time left, from chunks of each measured here:"]
     total = 0.0
     for e in estimates:
         wall = e.cpu_seconds / parallel
@@ -391,10 +400,12 @@ def run_campaign(
 ) -> CampaignResult:
     """Run (or resume) every sweep of the campaign through one backend; the report's rows."""
     out = stream or sys.stderr
-    sweeps = campaign_sweeps(config)
-    check_output_file(config.report_path, "--report")
+    sweeps = campaign_sweeps(config)  # validates the state dir too
+    if config.report is not None:
+        check_output_file(config.report, "--report")
+    config.state_dir.mkdir(parents=True, exist_ok=True)
     started = machine()
-    estimates = estimate(sweeps)
+    estimates = estimate(sweeps, quiet=config.quiet)
     if estimate_only:
         print(format_estimate(estimates, _local_parallel(config), _local_where(config)), file=out, flush=True)
         return CampaignResult([SweepRow.of(s, _runs(config)) for s in sweeps])
