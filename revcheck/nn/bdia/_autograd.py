@@ -17,6 +17,7 @@ from torch import Tensor
 
 from revcheck.nn.bdia._bitpack import pack_bits_unchecked, unpack_bits_unchecked
 from revcheck.nn.bdia._checksums import checksum, raise_mismatch
+from revcheck.nn.bdia._errors import BDIADoubleBackwardError
 from revcheck.nn.bdia._recompute import RNGStates, autocast_state
 
 if TYPE_CHECKING:
@@ -108,6 +109,17 @@ class ReversibleBDIA(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            # Autograd runs a backward with grad enabled exactly when create_graph=True.  The
+            # gradients below come from per-block recomputations whose graphs start at fresh
+            # leaves, so a graph built from them would lack every second-order term that passes
+            # through the states: refuse rather than return a silently different gradient.
+            raise BDIADoubleBackwardError(
+                "BDIAStack(mode='reversible') cannot differentiate its backward (create_graph=True, "
+                "e.g. a gradient penalty): it reconstructs activations instead of keeping a graph, so "
+                "second-order terms would be missing. Use BDIAStack(..., mode='stored') for double "
+                "backward (same forward and first-order gradients, bit for bit, with activations kept)"
+            )
         stack: BDIAStack = ctx.stack
         X_top, X_cur, packed, signs, checks, *rng_states = ctx.saved_tensors
         # rebuilt from the saved signs (a few tiny ops) so that everything kept is in saved_tensors

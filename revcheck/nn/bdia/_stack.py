@@ -13,9 +13,10 @@ changes it everywhere, which is how the planted bugs of the test gallery are bui
 # ruff: noqa: E741  (``l``, the grid exponent, is the name docs/spec.md §3 and the API contract use)
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, SupportsIndex
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,33 @@ _MODES = ("reversible", "stored")
 _COMPUTE_DTYPES: tuple[torch.dtype, ...] = tuple(
     getattr(torch, formats.get(name).torch_dtype_name) for name in COMPUTE_FORMATS
 )
+# Seeds drawn for seed=None: any non-negative int64 that torch.Generator.manual_seed accepts.
+_SEED_BOUND = 2**63 - 1
+
+
+def _integer(value: object, what: str, requirement: str) -> int:
+    """``value`` as an int if it is integer-like (``operator.index``: int, numpy integers, 0-dim integer
+    tensors); bools and floats are refused with ``ValueError`` (``True`` is an int in Python, never meant
+    as one here)."""
+    is_bool = isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool)
+    if not is_bool:
+        try:
+            return operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+    kind = "a bool" if is_bool else type(value).__name__
+    hint = "; convert it with int(...) if it is integral" if isinstance(value, float) else ""
+    raise ValueError(f"{what} must be an int{requirement}, got {value!r} ({kind}){hint}")
+
+
+def _default_seed() -> int:
+    """A seed for the stack's gamma generator drawn from torch's global (CPU) generator.
+
+    One draw at construction, like the initialisation of ``nn.Linear``: ``torch.manual_seed``
+    then fixes the gammas of every stack built after it, while the stack's own generator
+    keeps the gamma draws of every forward off the global stream (which dropout replay needs).
+    """
+    return int(torch.randint(0, _SEED_BOUND, (), dtype=torch.int64))
 
 
 @dataclass
@@ -78,7 +106,12 @@ class BDIAStack(nn.Module):
     shape.  ``l``: grid exponent (step ``2**-l``).  ``mode``: ``"reversible"``
     (O(1) activations in depth) or ``"stored"`` (ordinary autograd, same bits).
     ``compute_dtype``: residual dtype, float32 or float64.  ``seed``: seed of the
-    stack's own gamma generator (None: fresh OS entropy).  ``quantize=False`` is
+    stack's own gamma generator; ``None`` (the default) draws it once from torch's global
+    generator at construction (``torch.randint`` once), so ``torch.manual_seed(s)`` before
+    building the stack makes its gammas reproducible, as it does a layer's initial weights.
+    Forward draws the gammas from the stack's own generator and never from the global one
+    (dropout, replayed in backward, draws there).  ``l`` and ``seed`` accept any integer-like
+    value (``operator.index``: numpy integers too), never bools or floats.  ``quantize=False`` is
     the plain residual stack ``x + h(x)``, allowed only in eval().
     ``preserve_rng_state`` (default True) saves RNG states so dropout is replayed.
     ``verify_reconstruction`` (default True) checks every reconstructed state
@@ -98,7 +131,8 @@ class BDIAStack(nn.Module):
     ------
     ValueError
         For no blocks, ``l`` outside ``0 .. MAX_L`` (:data:`revcheck.oracle.bdia.MAX_L`),
-        an unsupported ``compute_dtype`` or ``mode``.
+        an ``l`` or ``seed`` that is not an integer (a bool, a float), an unsupported
+        ``compute_dtype`` or ``mode``.
     TypeError
         For a block that is not a ``torch.nn.Module``.
     """
@@ -107,10 +141,10 @@ class BDIAStack(nn.Module):
         self,
         blocks: Sequence[nn.Module],
         *,
-        l: int = PAPER_L,
+        l: SupportsIndex = PAPER_L,
         mode: Mode = "reversible",
         compute_dtype: torch.dtype = _COMPUTE_DTYPES[0],
-        seed: int | None = None,
+        seed: SupportsIndex | None = None,
         quantize: bool = True,
         preserve_rng_state: bool = True,
         verify_reconstruction: bool = True,
@@ -122,7 +156,8 @@ class BDIAStack(nn.Module):
         for index, block in enumerate(blocks):
             if not isinstance(block, nn.Module):
                 raise TypeError(f"block {index} is a {type(block).__name__}; blocks must be torch.nn.Module")
-        if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l <= MAX_L:
+        l = _integer(l, "l", f" with 0 <= l <= {MAX_L}")
+        if not 0 <= l <= MAX_L:
             raise ValueError(f"l must be an int with 0 <= l <= {MAX_L}, got {l!r}")
         if compute_dtype not in _COMPUTE_DTYPES:
             raise ValueError(
@@ -136,11 +171,9 @@ class BDIAStack(nn.Module):
         self.quantize = quantize
         self.preserve_rng_state = preserve_rng_state
         self.verify_reconstruction = verify_reconstruction
-        self.generator = torch.Generator(device="cpu")
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(seed)
+        seed = _default_seed() if seed is None else _integer(seed, "seed", " (or None)")
+        self.seed = seed
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.last_gamma_signs: Tensor | None = None
         self.record_reconstruction = False
         self.last_reconstruction: list[Tensor] | None = None
