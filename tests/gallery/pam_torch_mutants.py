@@ -9,6 +9,7 @@ each in and runs those properties.  Mutants call the real kernels
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ REAL: dict[str, Callable[..., Any]] = {
     for name in ("pam_mul", "pam_div", "pam_mul_grad", "pa_log2", "pa_exp2", "pam_matmul")
 }
 REAL_SEQUENTIAL_SUM = nn_pam._sequential_sum_of_scaled
+REAL_MUL_SLOPE = kernels._mul_slope
 
 
 def _int_dtype(fmt: formats.FloatFormat) -> torch.dtype:
@@ -109,13 +111,14 @@ def exp2_true_exponential(y: torch.Tensor, *, mode: str = "ieee") -> torch.Tenso
     return torch.exp2(y.double()).to(y.dtype)
 
 
-def grad_without_carry(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
-    """sign(b) · 2**Eb: forgets the piece where Ma + Mb >= 1 doubles the slope."""
-    fmt = formats.get(a.dtype)
-    bits = _bits(a)
-    # Clearing a's fraction (NaNs kept) makes Ma = 0, so the carry never happens.
-    cleared = torch.where(torch.isnan(a.double()), bits, bits & ~fmt.mantissa_mask)
-    return REAL["pam_mul_grad"](_with_bits(cleared, a.dtype), b, mode=mode)
+def slope_without_carry(da: Any, db: Any, fmt: formats.FloatFormat) -> Any:
+    """sign(b) · 2**Eb: forgets the piece where Ma + Mb >= 1 doubles the slope.
+
+    Patched into the one home of the slope (``kernels._mul_slope``), so ``pam_mul_grad``,
+    the exact backward of ``pam_mul`` and that of ``PAMMatmul`` all inherit it.
+    """
+    cleared = dataclasses.replace(da, fraction=torch.zeros_like(da.fraction))  # Ma = 0: no carry
+    return REAL_MUL_SLOPE(cleared, db, fmt)
 
 
 def matmul_pairwise_always(
@@ -235,8 +238,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "slope ignores the [Ma + Mb >= 1] piece",
-        (kernels, "pam_mul_grad"),
-        grad_without_carry,
+        (kernels, "_mul_slope"),
+        slope_without_carry,
         (
             (KERNELS, "test_binary_kernel_equals_oracle", {"op": "pam_mul_grad"}),
             (AUTOGRAD, "test_exact_backward_is_the_slope_of_the_affine_piece", {}),
