@@ -584,22 +584,26 @@ def _mul_slope(da: _Decoded, db: _Decoded, fmt: FloatFormat) -> _Slope:
 def _div_slopes(da: _Decoded, db: _Decoded, fmt: FloatFormat) -> tuple[_Slope, _Slope]:
     """d(a ⊘ b)/da and d(a ⊘ b)/db (docs/spec.md D2.12).
 
-    With ``c = [Ma < Mb]`` (the piece where ``|r| = 2**(Ea − Eb − 1)(2 + Ma − Mb)``):
-    ``d/da = sign(b) · 2**(−Eb − c)`` and ``d/db = −sign(a) · 2**(Ea − 2 Eb − c)``.
+    With ``c = 1`` on the piece where ``|r| = 2**(Ea − Eb − 1)(2 + Ma − Mb)`` (``Ma < Mb``):
+    ``d/da = sign(b) · 2**(−Eb − c)`` and ``d/db = −sign(a) · 2**(Ea − 2 Eb − c)``.  At the
+    breakpoint ``Ma = Mb`` each takes the piece to the right in its own operand's magnitude
+    (as D2.5 does): ``c = [Ma < Mb]`` for ``d/da``, ``c = [Ma <= Mb]`` for ``d/db``.
     """
-    borrow = (_fraction_or_zero(da) < db.fraction).to(torch.int64)
+    a_fraction = _fraction_or_zero(da)
+    borrow_a = (a_fraction < db.fraction).to(torch.int64)
+    borrow_b = (a_fraction <= db.fraction).to(torch.int64)
     shape = torch.broadcast_shapes(da.negative.shape, db.negative.shape)
     nan = _quotient_is_nan(da, db).expand(shape)
     slope_a = _Slope(
         db.negative.expand(shape),
-        (-db.exponent - borrow).expand(shape),
+        (-db.exponent - borrow_a).expand(shape),
         nan,
         db.is_zero.expand(shape),  # a ⊘ b grows without bound as b -> 0
         db.is_inf.expand(shape),
     )
     slope_b = _Slope(
         (~da.negative).expand(shape),
-        (da.exponent - 2 * db.exponent - borrow).expand(shape),
+        (da.exponent - 2 * db.exponent - borrow_b).expand(shape),
         nan,
         (da.is_inf | db.is_zero).expand(shape),
         (da.is_zero | db.is_inf).expand(shape),  # 0 ⊘ b is constant
@@ -713,7 +717,11 @@ def _ln2(like: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class _Operation:
-    """One differentiable PA operation: its value and its two derivatives (docs/spec.md D2.11)."""
+    """One differentiable PA operation: its value and its two derivatives (docs/spec.md D2.11).
+
+    The entries below look their functions up when called, so each formula has one home
+    (a patched ``_div_slopes``, say, is what every caller sees).
+    """
 
     name: str
     value: Callable[..., Tensor]  # (*inputs, fmt, mode) -> output
@@ -744,26 +752,26 @@ def _exp2_approx(inputs: Sequence[Tensor], out: Tensor, mode: str) -> tuple[Tens
 _MUL = _Operation(
     "pam_mul",
     lambda a, b, fmt, mode, compiled=False: _pam_mul_value(a, b, fmt, mode, compiled),
-    _mul_exact,
+    lambda d, fmt: _mul_exact(d, fmt),
     lambda inputs, out, mode: (inputs[1], inputs[0]),  # the product rule, products as ⊡
 )
 _DIV = _Operation(
     "pam_div",
     lambda a, b, fmt, mode, compiled=False: _pam_div_value(a, b, fmt, mode),
     lambda d, fmt: _div_slopes(d[0], d[1], fmt),
-    _div_approx,
+    lambda inputs, out, mode: _div_approx(inputs, out, mode),
 )
 _LOG2 = _Operation(
     "pa_log2",
     lambda x, fmt, mode, compiled=False: _pa_log2_value(x, fmt, mode),
     lambda d, fmt: (_log2_slope(d[0]),),
-    _log2_approx,
+    lambda inputs, out, mode: _log2_approx(inputs, out, mode),
 )
 _EXP2 = _Operation(
     "pa_exp2",
     lambda y, fmt, mode, compiled=False: _pa_exp2_value(y, fmt, mode),
     lambda d, fmt: (_exp2_slope(d[0], fmt),),
-    _exp2_approx,
+    lambda inputs, out, mode: _exp2_approx(inputs, out, mode),
 )
 
 
