@@ -115,10 +115,10 @@ def test_constructor_errors() -> None:
         BDIAStack(blocks, mode="checkpoint")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("l", [np.int64(9), np.int32(9), np.uint8(9), torch.tensor(9)])
-def test_integer_like_l_and_seed_are_accepted(l: object) -> None:
+@pytest.mark.parametrize("grid", [np.int64(9), np.int32(9), np.uint8(9), torch.tensor(9)])
+def test_integer_like_l_and_seed_are_accepted(grid: object) -> None:
     # Field finding: BDIAStack(l=np.int64(9)) was refused.  Any operator.index-able value is an int.
-    stack = BDIAStack(mlp_blocks(2, 3), l=l, seed=np.int64(4))  # type: ignore[arg-type]
+    stack = BDIAStack(mlp_blocks(2, 3), l=grid, seed=np.int64(4))  # type: ignore[arg-type]
     assert type(stack.l) is int and stack.l == 9 and stack.seed == 4
     reference = BDIAStack(mlp_blocks(2, 3), l=9, seed=4)
     x = torch.randn(2, 3)
