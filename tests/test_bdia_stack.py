@@ -403,9 +403,7 @@ def test_reversible_first_order_grad_with_autograd_grad_still_works() -> None:
 def training_run(seed: int, *, mode: str = "reversible", steps: int = 3) -> list[torch.Tensor]:
     """Losses and gradients of a few SGD steps of a dropout stack built after ``torch.manual_seed``."""
     torch.manual_seed(seed)
-    blocks = [
-        nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Dropout(0.3), nn.Linear(8, 4)) for _ in range(5)
-    ]
+    blocks = [nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Dropout(0.3), nn.Linear(8, 4)) for _ in range(5)]
     stack = BDIAStack(blocks, mode=mode)  # type: ignore[arg-type]  # seed=None: from the global generator
     optimizer = torch.optim.SGD(stack.parameters(), lr=0.05)
     x = torch.randn(6, 4)
