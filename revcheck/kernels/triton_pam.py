@@ -100,7 +100,7 @@ def _msb_position(m):
     """floor(log2(m)) for 0 < m < 2**63 (binary search; Triton's interpreter has no clz)."""
     position = tl.zeros_like(m)
     for step in tl.static_range(6):
-        shift: tl.constexpr = 32 >> step
+        shift = 32 >> step  # constexpr already; re-annotating it in static_range does not compile
         upper = m >> shift
         found = upper != 0
         position += tl.where(found, shift, 0)
