@@ -53,7 +53,7 @@ Values that cannot be reconstructed (NaN/inf in ``h``/``y``, codes with
 first offending block.  Double backward (``create_graph=True``, e.g. a gradient
 penalty) exists only in ``mode="stored"``: the reversible backward raises
 ``BDIADoubleBackwardError`` instead of returning gradients without their
-second-order terms (docs/spec.md D3.14).
+second-order terms (docs/spec.md D3.16).
 
 Layout (one concept per module; the public names are re-exported here):
 
