@@ -292,13 +292,17 @@ def _audit_stack(args: argparse.Namespace) -> int:
 
 
 def _ops() -> int:
-    from revcheck.audit.registry import REGISTRY
+    from revcheck.audit.registry import MODEL_AUDITS, REGISTRY
 
     for spec in REGISTRY.values():
         modes = f"; modes: {', '.join(spec.modes)}" if spec.modes else ""
         sweep = f"; sweep: {', '.join(spec.implementations)}" if spec.sweepable else ""
         print(f"{spec.name}\n    {spec.signature}\n    {spec.summary}")
         print(f"    formats: {', '.join(spec.formats)}{modes}{sweep}")
+    print("\nwhole-model audits (Python API; audit_stack also as `revcheck audit-stack`):")
+    for model_audit in MODEL_AUDITS:
+        print(f"{model_audit.name}  ({model_audit.function})\n    takes {model_audit.takes}")
+        print(f"    proves {model_audit.proves}\n    level: {model_audit.levels}")
     return EXIT_OK
 
 

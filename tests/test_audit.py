@@ -370,3 +370,13 @@ def test_counted_cases_reach_every_region_in_every_format(name: str) -> None:
     subnormal = bits.is_subnormal(products, accumulator)
     # fp16 and fp8 products are never subnormal in fp32 (docs/spec.md F2.10); the others must be reached.
     assert bool(subnormal.any()) == (fmt.name in ("fp64", "fp32", "bf16")), fmt.name
+
+
+def test_every_model_audit_resolves_to_a_documented_function() -> None:
+    from revcheck.audit.registry import MODEL_AUDITS
+
+    assert len({entry.name for entry in MODEL_AUDITS}) == len(MODEL_AUDITS)
+    for entry in MODEL_AUDITS:
+        function = entry.load()
+        assert callable(function) and function.__name__ == entry.name, entry
+        assert function.__doc__, f"{entry.function} has no docstring"

@@ -335,7 +335,10 @@ def test_an_inf_activation_meeting_a_zero_weight_is_reported_as_nan() -> None:
 
 
 def test_eps_zero_layer_insertion_on_a_zero_row() -> None:
-    """SPEC §4: with eps = 0 a zero row is NaN after any norm; with no base layer, insertion makes it NaN."""
+    """docs/spec.md §4: with eps = 0 a zero row is NaN after any norm.
+
+    With no base layer, insertion makes it NaN.
+    """
     for layers, preserved in ((0, False), (1, True)):
         config = ModelConfig(vocab=4, max_len=3, hidden=4, mlp=4, heads=1, qk=2, v=2, layers=layers, eps=0.0)
         m = model(config)

@@ -14,13 +14,18 @@ and ``ctx.save_for_backward`` go through); on CUDA the allocator's peak during a
 step is reported as well.
 
 Step time is forward plus backward of the whole model's loss; every ratio is measured in
-interleaved rounds and printed with its spread (:mod:`revcheck.bench._harness`).
+interleaved rounds and printed with its spread (:mod:`revcheck.bench._harness`).  With one
+intra-op thread (``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)``) the clock is the
+process's CPU time, which load from other processes does not inflate; a loaded machine
+should be measured that way.  ``bdia-compiled`` is the reversible stack with
+``BDIAStack(compiled=True)`` (its compilation is part of the warm-up, not of the timings).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -36,6 +41,7 @@ from revcheck.bench._harness import (
     progress,
     ratio_rows,
 )
+from revcheck.nn.bdia import BDIAStack
 from revcheck.nn.transformer import TinyGPT
 
 TITLE = "BDIA memory and speed"
@@ -273,24 +279,43 @@ def run(args: argparse.Namespace) -> list[Row]:
 
     for depth in shape.timed_depths:
         steps = {
-            kind: training_step(_model(shape, depth, kind, device), idx, targets)
-            for kind in ("plain", "checkpoint", "bdia", "bdia-stored")
+            kind: training_step(_timed_model(shape, depth, kind, device), idx, targets)
+            for kind in TIMED_KINDS
         }
+        for step in progress(steps.values(), f"BDIA warm-up, depth {depth} (compiles bdia-compiled)"):
+            step()  # a compiled candidate compiles on its first calls: untimed
+        # CPU time with one intra-op thread (other processes' load does not inflate it), else wall time.
+        single = torch.get_num_threads() == 1
         loads = [load_average()]
         samples = interleaved(
-            steps, pairs=shape.repeat, min_time=shape.min_time, desc=f"BDIA step, depth {depth}"
+            steps,
+            pairs=shape.repeat,
+            min_time=shape.min_time,
+            clock=time.process_time if single else time.perf_counter,
+            desc=f"BDIA step, depth {depth}",
         )
         loads.append(load_average())
         plain_seconds = statistics.median(samples["plain"])
-        rows.append(Row(f"step time depth {depth}, plain", f"{plain_seconds * 1e3:.1f} ms"))
+        clock = "CPU time" if single else "wall time"
+        rows.append(Row(f"step time depth {depth}, plain ({clock})", f"{plain_seconds * 1e3:.1f} ms"))
         rows += ratio_rows(
             samples,
             "plain",
-            {
-                kind: f"step time depth {depth}, {kind} / plain"
-                for kind in ("checkpoint", "bdia-stored", "bdia")
-            },
-            targets={"bdia": TARGET_STEP_TIME_RATIO},
+            {kind: f"step time depth {depth}, {kind} / plain" for kind in TIMED_KINDS[1:]},
+            targets={"bdia": TARGET_STEP_TIME_RATIO, "bdia-compiled": TARGET_STEP_TIME_RATIO},
             loads=loads,
         )
     return rows
+
+
+# "bdia-compiled": the reversible stack with BDIAStack(compiled=True) (torch.compile-fused code update).
+TIMED_KINDS = ("plain", "checkpoint", "bdia-stored", "bdia", "bdia-compiled")
+
+
+def _timed_model(shape: BenchShape, depth: int, kind: str, device: torch.device) -> TinyGPT:
+    model = _model(shape, depth, "bdia" if kind == "bdia-compiled" else kind, device)
+    if kind == "bdia-compiled":
+        stack = model.stack
+        assert isinstance(stack, BDIAStack)
+        stack.compiled = True
+    return model
