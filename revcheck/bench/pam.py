@@ -156,13 +156,36 @@ def _block_rows(pairs: int) -> list[Row]:
     blocks, whole_rate = Spread.of(rates["blocks"]), Spread.of(rates["whole"])
     return [
         Row(
-            f"sweep bf16 pam_mul, pairs per CPU-second: blocks of 2^{config.bits_per_block} (now) / one call "
-            f"per 2^{whole} chunk (before)",
-            f"{gain.text()}; now {blocks.median / 1e6:.2f} M/CPU-s, "
-            f"before {whole_rate.median / 1e6:.2f} M/CPU-s",
+            f"sweep bf16 pam_mul, pairs per CPU-second: blocks of 2^{config.bits_per_block} / one call "
+            f"per 2^{whole} chunk",
+            f"{gain.text()}; blocks {blocks.median / 1e6:.2f} M/CPU-s, "
+            f"one call {whole_rate.median / 1e6:.2f} M/CPU-s",
             warning=busy_warning(gain, loads),
         )
     ]
+
+
+def _stage_rows(chunks_per_sweep: int) -> list[Row]:
+    """Where a sweep's CPU time goes: the share of each stage of a chunk, for each op on bf16, ieee."""
+    from revcheck.sweep import SweepConfig
+    from revcheck.sweep.throughput import sample_chunks, stage_seconds
+
+    torch.set_num_threads(1)
+    rows = []
+    for op in progress(("pam_mul", "pam_div", "pam_mul_grad"), "sweep: where the time goes"):
+        config = SweepConfig(op=op, format="bf16", impl="torch", quiet=True)
+        warm, *timed = sample_chunks(config, chunks_per_sweep + 1)
+        stage_seconds(config, [warm])
+        seconds = stage_seconds(config, timed)
+        total = sum(seconds.values())
+        rows.append(
+            Row(
+                f"sweep {op} bf16 ieee, share of CPU time per stage",
+                ", ".join(f"{stage} {100 * s / total:.0f}%" for stage, s in seconds.items())
+                + f" ({total / len(timed):.2f} CPU-s per 2^20 chunk)",
+            )
+        )
+    return rows
 
 
 def _campaign_rows(chunks_per_sweep: int) -> list[Row]:
@@ -233,6 +256,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     rows += _matmul_rows(64 if quick else 256, quick, pairs)
     try:
         rows += _block_rows(pairs)
+        rows += _stage_rows(1 if quick else 3)
         rows += _campaign_rows(1 if quick else 3)
     finally:
         torch.set_num_threads(threads)

@@ -10,7 +10,7 @@ from revcheck.sweep.chunk import check_chunk
 from revcheck.sweep.config import SweepConfig, total_chunks, validate
 from revcheck.sweep.pool import ProcessPool, check_chunk_job, jobs_for, worker_count
 
-__all__ = ["Throughput", "sample_chunks", "throughput"]
+__all__ = ["STAGES", "Throughput", "sample_chunks", "stage_seconds", "throughput"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,51 @@ def throughput(config: SweepConfig, n_chunks: int) -> Throughput:
     elapsed = time.perf_counter() - start
     inputs = sum(r.inputs for r in results)
     return Throughput(inputs / elapsed, inputs / sum(r.cpu_seconds for r in results), workers)
+
+
+#: The stages of a chunk, in the order :func:`stage_seconds` reports them.
+STAGES = ("enumeration", "oracle", "to torch", "implementation", "to bits", "comparison")
+
+
+def stage_seconds(config: SweepConfig, chunks: list[int]) -> dict[str, float]:
+    """CPU seconds of each stage of :func:`~revcheck.sweep.chunk.check_chunk` over ``chunks``.
+
+    The same steps as ``check_chunk`` (blocks of ``config.bits_per_block``), timed one
+    by one with ``time.process_time``, for the benchmarks' "where the time goes"; the
+    result checks are left out (``check_chunk`` does them).  What travels between the
+    client and a worker is a chunk index and a :class:`ChunkResult` (a few hundred
+    bytes), so chunk transfer is not a stage here.
+    """
+    import numpy as np
+
+    from revcheck.bits import to_bits, to_torch
+    from revcheck.sweep.chunk import MAX_EXAMPLES_PER_CHUNK, _mismatches
+
+    validate(config)
+    fmt, spec, mode = config.fmt, config.spec, config.mode
+    assert spec.bit_oracle is not None
+    function = spec.implementation(config.impl)
+    seconds = dict.fromkeys(STAGES, 0.0)
+    clock = time.process_time
+    for chunk in chunks:
+        pieces = enumeration.blocks(fmt, config.arity, config.bits_per_chunk, chunk, config.bits_per_block)
+        while True:
+            marks = [clock()]
+            try:
+                _, operands = next(pieces)
+            except StopIteration:
+                break
+            marks.append(clock())
+            expected = np.asarray(spec.bit_oracle(*operands, fmt, mode=mode))
+            marks.append(clock())
+            tensors = [to_torch(x, fmt, device=config.device) for x in operands]
+            marks.append(clock())
+            result = function(*tensors, mode=mode)
+            marks.append(clock())
+            got = to_bits(result)
+            marks.append(clock())
+            _mismatches(got, expected, fmt, MAX_EXAMPLES_PER_CHUNK)
+            marks.append(clock())
+            for stage, start, end in zip(STAGES, marks[:-1], marks[1:], strict=True):
+                seconds[stage] += end - start
+    return seconds
