@@ -52,6 +52,15 @@ def test_a_limited_run_is_incomplete_resumes_and_reports(
     (journal,) = state_dir.glob("pam_div-*.jsonl")
     chunks = [json.loads(line)["chunk"] for line in journal.read_text().splitlines()[1:]]
     assert len(chunks) == len(set(chunks)) == 4
+    # The table of what the state dir holds, printed without running or writing anything.
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in state_dir.iterdir())
+    assert sweep_cli.main(["campaign", "--state-dir", str(state_dir), *ONE_SWEEP, "--report-only"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("| sweep | inputs checked |") and "incomplete (4/4096 chunks)" in table, table
+    assert "1 processes" in table or "process" in table, table  # the backend, from the runs log
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in state_dir.iterdir()) == before
+    assert sweep_cli.main(["campaign", "--state-dir", str(tmp_path / "none"), "--report-only"]) == 2
+    assert "is no state dir" in capsys.readouterr().err
 
 
 def test_the_estimate_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

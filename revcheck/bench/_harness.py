@@ -175,10 +175,14 @@ def interleaved(
     if pairs < 1:
         raise ValueError(f"pairs={pairs} must be at least 1")
     names = list(candidates)
-    counts = {name: loops or _loops_for(candidates[name], min_time, clock) for name in names}
-    if loops is not None:
-        for fn in candidates.values():
-            fn()  # warm-up
+    # Warm-up and calibration take a few calls of each candidate: seconds for a training step.
+    counts = {}
+    for name in progress(names, f"{desc}: warm-up"):
+        if loops is None:
+            counts[name] = _loops_for(candidates[name], min_time, clock)
+        else:
+            candidates[name]()  # warm-up
+            counts[name] = loops
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_ in progress(range(pairs), desc):
         for name in names if round_ % 2 == 0 else reversed(names):

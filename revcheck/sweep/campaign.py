@@ -68,6 +68,7 @@ __all__ = [
     "campaign_sweeps",
     "estimate",
     "main",
+    "report_from_records",
     "run_campaign",
     "unary32_sweeps",
 ]
@@ -337,19 +338,42 @@ def _runs(config: CampaignConfig) -> list[dict[str, Any]]:
     return runs
 
 
-def write_report(
-    config: CampaignConfig, sweeps: Sequence[SweepConfig], started: dict[str, Any], where: str
-) -> list[SweepRow]:
-    """Rewrite the Markdown and JSON reports from the state dir; the rows."""
-    rows = [SweepRow.of(sweep, _runs(config)) for sweep in sweeps]
+def _header(started: dict[str, Any], where: str) -> dict[str, Any]:
     now = machine()
-    header = {
+    return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "backend": where,
         "machine": now,
         "load_average_at_start": started["load_average"],
         "load_average_now": now["load_average"],
     }
+
+
+def report_from_records(config: CampaignConfig) -> str:
+    """The Markdown report of what the state dir holds, computed from its records; writes nothing.
+
+    Safe while a campaign is running on the same state dir (the records are only read):
+    ``revcheck sweep campaign --state-dir DIR --report-only``.  The backend and the load
+    averages are those the runs log (:data:`RUNS_LOG`) recorded.
+    """
+    if not config.state_dir.is_dir():
+        raise UsageError(f"--report-only: {config.state_dir} is no state dir; run the campaign into it first")
+    sweeps = campaign_sweeps(config)
+    runs = _runs(config)
+    where = ", ".join(sorted({str(run.get("backend", "?")) for run in runs})) or "not run yet"
+    started = {"load_average": runs[0].get("load_average_start") if runs else None}
+    header = _header(started, where)
+    if runs:
+        header["load_average_now"] = runs[-1].get("load_average_end")
+    return markdown([SweepRow.of(sweep, runs) for sweep in sweeps], header)
+
+
+def write_report(
+    config: CampaignConfig, sweeps: Sequence[SweepConfig], started: dict[str, Any], where: str
+) -> list[SweepRow]:
+    """Rewrite the Markdown and JSON reports from the state dir; the rows."""
+    rows = [SweepRow.of(sweep, _runs(config)) for sweep in sweeps]
+    header = _header(started, where)
     config.report_path.parent.mkdir(parents=True, exist_ok=True)
     config.json_path.write_text(
         json.dumps({**header, "sweeps": [dataclasses.asdict(r) for r in rows]}, indent=2)
@@ -480,6 +504,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--estimate", action="store_true", help="print the time estimate and stop")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="print the Markdown table of what STATE_DIR holds and stop (runs and writes nothing)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=0, help="processes or Dask workers (default: one per CPU)"
     )
     parser.add_argument("--scheduler", default=None, help="'local' (Dask LocalCluster) or tcp://HOST:PORT")
@@ -509,6 +538,9 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             limit_chunks=args.limit_chunks,
             quiet=args.quiet,
         )
+        if args.report_only:
+            print(report_from_records(config), end="")
+            return EXIT_OK
         result = run_campaign(config, estimate_only=args.estimate)
         if args.estimate:
             return EXIT_OK
