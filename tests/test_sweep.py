@@ -326,13 +326,26 @@ def test_ctrl_c_saves_reports_and_exits_130(tmp_path: Path) -> None:
     command += ["--chunk-bits", "14", "--state-dir", str(tmp_path), "--workers", "1", "--quiet"]
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A pytest-xdist worker ignores SIGINT, and an ignored SIGINT is inherited: Python then installs
+        # no KeyboardInterrupt handler (as for a background job of a shell). A terminal's Ctrl-C is wanted.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 120
-    while len(_recorded(tmp_path)) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)  # records appear as chunks finish
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_recorded(tmp_path)) < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)  # records appear as chunks finish
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # never leave a 2**32 sweep running behind a failed test
+            process.kill()
+            process.wait()
     assert process.returncode == 130, out + err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "chunks of this shard are recorded in" in err and "run the same command again to resume" in err
