@@ -48,11 +48,12 @@ kernels without registering them, give the fixture in your own test module::
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -108,8 +109,8 @@ class PamKernels:
     ``orders`` are the summation orders its ``pam_matmul`` takes as ``order=``
     (None: the module's ``ORDERS`` if its ``pam_matmul`` has an ``order``
     parameter, else only the sequential order, taken without the keyword).
-    ``setup`` runs once before the first reference is imported (Triton's
-    interpreter must be chosen before triton is imported); it may skip.
+    ``setup`` runs before a reference is imported (Triton's interpreter must
+    be chosen before triton is first imported); it may skip.
     """
 
     name: str
@@ -134,12 +135,22 @@ class PamKernels:
         unknown = sorted(set(functions) - set(OPS))
         if unknown:
             raise ValueError(f"unknown ops {unknown}; PAM kernels have {', '.join(OPS)}")
-        return replace(
+        return dataclasses.replace(
             self, name=f"{self.name} with {', '.join(functions)}", functions={**self.functions, **functions}
         )
 
     def has(self, op: str) -> bool:
-        return op in self.functions
+        """Whether this implementation has ``op`` (a reference's module is imported to find out)."""
+        function = self.functions.get(op)
+        if not isinstance(function, str):
+            return function is not None
+        module_name, _, attribute = function.partition(":")
+        self._prepare()
+        return hasattr(importlib.import_module(module_name), attribute)
+
+    def _prepare(self) -> None:
+        if self.setup is not None:
+            self.setup()
 
     def function(self, op: str) -> Callable[..., Any]:
         """The function of ``op``, imported now if it is a reference."""
@@ -149,8 +160,7 @@ class PamKernels:
             raise LookupError(f"{self.name} has no {op}; it implements {', '.join(self.functions)}") from None
         if not isinstance(function, str):
             return function
-        if self.setup is not None:
-            self.setup()
+        self._prepare()
         module_name, _, attribute = function.partition(":")
         return getattr(importlib.import_module(module_name), attribute)  # type: ignore[no-any-return]
 
