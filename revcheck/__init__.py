@@ -7,7 +7,14 @@ from typing import Any
 from revcheck import formats
 from revcheck.testing import BitMismatchError, assert_bit_exact
 
-__all__ = ["BitMismatchError", "assert_bit_exact", "assert_deterministic", "formats"]
+__all__ = [
+    "BitMismatchError",
+    "FunctionNotPreservedError",
+    "assert_bit_exact",
+    "assert_deterministic",
+    "assert_function_preserved",
+    "formats",
+]
 __version__ = "0.1.0"  # the one version string: pyproject.toml reads it (setuptools dynamic version)
 
 
@@ -17,4 +24,8 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return importlib.import_module("revcheck.audit.determinism").assert_deterministic
+    if name in ("assert_function_preserved", "FunctionNotPreservedError"):  # torch: lazy too
+        import importlib
+
+        return getattr(importlib.import_module("revcheck.expand.checks"), name)
     raise AttributeError(f"module 'revcheck' has no attribute {name!r}")

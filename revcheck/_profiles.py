@@ -21,7 +21,7 @@ a revcheck profile: :func:`load` chooses ``revcheck-ci`` on CI and
 ``revcheck`` elsewhere, unless ``--hypothesis-profile`` chose one.
 
 Property tests never hard-code ``max_examples``: they scale from the profile in
-force.
+force, and an expensive property takes a fraction of it with :func:`scaled`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ __all__ = [
     "load",
     "profile_for_this_run",
     "register",
+    "scaled",
 ]
 
 DEFAULT_PROFILE = "revcheck"
@@ -97,3 +98,17 @@ def load(requested: str | None = None) -> str:
 
 
 register()
+
+
+def scaled(fraction: float, *, minimum: int = 5) -> settings:
+    """Settings with ``fraction`` of the active profile's examples (at least ``minimum``).
+
+    For properties whose every example is expensive (a model built and trained):
+    ``@scaled(0.4)`` above ``@given`` keeps them proportional to the profile, so
+    ``--hypothesis-profile revcheck-thorough`` still scales them up.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    active = settings.default
+    assert active is not None  # Hypothesis always has a profile loaded
+    return settings(max_examples=max(minimum, int(active.max_examples * fraction)))

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "check_readable",
     "classify",
     "decimal_text",
     "describe",
@@ -46,6 +47,26 @@ def _is_torch_tensor(obj: object) -> bool:
     return type(obj).__module__.startswith("torch") and hasattr(obj, "untyped_storage")
 
 
+def check_readable(tensor: Any, role: str = "the tensor") -> None:
+    """Raise unless ``tensor``'s elements can be read as bit patterns: dense (strided) and holding data.
+
+    A sparse tensor (or another layout) is a ``TypeError`` that says to densify it; a tensor
+    on the ``meta`` device has a shape but no values, a ``ValueError``.
+    """
+    import torch
+
+    if tensor.layout != torch.strided:
+        raise TypeError(
+            f"{role} has layout {tensor.layout}; bit patterns are read from dense tensors: pass "
+            f"t.to_dense() (a sparse tensor's zeros are then compared too)"
+        )
+    if tensor.device.type == "meta":
+        raise ValueError(
+            f"{role} is on the meta device, which holds shapes but no values; run the computation on a "
+            "device with data (cpu, cuda) to compare bits"
+        )
+
+
 def format_of(x: object) -> FloatFormat:
     """The format of a NumPy float array/scalar or a torch float tensor."""
     if _is_torch_tensor(x):
@@ -62,6 +83,7 @@ def to_bits(x: object, fmt: object = None) -> UIntArray:
     """
     if _is_torch_tensor(x):
         tensor: torch.Tensor = x  # type: ignore[assignment]
+        check_readable(tensor)
         fmt_ = formats.get(tensor.dtype)
         if fmt is not None and formats.get(fmt) is not fmt_:
             raise TypeError(f"tensor has dtype {tensor.dtype} but fmt={formats.get(fmt).name} was given")

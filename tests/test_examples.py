@@ -86,3 +86,154 @@ def test_output_check_flags_a_diverging_run() -> None:
     problems = check_char_lm_output(broken)
     assert any("bdia training loss did not decrease" in p for p in problems), problems
     assert any("not finite" in p for p in problems), problems
+
+
+TYING_LM = REPO_ROOT / "examples" / "tying_char_lm.py"
+TYING_PERPLEXITY = re.compile(r"^final val perplexity\s+tied (\S+)\s+untied (\S+)", re.MULTILINE)
+TYING_TRAINABLE = re.compile(
+    r"^trainable parameters\s+tied (\d+) \(per Parameter object (\d+)\)\s+untied (\d+)$", re.MULTILINE
+)
+TYING_MEMORY = re.compile(
+    r"^memory (tied|untied)\s*: persistent\s+([\d.]+) KiB.*activations\s+([\d.]+) KiB$", re.MULTILINE
+)
+
+
+def test_tying_char_lm_prints_its_figures() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(TYING_LM), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "identical initialisation: yes" in out and "storage audit (tied): clean" in out, out
+    ((tied, untied),) = [(float(a), float(b)) for a, b in TYING_PERPLEXITY.findall(out)]
+    assert 1.0 < tied < 100 and 1.0 < untied < 100, out
+    ((trainable, per_object, baseline),) = [tuple(map(int, t)) for t in TYING_TRAINABLE.findall(out)]
+    assert trainable <= per_object and trainable <= baseline, out
+    memory = {kind: (float(p), float(a)) for kind, p, a in TYING_MEMORY.findall(out)}
+    assert set(memory) == {"tied", "untied"}, out
+    assert memory["tied"][0] <= memory["untied"][0] and memory["tied"][1] == memory["untied"][1], out
+    assert re.search(r"rewards: \d+ decisions, (\d+) distinct", out), out
+
+
+GROW = REPO_ROOT / "examples" / "expand_grow.py"
+GROWTH_LINE = re.compile(r"^  eval loss before (\S+)  after (\S+)  difference", re.MULTILINE)
+LEVEL_LINE = re.compile(r"^  certified level (\w); level O: (.*?); level K", re.MULTILINE)
+RETRAIN_LINE = re.compile(
+    r"^trained the grown model \d+ more steps: train loss (\S+) -> (\S+);", re.MULTILINE
+)
+
+
+def check_grow_output(output: str) -> list[str]:
+    """Problems with expand_grow.py's printout: three growth steps, no loss jump, level O, training goes "
+    "on."""
+    problems = []
+    growth = [(float(b), float(a)) for b, a in GROWTH_LINE.findall(output)]
+    levels = LEVEL_LINE.findall(output)
+    if len(growth) != 3 or len(levels) != 3:
+        problems.append(
+            f"expected three growth steps, found {len(growth)} losses and {len(levels)} level lines"
+        )
+    # The loss is compared at the kernel (K is data): a jump beyond rounding would mean the function changed.
+    problems += [f"loss jumped: {b} -> {a}" for b, a in growth if not abs(a - b) <= 1e-5 * max(1.0, abs(b))]
+    problems += [f"level O did not hold: {o}" for certified, o in levels if certified == "O" and o != "holds"]
+    retrain = RETRAIN_LINE.findall(output)
+    if len(retrain) != 1 or not float(retrain[0][1]) < float(retrain[0][0]):
+        problems.append(f"the grown model did not keep learning: {retrain}")
+    return problems
+
+
+def test_expand_grow_example_preserves_the_loss_and_keeps_training() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(
+        [sys.executable, str(GROW), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"example failed:\n{result.stdout}\n{result.stderr}"
+    assert check_grow_output(result.stdout) == [], result.stdout
+
+
+def test_grow_output_check_flags_a_jump() -> None:
+    broken = (
+        "  eval loss before 2.5  after 2.9  difference 4.0e-01\n  certified level O; level O: FAILS: x; "
+        "level K\n"
+        "trained the grown model 5 more steps: train loss 2.0 -> 2.5; eval loss 2.4\n"
+    )
+    problems = check_grow_output(broken)
+    assert any("three growth steps" in p for p in problems) and any("jumped" in p for p in problems)
+    assert any("did not hold" in p for p in problems) and any("keep learning" in p for p in problems)
+
+
+MULFREE_TRAIN = REPO_ROOT / "examples" / "mulfree_train.py"
+MULFREE_TABLE_ROW = re.compile(r"^(forward|backward|optimizer)\s+(\d+)\s+(\d+)\s+(\d+)\s", re.MULTILINE)
+
+
+def check_mulfree_output(output: str) -> list[str]:
+    """Problems with examples/mulfree_train.py's printout: the certificate, the losses, the standard table."""
+    problems = []
+    pa_part, _, standard_part = output.partition("== the same certificate in record mode")
+    certified = {phase: int(mult) for phase, _, mult, _ in mulfree_rows(pa_part)}
+    if set(certified) != {"forward", "backward", "optimizer"} or any(certified.values()):
+        problems.append(f"the PA run is not certified multiplication-free in every phase: {certified}")
+    if "MULTIPLICATION-FREE" not in pa_part or "violations in the slice: none" not in pa_part:
+        problems.append("the runtime certificate or the static proof is missing or failed")
+    if "loss falling pa: yes" not in output:
+        problems.append("the PA loss did not fall")
+    standard = {phase: int(mult) for phase, _, mult, _ in mulfree_rows(standard_part)}
+    if set(standard) != {"forward", "backward", "optimizer"} or not all(standard.values()):
+        problems.append(
+            f"the standard step's record-mode table lacks float multiplies in some phase: {standard}"
+        )
+    return problems
+
+
+def mulfree_rows(text: str) -> list[tuple[str, str, str, str]]:
+    return MULFREE_TABLE_ROW.findall(text)
+
+
+def test_mulfree_example_trains_under_the_certificate() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, str(MULFREE_TRAIN), "--quick"], capture_output=True, text=True,
+                            env=env, timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 0, (
+        f"example failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
+    )
+    assert check_mulfree_output(result.stdout) == [], result.stdout
+
+
+def test_mulfree_output_check_flags_a_float_multiply() -> None:
+    broken = (
+        "forward 10 1 0 addmm x1\nbackward 10 0 0 -\noptimizer 10 0 0 -\nMULTIPLICATION-FREE\n"
+        "violations in the slice: none\nloss falling pa: NO\n"
+        "== the same certificate in record mode\nforward 5 0 0 -\nbackward 5 2 0 mm x2\noptimizer 5 3 0 -\n"
+    )
+    problems = check_mulfree_output(broken)
+    assert any("not certified" in p for p in problems), problems
+    assert any("did not fall" in p for p in problems), problems
+    assert any("lacks float multiplies" in p for p in problems), problems
+
+
+MEMXL_CHAR_LM = REPO_ROOT / "examples" / "memxl_char_lm.py"
+MEMXL_BPC = re.compile(r"^final val bpc\s+plain (\S+)\s+scxl (\S+)$", re.MULTILINE)
+
+
+def test_memxl_char_lm_trains_both_models() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(
+        [sys.executable, str(MEMXL_CHAR_LM), "--quick"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "identical initialisation: yes" in out and "(scxl phase 2)" in out, out
+    assert len(re.findall(r"^memory (plain|scxl )?: saved for backward", out, flags=re.MULTILINE)) == 2, out
+    ((plain, scxl),) = [tuple(map(float, pair)) for pair in MEMXL_BPC.findall(out)]
+    assert all(math.isfinite(v) and 0 < v < 8 for v in (plain, scxl)), out

@@ -303,9 +303,22 @@ def test_plugin_registers_only_revcheck_names_and_imports_no_private_hypothesis(
 
 
 def test_property_suites_take_their_example_counts_from_the_profile() -> None:
-    # A hard-coded max_examples would ignore --hypothesis-profile revcheck-thorough.
+    # A hard-coded max_examples would ignore --hypothesis-profile revcheck-thorough; expensive
+    # properties take a fraction of the profile through revcheck._profiles.scaled.
     properties = Path(__file__).resolve().parents[1] / "properties"
     hard_coded = [
         str(path) for path in sorted(properties.rglob("*.py")) if "max_examples" in path.read_text()
     ]
     assert hard_coded == [], hard_coded
+
+
+def test_scaled_takes_a_share_of_the_active_profile() -> None:
+    from hypothesis import settings
+
+    from revcheck._profiles import scaled
+
+    active = settings.default
+    assert active is not None
+    assert scaled(0.5, minimum=3).max_examples == max(3, int(active.max_examples * 0.5))
+    with pytest.raises(ValueError, match="fraction"):
+        scaled(0.0)

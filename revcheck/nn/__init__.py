@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BDIAStack", "PAMLinear", "PAMMatmul", "PreNormTransformerBlock", "TinyGPT"]
+__all__ = [
+    "BDIAStack",
+    "MemTransformerXL",
+    "PAMLinear",
+    "PAMMatmul",
+    "PreNormTransformerBlock",
+    "ReferenceTransformer",
+    "TinyGPT",
+    "TwoPhaseTrainer",
+    "TyingController",
+]
 
 _HOMES = {
     "PAMLinear": "revcheck.nn.pam",
@@ -12,6 +22,10 @@ _HOMES = {
     "BDIAStack": "revcheck.nn.bdia",
     "PreNormTransformerBlock": "revcheck.nn.transformer",
     "TinyGPT": "revcheck.nn.transformer",
+    "TyingController": "revcheck.nn.tying",
+    "ReferenceTransformer": "revcheck.nn.expand",
+    "MemTransformerXL": "revcheck.nn.memxl",
+    "TwoPhaseTrainer": "revcheck.nn.memxl",
 }
 
 

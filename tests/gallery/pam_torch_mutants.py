@@ -4,21 +4,34 @@ A kernel mutant replaces one op of the torch implementation
 (:data:`properties.pam_suite.TORCH`, ``TORCH.replace(pam_mul=...)``) and is handed
 to the suite's check bodies (properties/pam_suite.py); an autograd mutant is a
 subclass of :class:`revcheck.nn.pam.PAMMatmul` with a wrong backward, handed to
-the bodies of properties/test_pam_autograd.py (``matmul=``).  Nothing is
-patched.  Mutants call the real kernels (:data:`REAL`) for everything they do
-not break, so each has exactly one bug.  :data:`PLANTED_BUGS` holds one record
-per mutant and check.
+the bodies of properties/test_pam_autograd.py (``matmul=``).  An internal
+mutant replaces one piece of the kernels' arithmetic in its one home (the slope
+``kernels._mul_slope``, the additions ``kernels._adder``, ...): the wrong
+implementation is an :class:`InternalReplaced`, the real implementation with
+that piece replaced for the duration of the check only, and the check bodies
+(the suite's, properties/test_pam_autograd.py's,
+properties/test_pam_elementwise_autograd.py's, properties/test_pam_fpenv.py's)
+get it injected like every other.  Production code carries no hook for any of
+this.  Mutants call the real kernels (:data:`REAL`) for everything they do not
+break, so each has exactly one bug.  :data:`PLANTED_BUGS` holds one record per
+mutant and check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from properties import pam_suite as suite
 from properties import test_pam_autograd as autograd_properties
+from properties import test_pam_elementwise_autograd as elementwise_autograd_properties
+from properties import test_pam_fpenv as fpenv_properties
 from properties.pam_suite import TORCH, BoundViolationError
 from revcheck import formats
 from revcheck.kernels import pam as kernels
@@ -36,6 +49,12 @@ REAL: dict[str, Callable[..., Any]] = {
     name: getattr(kernels, name)
     for name in ("pam_mul", "pam_div", "pam_mul_grad", "pa_log2", "pa_exp2", "pam_matmul")
 }
+# The one home of each piece of the kernels' arithmetic, which an internal mutant replaces.
+REAL_SEQUENTIAL_SUM = nn_pam._sequential_sum_of_scaled
+REAL_MUL_SLOPE = kernels._mul_slope
+REAL_ADDER = kernels._adder
+REAL_DIV_SLOPES = kernels._div_slopes
+REAL_DIV_APPROX = kernels._div_approx
 
 
 def _int_dtype(fmt: formats.FloatFormat) -> torch.dtype:
@@ -133,6 +152,16 @@ def grad_without_carry(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") 
     return REAL["pam_mul_grad"](_fraction_cleared(a), b, mode=mode)
 
 
+def slope_without_carry(da: Any, db: Any, fmt: formats.FloatFormat) -> Any:
+    """sign(b) · 2**Eb: forgets the piece where Ma + Mb >= 1 doubles the slope.
+
+    Patched into the one home of the slope (``kernels._mul_slope``), so ``pam_mul_grad``,
+    the exact backward of ``pam_mul`` and that of ``PAMMatmul`` all inherit it.
+    """
+    cleared = dataclasses.replace(da, fraction=torch.zeros_like(da.fraction))  # Ma = 0: no carry
+    return REAL_MUL_SLOPE(cleared, db, fmt)
+
+
 def matmul_pairwise_always(
     a: torch.Tensor, b: torch.Tensor, *, order: str = "sequential", mode: str = "ieee"
 ) -> torch.Tensor:
@@ -227,6 +256,96 @@ class FloatMatmulApproxBackward(PAMMatmul):
         return grad_a, grad_b, None, None
 
 
+# ---- internal mutants: one piece of the kernels' arithmetic replaced in its one home -----------------
+#
+# The slope of ⊡ lives in kernels._mul_slope, the accumulator's additions in kernels._adder, the
+# backward's sums in nn_pam._sequential_sum_of_scaled, ...; the kernels look each up at call time, so
+# a wrong piece planted there is what every public op using it computes (pam_mul_grad, the exact
+# backward of pam_mul and that of PAMMatmul alike).  These pieces are not parameters of the public
+# API, so the wrong implementation is the real one with the piece replaced while the check runs
+# (:class:`InternalReplaced`, restored afterwards); the check itself still gets the implementation
+# injected, as every other record's does.
+
+
+@dataclass(frozen=True)
+class InternalReplaced:
+    """The real implementation ``real``, with ``target.attribute`` replaced by ``replacement`` during a check."""
+
+    real: Any
+    target: object
+    attribute: str
+    replacement: Any
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Any]:
+        original = getattr(self.target, self.attribute)
+        setattr(self.target, self.attribute, self.replacement)
+        try:
+            yield self.real
+        finally:
+            setattr(self.target, self.attribute, original)
+
+    def __repr__(self) -> str:
+        name = getattr(self.target, "__name__", repr(self.target))
+        return f"{self.real!r} with {name}.{self.attribute} = {self.replacement.__name__}"
+
+
+@functools.cache
+def _with_internals(check: Callable[..., None]) -> Callable[..., None]:
+    """``check``, run on the real implementation with the internal installed when given an InternalReplaced."""
+
+    def run(*args: Any) -> None:
+        __tracebackhide__ = True
+        *leading, implementation = args
+        if not isinstance(implementation, InternalReplaced):
+            check(*leading, implementation)
+            return
+        with implementation.installed() as real:
+            check(*leading, real)
+
+    run.__name__ = run.__qualname__ = check.__name__
+    run.__doc__ = check.__doc__
+    return run
+
+
+def slope_without_carry(da: Any, db: Any, fmt: formats.FloatFormat) -> Any:
+    """sign(b) · 2**Eb: forgets the piece where Ma + Mb >= 1 doubles the slope.
+
+    Planted in the one home of the slope (``kernels._mul_slope``), so ``pam_mul_grad``,
+    the exact backward of ``pam_mul`` and that of ``PAMMatmul`` all inherit it.
+    """
+    cleared = dataclasses.replace(da, fraction=torch.zeros_like(da.fraction))  # Ma = 0: no carry
+    return REAL_MUL_SLOPE(cleared, db, fmt)
+
+
+def reversed_sum_of_scaled(count: int, term_operands: Callable[[int], Any], mode: str) -> torch.Tensor:
+    """The exact backward summed from the last term to the first (``nn_pam._sequential_sum_of_scaled``)."""
+    return REAL_SEQUENTIAL_SUM(count, lambda index: term_operands(count - 1 - index), mode)
+
+
+def matmul_float_adds_always(acc: formats.FloatFormat, mode: str, sums_stay_normal: bool) -> Any:
+    """Plain float additions in "ieee" even where subnormals occur: right until the host flushes them."""
+    return torch.add if mode == "ieee" else REAL_ADDER(acc, mode, sums_stay_normal)
+
+
+def slope_rounded_first(g: torch.Tensor, slope: Any, fmt: formats.FloatFormat, mode: str) -> torch.Tensor:
+    """``g ⊡ fl(s)``: the slope rounded to the format before scaling (loses what overflows alone)."""
+    return REAL["pam_mul"](g, kernels._round_slope(slope, fmt, mode), mode=mode)
+
+
+def div_slope_left_piece(da: Any, db: Any, fmt: formats.FloatFormat) -> Any:
+    """d(a ⊘ b)/db with the piece to the left in |b| at the breakpoint Ma = Mb."""
+    slope_a, slope_b = REAL_DIV_SLOPES(da, db, fmt)
+    at_breakpoint = (kernels._fraction_or_zero(da) == db.fraction).to(torch.int64)
+    return slope_a, dataclasses.replace(slope_b, exponent=slope_b.exponent + at_breakpoint)
+
+
+def div_approx_float_reciprocal(inputs: Any, out: torch.Tensor, mode: str) -> tuple[torch.Tensor, ...]:
+    """The approximate d(a ⊘ b)/da as the float reciprocal 1/b instead of 1 ⊘ b."""
+    b = inputs[1]
+    return ((1.0 / b.double()).to(b.dtype), REAL_DIV_APPROX(inputs, out, mode)[1])
+
+
 # ---- the records ----------------------------------------------------------------------------------
 
 
@@ -256,7 +375,7 @@ def _kernel_bug(
 
 
 def _autograd_bug(matmul: type[PAMMatmul], check_name: str, max_examples: int) -> PlantedBug:
-    check = check_with(getattr(autograd_properties, check_name), inject="matmul", device="cpu")
+    check = _matmul_autograd(check_name)
     return PlantedBug(
         matmul.__name__,
         (matmul.__doc__ or "").strip(),
@@ -267,6 +386,43 @@ def _autograd_bug(matmul: type[PAMMatmul], check_name: str, max_examples: int) -
         family=FAMILY,
         max_examples=max_examples,
     )
+
+
+def _internal_bug(
+    replacement: Callable[..., Any],
+    target: object,
+    real: Any,
+    check: Any,
+    max_examples: int,
+) -> PlantedBug:
+    """``replacement`` planted as ``target.<its real name>`` (an :class:`InternalReplaced` of ``real``)."""
+    attribute = {
+        slope_without_carry: "_mul_slope",
+        reversed_sum_of_scaled: "_sequential_sum_of_scaled",
+        matmul_float_adds_always: "_adder",
+        slope_rounded_first: "_times_slope",
+        div_slope_left_piece: "_div_slopes",
+        div_approx_float_reciprocal: "_div_approx",
+    }[replacement]
+    return PlantedBug(
+        replacement.__name__,
+        (replacement.__doc__ or "").strip().splitlines()[0],
+        _with_internals(check),
+        InternalReplaced(real, target, attribute, replacement),
+        real,
+        BitMismatchError,
+        family=FAMILY,
+        hypothesis="counted" not in check.__name__,
+        max_examples=max_examples,
+    )
+
+
+def _elementwise_autograd(name: str) -> Any:
+    return check_with(getattr(elementwise_autograd_properties, name), inject="implementation", device="cpu")
+
+
+def _matmul_autograd(name: str) -> Any:
+    return check_with(getattr(autograd_properties, name), inject="matmul", device="cpu")
 
 
 def _binary(op: str) -> Any:
@@ -290,6 +446,8 @@ def _counted_cases(op: str) -> Any:
 
 
 EXACT_BACKWARD = "check_exact_backward_is_the_slope_of_the_affine_piece"
+ELEMENTWISE_EXACT = "check_exact_backward_is_g_times_the_slope_rounded_once"
+ELEMENTWISE_APPROX = "check_approx_backward_is_the_pa_composition_it_claims"
 
 PLANTED_BUGS: list[PlantedBug] = [
     _kernel_bug(float_multiply, "pam_mul", _binary("pam_mul"), 100),
@@ -338,7 +496,29 @@ PLANTED_BUGS: list[PlantedBug] = [
         BoundViolationError,
     ),
     _autograd_bug(CarrylessSlopeBackward, EXACT_BACKWARD, 100),
-    # Order shows only in sums of three or more terms (N or M = 3) that round: first at example 114.
-    _autograd_bug(ReversedExactBackward, EXACT_BACKWARD, 300),
+    # Order shows only in sums of three or more terms (N or M = 3) that round: measured, example 5.
+    _autograd_bug(ReversedExactBackward, EXACT_BACKWARD, 100),
     _autograd_bug(FloatMatmulApproxBackward, "check_approx_backward_is_the_pam_matmuls_it_claims", 100),
+    # The internal mutants (main's field work, issue 9): each piece replaced where it lives.
+    _internal_bug(slope_without_carry, kernels, TORCH, _binary("pam_mul_grad"), 100),
+    _internal_bug(slope_without_carry, kernels, TORCH, _counted_pairs("pam_mul_grad"), 1),
+    _internal_bug(slope_without_carry, kernels, PAMMatmul, _matmul_autograd(EXACT_BACKWARD), 100),
+    _internal_bug(slope_without_carry, kernels, TORCH, _elementwise_autograd(ELEMENTWISE_EXACT), 100),
+    _internal_bug(reversed_sum_of_scaled, nn_pam, PAMMatmul, _matmul_autograd(EXACT_BACKWARD), 100),
+    _internal_bug(
+        matmul_float_adds_always,
+        kernels,
+        TORCH,
+        check_with(
+            fpenv_properties.check_matmul_is_the_same_with_and_without_the_flush_flag,
+            inject="implementation",
+            device="cpu",
+        ),
+        100,
+    ),
+    _internal_bug(slope_rounded_first, kernels, TORCH, _elementwise_autograd(ELEMENTWISE_EXACT), 100),
+    _internal_bug(div_slope_left_piece, kernels, TORCH, _elementwise_autograd(ELEMENTWISE_EXACT), 100),
+    _internal_bug(
+        div_approx_float_reciprocal, kernels, TORCH, _elementwise_autograd(ELEMENTWISE_APPROX), 100
+    ),
 ]
