@@ -27,6 +27,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from properties.pam_suite import TORCH, PamKernels
 from revcheck import bits, formats
 from revcheck import strategies as rst
 from revcheck.exact import rounding as exact
@@ -34,8 +35,6 @@ from revcheck.exact.rounding import Exact
 from revcheck.kernels import pam as kernels
 from revcheck.oracle import pam as oracle
 from revcheck.testing import assert_bit_exact
-
-from properties.pam_suite import TORCH, PamKernels
 
 MODES = ("ieee", "ftz")
 UNARY = ("pa_log2", "pa_exp2")
@@ -180,7 +179,9 @@ def operands(data: st.DataObject, fmt: formats.FloatFormat, arity: int) -> list[
         a, b = arrays
         mask = fmt.uint_dtype.type(fmt.mantissa_mask)
         target = data.draw(st.sampled_from(("Ma = Mb", "Ma + Mb = 1")), label="breakpoint")
-        fraction = a & mask if target == "Ma = Mb" else (-(a & mask).astype(np.int64) % (1 << fmt.mantissa_bits))
+        fraction = (
+            a & mask if target == "Ma = Mb" else (-(a & mask).astype(np.int64) % (1 << fmt.mantissa_bits))
+        )
         arrays[1] = ((b & ~mask) | fraction.astype(fmt.uint_dtype)).astype(fmt.uint_dtype)
     return arrays
 
@@ -320,8 +321,8 @@ def check_approx_backward_is_the_pa_composition_it_claims(
         )
 
 
-# The tests: the check bodies on the torch kernels (the planted-bug gallery, tests/gallery/pam_torch_mutants.py,
-# runs the same bodies on wrong ones).
+# The tests: the check bodies on the torch kernels (the planted-bug gallery,
+# tests/gallery/pam_torch_mutants.py, runs the same bodies on wrong ones).
 
 
 @given(data=st.data())

@@ -18,14 +18,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from properties.pam_suite import TORCH, PamKernels
 from revcheck import bits, formats
 from revcheck import strategies as rst
 from revcheck.kernels import pam as kernels
 from revcheck.oracle import pam as oracle
 from revcheck.oracle import rounding as oracle_rounding
 from revcheck.testing import assert_bit_exact
-
-from properties.pam_suite import TORCH, PamKernels
 
 FLAG_SUPPORTED = torch.set_flush_denormal(False)  # False where the CPU has no FTZ/DAZ (then nothing to test)
 needs_flag = pytest.mark.skipif(not FLAG_SUPPORTED, reason="this CPU has no flush-to-zero flag")

@@ -201,20 +201,11 @@ def flattened(error: BaseException) -> Iterator[BaseException]:
         yield error
 
 
-# Gallery modules still on their own record types, being migrated to PlantedBug (House issue).
-# Empty this set as each one moves; a module listed here is not collected by the harness.
-_NOT_YET_MIGRATED = frozenset({"audit_kernels"})
-
-
 def gallery_modules() -> list[str]:
-    """Names of the modules in ``tests/gallery`` (each may define ``PLANTED_BUGS``)."""
+    """Names of the modules in ``tests/gallery`` (each may define ``PLANTED_BUGS``); all are collected."""
     import tests.gallery as gallery
 
-    return sorted(
-        f"tests.gallery.{info.name}"
-        for info in pkgutil.iter_modules(gallery.__path__)
-        if info.name not in _NOT_YET_MIGRATED
-    )
+    return sorted(f"tests.gallery.{info.name}" for info in pkgutil.iter_modules(gallery.__path__))
 
 
 def all_planted_bugs() -> list[PlantedBug]:

@@ -152,16 +152,6 @@ def grad_without_carry(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") 
     return REAL["pam_mul_grad"](_fraction_cleared(a), b, mode=mode)
 
 
-def slope_without_carry(da: Any, db: Any, fmt: formats.FloatFormat) -> Any:
-    """sign(b) · 2**Eb: forgets the piece where Ma + Mb >= 1 doubles the slope.
-
-    Patched into the one home of the slope (``kernels._mul_slope``), so ``pam_mul_grad``,
-    the exact backward of ``pam_mul`` and that of ``PAMMatmul`` all inherit it.
-    """
-    cleared = dataclasses.replace(da, fraction=torch.zeros_like(da.fraction))  # Ma = 0: no carry
-    return REAL_MUL_SLOPE(cleared, db, fmt)
-
-
 def matmul_pairwise_always(
     a: torch.Tensor, b: torch.Tensor, *, order: str = "sequential", mode: str = "ieee"
 ) -> torch.Tensor:
@@ -269,7 +259,7 @@ class FloatMatmulApproxBackward(PAMMatmul):
 
 @dataclass(frozen=True)
 class InternalReplaced:
-    """The real implementation ``real``, with ``target.attribute`` replaced by ``replacement`` during a check."""
+    """The implementation ``real``, with ``target.attribute`` replaced by ``replacement`` during a check."""
 
     real: Any
     target: object
@@ -292,7 +282,7 @@ class InternalReplaced:
 
 @functools.cache
 def _with_internals(check: Callable[..., None]) -> Callable[..., None]:
-    """``check``, run on the real implementation with the internal installed when given an InternalReplaced."""
+    """``check``; given an :class:`InternalReplaced`, run on its real one with the internal installed."""
 
     def run(*args: Any) -> None:
         __tracebackhide__ = True
