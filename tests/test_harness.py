@@ -7,7 +7,15 @@ import pytest
 from hypothesis import strategies as st
 
 from revcheck.testing import BitMismatchError, assert_bit_exact
-from tests.harness import PlantedBug, check_with, examples_to_catch, flattened, run_check
+from tests.harness import (
+    PlantedBug,
+    all_planted_bugs,
+    check_with,
+    examples_to_catch,
+    flattened,
+    gallery_modules,
+    run_check,
+)
 
 
 def _check_negation(data: st.DataObject, negate: object) -> None:
@@ -87,3 +95,15 @@ def test_examples_to_catch_counts_examples_until_the_first_failure() -> None:
         "zero minus x", "", check_with(_check_with_offset, offset=1), _wrong, _real, BitMismatchError
     )
     assert examples_to_catch(never, limit=20) is None
+
+
+def test_every_gallery_module_is_collected() -> None:
+    # No gallery keeps a record type of its own: each module of tests/gallery is read by the harness,
+    # and every family's records are there (audit_stacks holds stacks for `revcheck audit-stack`, no bugs).
+    names = {name.rsplit(".", 1)[1] for name in gallery_modules()}
+    expected = {"audit_kernels", "audit_stacks", "bdia_bugs", "expand_bugs", "memxl_bugs", "mulfree_bugs"}
+    expected |= {"pam_oracle_mutants", "pam_torch_mutants", "pam_triton_mutants", "tying_bugs"}
+    assert expected <= names
+    families = {bug.family for bug in all_planted_bugs()}
+    assert families >= {"audit", "bdia", "expand", "memxl", "mulfree", "pam_oracle", "pam_torch", "tying"}
+    assert "pam_triton" in families  # its records import without triton and skip at run time
