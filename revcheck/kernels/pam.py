@@ -359,6 +359,11 @@ def _pam_mul_general(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat, mode: s
     return _assemble(negative, magnitude, fmt, nan=nan, inf=inf, zero=zero)
 
 
+# Elements per block of the CPU fast path: two operand blocks, the result's and a scratch block (fp32: 1 MiB)
+# stay in a core's L2 cache, and a block is long enough that the per-op cost of eager torch stays small.
+_FAST_BLOCK = 1 << 16
+
+
 def _pam_mul_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> torch.Tensor | None:
     """I(|a|) + I(|b|) − I(1.0) in the format's own integer width, or None if some element is irregular.
 
@@ -369,32 +374,67 @@ def _pam_mul_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> torc
     included (the signs add mod 2, and the magnitude part cannot carry into the
     sign bit).  Operands with zeros (ReLU outputs...) take :func:`_pam_mul_with_zeros`.
     """
+    return _affine_regular(a, b, fmt, divide=False)
+
+
+def _pam_div_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> torch.Tensor | None:
+    """I(|a|) − I(|b|) + I(1.0), or None if some element is irregular: :func:`_pam_mul_regular` for ⊘.
+
+    The same proof with ``t = I(|a|) − I(|b|) + I(1.0)``: if it is a normal code for all magnitudes
+    in the operands' ranges, the wrapping difference ``a − b + I(1.0)`` of the full patterns is the
+    PAM quotient (the sign bits subtract mod 2, i.e. XOR, and ``t`` cannot borrow from the sign bit).
+    """
+    return _affine_regular(a, b, fmt, divide=True)
+
+
+def _affine_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat, divide: bool) -> torch.Tensor | None:
+    """The integer identity of ⊡ (``divide=False``) or ⊘ where the range proof covers every element.
+
+    On a CPU block by block (``_FAST_BLOCK`` elements: the proof's passes and the identity's
+    find the block in the cache); on other devices the whole tensor is one block (every proof
+    reads its extremes back to the host).  Any block the proof does not cover ends the fast path.
+    """
     if a.shape != b.shape:
         return None
     int_dtype = _int_view_dtype(fmt)
-    a_bits = a.contiguous().view(int_dtype)
-    b_bits = b.contiguous().view(int_dtype)
-    if a_bits.numel() == 0:
+    a_bits = a.contiguous().view(int_dtype).reshape(-1)
+    b_bits = b.contiguous().view(int_dtype).reshape(-1)
+    size = a_bits.numel()
+    if size == 0:
         return None
-    # One scratch buffer, reused: fresh allocations cost page faults that dominate at this size.
-    scratch = torch.bitwise_and(a_bits, fmt.magnitude_mask)
-    a_min, a_max = (int(v) for v in torch.aminmax(scratch))
-    torch.bitwise_and(b_bits, fmt.magnitude_mask, out=scratch)
-    b_min, b_max = (int(v) for v in torch.aminmax(scratch))
-    if min(a_min, b_min) == 0:
-        return _pam_mul_with_zeros(a_bits, b_bits, fmt)
-    if not _products_provably_normal(a_min, a_max, b_min, b_max, fmt):
-        return None
-    result = torch.add(a_bits, b_bits, out=scratch)
-    result.sub_(fmt.one)
-    return result.view(_float_dtype(fmt))
+    block = _FAST_BLOCK if a_bits.device.type == "cpu" else size
+    result = torch.empty_like(a_bits)
+    scratch = torch.empty(min(block, size), dtype=int_dtype, device=a_bits.device)
+    for start in range(0, size, block):
+        piece = slice(start, start + block)
+        x, y, out = a_bits[piece], b_bits[piece], result[piece]
+        magnitudes = scratch[: x.numel()]
+        torch.bitwise_and(x, fmt.magnitude_mask, out=magnitudes)
+        a_min, a_max = (int(v) for v in torch.aminmax(magnitudes))
+        torch.bitwise_and(y, fmt.magnitude_mask, out=magnitudes)
+        b_min, b_max = (int(v) for v in torch.aminmax(magnitudes))
+        if not divide and min(a_min, b_min) == 0:
+            zeros_result = _pam_mul_with_zeros(a_bits, b_bits, fmt)
+            return None if zeros_result is None else zeros_result.view(a.shape)
+        if not _products_provably_normal(a_min, a_max, b_min, b_max, fmt, divide=divide):
+            return None
+        if divide:
+            torch.sub(x, y, out=out).add_(fmt.one)
+        else:
+            torch.add(x, y, out=out).sub_(fmt.one)
+    return result.view(a.shape).view(_float_dtype(fmt))
 
 
-def _products_provably_normal(a_min: int, a_max: int, b_min: int, b_max: int, fmt: FloatFormat) -> bool:
-    """Whether magnitudes in [a_min, a_max] x [b_min, b_max] are normal with normal PAM products."""
+def _products_provably_normal(
+    a_min: int, a_max: int, b_min: int, b_max: int, fmt: FloatFormat, *, divide: bool = False
+) -> bool:
+    """Whether magnitudes in [a_min, a_max] x [b_min, b_max] are normal with normal PAM products
+    (``divide=True``: quotients)."""
     lowest, highest = fmt.min_normal, fmt.max_finite
     if not (lowest <= a_min and lowest <= b_min and a_max <= highest and b_max <= highest):
         return False
+    if divide:
+        return a_min - b_max + fmt.one >= lowest and a_max - b_min + fmt.one <= highest
     return a_min + b_min - fmt.one >= lowest and a_max + b_max - fmt.one <= highest
 
 
@@ -471,6 +511,9 @@ def _pam_mul_value(a: Tensor, b: Tensor, fmt: FloatFormat, mode: str, compiled: 
 
 
 def _pam_div_value(a: Tensor, b: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
+    fast = _pam_div_regular(a, b, fmt)
+    if fast is not None:
+        return fast
     m = fmt.mantissa_bits
     da, db = _decode(a, fmt, mode), _decode(b, fmt, mode)
     negative = da.negative ^ db.negative

@@ -39,7 +39,9 @@ identity ``I(|a|) ± I(|b|) ∓ I(1.0)`` in the patterns' own width (wrapping
 arithmetic, see :func:`_affine_fast`), prove from the operands' magnitude
 extremes that every input and result is normal (the common case, a few
 passes), else test each element and redo those where an input or the result
-is not normal through the general path.
+is not normal through the general path.  Equal-shape operands larger than
+``_FAST_BLOCK`` go block by block (:func:`_affine_blocks`), so that the passes
+after the first find their block in the cache.
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ __all__ = [
 
 ORDERS = ("sequential",)
 _BLOCK = 1 << 15
+# Elements per block of the fast path: two operand blocks and a result block (fp32: 768 KiB) stay in a
+# core's L2 cache, and a block is long enough that the per-call cost of a ufunc stays small.
+_FAST_BLOCK = 1 << 16
 
 UIntArray = npt.NDArray[np.unsignedinteger[Any]]
 ObjectArray = npt.NDArray[np.object_]
@@ -111,6 +116,73 @@ def _magnitude_extremes(x: UIntArray, fmt: FloatFormat, scratch: UIntArray) -> t
     return int(low.view(scratch.dtype)), int(high.view(scratch.dtype))
 
 
+def _extremes_by_order(x: UIntArray, fmt: FloatFormat) -> tuple[int, int]:
+    """Smallest and largest ``I(|x|)`` from four reductions of ``x`` itself: no pass writes memory.
+
+    Only for patterns that fill their container (the sign bit is the container's top bit).  In the
+    unsigned order every positive pattern lies below every negative one; in the signed (two's
+    complement) order every negative one lies below every positive one, and within one sign both
+    orders follow the magnitude.  So the unsigned minimum is the smallest positive magnitude (or,
+    with no positive element, the smallest negative one) and the signed minimum the smallest
+    negative magnitude (or the smallest positive one): the smaller of their magnitudes is the
+    smallest of all.  The maxima likewise.  Integer comparisons only: no NaN or flush-denormal
+    question arises.
+    """
+    signed = x.view(np.dtype(f"i{x.dtype.itemsize}"))
+    mask = fmt.magnitude_mask
+    low = min(int(np.minimum.reduce(x)) & mask, int(np.minimum.reduce(signed)) & mask)
+    high = max(int(np.maximum.reduce(x)) & mask, int(np.maximum.reduce(signed)) & mask)
+    return low, high
+
+
+def _range_proven(a: tuple[int, int], b: tuple[int, int], fmt: FloatFormat, divide: bool) -> bool:
+    """Whether magnitudes in ``[a_low, a_high]`` and ``[b_low, b_high]`` are all normal and so is every
+    ``t = I(|a|) ± I(|b|) ∓ I(1)`` they can make (then the integer identity is exact everywhere)."""
+    (a_low, a_high), (b_low, b_high) = a, b
+    operands_normal = min(a_low, b_low) >= fmt.min_normal and max(a_high, b_high) <= fmt.max_finite
+    if divide:
+        t_low, t_high = a_low - b_high + fmt.one, a_high - b_low + fmt.one
+    else:
+        t_low, t_high = a_low + b_low - fmt.one, a_high + b_high - fmt.one
+    return operands_normal and fmt.min_normal <= t_low and t_high <= fmt.max_finite
+
+
+def _identity(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool, out: UIntArray) -> None:
+    """``out = a ± b ∓ I(1)`` in wrapping arithmetic of the container's width."""
+    one = fmt.uint_dtype.type(fmt.one)
+    if divide:
+        np.subtract(a, b, out=out)
+        out += one
+    else:
+        np.add(a, b, out=out)
+        out -= one
+
+
+def _affine_blocks(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool) -> tuple[UIntArray, Any]:
+    """:func:`_affine_fast` for equal shapes, one ``_FAST_BLOCK`` at a time; same (bits, valid).
+
+    Per block, the range proof of :func:`_affine_fast` from :func:`_extremes_by_order` (reads only),
+    then the identity, both while the block is in the cache; a block the proof does not cover gets the
+    exact per-element test of :func:`_element_validity`.
+    """
+    result: UIntArray = np.empty(a.shape, dtype=fmt.uint_dtype)
+    flat_a, flat_b, flat_result = a.reshape(-1), b.reshape(-1), result.reshape(-1)
+    valid = None
+    for start in range(0, flat_a.size, _FAST_BLOCK):
+        block = slice(start, start + _FAST_BLOCK)
+        x, y, out = flat_a[block], flat_b[block], flat_result[block]
+        proven = _range_proven(_extremes_by_order(x, fmt), _extremes_by_order(y, fmt), fmt, divide)
+        _identity(x, y, fmt, divide, out)
+        if proven:
+            continue
+        block_valid = _element_validity(x, y, out, fmt)
+        if block_valid is not True:
+            if valid is None:
+                valid = np.ones(flat_a.size, dtype=bool)
+            valid[block] = block_valid
+    return result, (True if valid is None else valid.reshape(a.shape))
+
+
 def _affine_fast(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool) -> tuple[UIntArray, Any]:
     """Integer identity for normal operands with a normal result; returns (bits, valid).
 
@@ -119,7 +191,8 @@ def _affine_fast(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool) -> 
     I(|b|) ∓ I(1)`` left ``[0, 2**(width-1))``.
 
     Cheap test first: from the extremes of ``I(|a|)`` and ``I(|b|)`` (one
-    masking pass and two reductions per operand) the range of every ``t`` is
+    masking pass and two reductions per operand; per block, four reductions
+    and no masking, in :func:`_affine_blocks`) the range of every ``t`` is
     bounded; if both operands are normal everywhere and that range lies in the
     normal codes, every element is valid.  Otherwise the exact per-element
     test: ``t`` lies in an interval narrower than ``2**width``, so ``v = r XOR
@@ -129,31 +202,28 @@ def _affine_fast(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool) -> 
     ``True`` when every element passed, else a boolean array.  In-place steps
     keep temporaries few: this is the hot path of exhaustive sweeps.
     """
-    dtype = fmt.uint_dtype.type
-    magnitude_mask, one, sign_mask = dtype(fmt.magnitude_mask), dtype(fmt.one), dtype(fmt.sign_mask)
-    low, span = dtype(fmt.min_normal), dtype(fmt.max_finite - fmt.min_normal)
+    if a.shape == b.shape and a.size > _FAST_BLOCK and fmt.width == 8 * fmt.uint_dtype.itemsize:
+        return _affine_blocks(a, b, fmt, divide)
     # The result's buffer is the scratch of the range proof before it receives the result: fresh
     # multi-megabyte temporaries cost more in page faults than the arithmetic.
     result: UIntArray = np.empty(np.broadcast_shapes(a.shape, b.shape), dtype=fmt.uint_dtype)
     flat_result = result.reshape(-1)
     proven = False
     if result.size:
-        a_low, a_high = _magnitude_extremes(a, fmt, flat_result)
-        b_low, b_high = _magnitude_extremes(b, fmt, flat_result)
-        operands_normal = min(a_low, b_low) >= fmt.min_normal and max(a_high, b_high) <= fmt.max_finite
-        if divide:
-            t_low, t_high = a_low - b_high + fmt.one, a_high - b_low + fmt.one
-        else:
-            t_low, t_high = a_low + b_low - fmt.one, a_high + b_high - fmt.one
-        proven = operands_normal and fmt.min_normal <= t_low and t_high <= fmt.max_finite
-    if divide:
-        np.subtract(a, b, out=result)
-        result += one
-    else:
-        np.add(a, b, out=result)
-        result -= one
+        a_extremes = _magnitude_extremes(a, fmt, flat_result)
+        b_extremes = _magnitude_extremes(b, fmt, flat_result)
+        proven = _range_proven(a_extremes, b_extremes, fmt, divide)
+    _identity(a, b, fmt, divide, result)
     if proven:
         return result, True
+    return result, _element_validity(a, b, result, fmt)
+
+
+def _element_validity(a: UIntArray, b: UIntArray, result: UIntArray, fmt: FloatFormat) -> Any:
+    """The exact per-element test of :func:`_affine_fast` on the identity's ``result``: ``True`` or a mask."""
+    dtype = fmt.uint_dtype.type
+    magnitude_mask, sign_mask = dtype(fmt.magnitude_mask), dtype(fmt.sign_mask)
+    low, span = dtype(fmt.min_normal), dtype(fmt.max_finite - fmt.min_normal)
     scratch: UIntArray = np.empty(result.shape, dtype=result.dtype)
     flat_scratch = scratch.reshape(-1)
     worst = dtype(0)
@@ -169,11 +239,11 @@ def _affine_fast(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool) -> 
     scratch -= low
     worst = max(worst, scratch.max(initial=dtype(0)))
     if worst <= span:
-        return result, True
+        return True
     valid = scratch <= span
     for operand in (a, b):
         valid &= (operand & magnitude_mask) - low <= span
-    return result, valid
+    return valid
 
 
 def _affine(a: UIntArray, b: UIntArray, fmt: FloatFormat, mode: str, divide: bool) -> UIntArray:
