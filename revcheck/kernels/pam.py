@@ -1,7 +1,10 @@
 """Piecewise-affine arithmetic (docs/spec.md §2) on torch tensors, by integer arithmetic on bit views.
 
 Every operation takes tensors of one supported float dtype (float64, float32,
-float16, bfloat16, float8_e5m2, float8_e4m3fn) on any device and computes the
+float16, bfloat16, float8_e5m2, float8_e4m3fn, float8_e5m2fnuz, float8_e4m3fnuz)
+on any device -- or, for the formats torch has no dtype of (fp6_e3m2fn,
+fp6_e2m3fn, fp4_e2m1fn), ``uint8`` tensors of their bit patterns together with
+``fmt=`` (docs/spec.md D1.10), returning ``uint8`` patterns -- and computes the
 exact piecewise-affine value from the bit fields of its inputs, rounded once,
 round-to-nearest-even, to the output format.  No floating-point multiply is
 involved: values are decoded into (sign, exponent E, m-bit fraction F) as int64
@@ -53,15 +56,19 @@ _SIG_LIMIT_BITS = 61
 
 
 def _supported_dtypes_text() -> str:
-    return ", ".join(f"torch.{fmt.torch_dtype_name}" for fmt in formats.FORMATS.values())
+    dtypes = [f"torch.{f.torch_dtype_name}" for f in formats.FORMATS.values() if f.torch_dtype_name]
+    patterns = [f.name for f in formats.FORMATS.values() if f.torch_dtype_name is None]
+    return f"{', '.join(dtypes)}, or torch.uint8 bit patterns with fmt= one of {', '.join(patterns)}"
 
 
-def _format_of_tensor(x: object, role: str) -> FloatFormat:
+def _format_of_tensor(x: object, role: str, fmt: object = None) -> FloatFormat:
     if not isinstance(x, torch.Tensor):
         raise TypeError(
             f"{role} must be a torch.Tensor of a supported float dtype, got {type(x).__name__}; "
             f"supported dtypes are {_supported_dtypes_text()}"
         )
+    if fmt is not None or x.dtype == torch.uint8:
+        return _pattern_format(x, role, fmt)
     try:
         return formats.get(x.dtype)
     except formats.UnsupportedFormatError:
@@ -72,9 +79,27 @@ def _format_of_tensor(x: object, role: str) -> FloatFormat:
         ) from None
 
 
-def _binary_operands(a: object, b: object, op: str) -> tuple[torch.Tensor, torch.Tensor, FloatFormat]:
-    fmt_a = _format_of_tensor(a, f"{op}: first operand")
-    fmt_b = _format_of_tensor(b, f"{op}: second operand")
+def _pattern_format(x: torch.Tensor, role: str, fmt: object) -> FloatFormat:
+    """The format of ``x`` given ``fmt=``: ``x``'s own float format, or the format of its uint8 patterns."""
+    if fmt is None:
+        raise TypeError(
+            f"{role} is a torch.uint8 tensor; pass fmt=... to say which format its bit patterns encode "
+            f"(one of {', '.join(f.name for f in formats.FORMATS.values() if f.torch_dtype_name is None)})"
+        )
+    fmt_ = formats.get(fmt)
+    if x.dtype != torch.uint8 or fmt_.torch_dtype_name is not None:
+        if fmt_.torch_dtype_name is not None and x.dtype == getattr(torch, fmt_.torch_dtype_name):
+            return fmt_
+        wanted = f"torch.{fmt_.torch_dtype_name}" if fmt_.torch_dtype_name else "torch.uint8 (bit patterns)"
+        raise TypeError(f"{role} has dtype {x.dtype} but fmt={fmt_.name} takes {wanted} tensors")
+    return fmt_
+
+
+def _binary_operands(
+    a: object, b: object, op: str, fmt: object = None
+) -> tuple[torch.Tensor, torch.Tensor, FloatFormat]:
+    fmt_a = _format_of_tensor(a, f"{op}: first operand", fmt)
+    fmt_b = _format_of_tensor(b, f"{op}: second operand", fmt)
     assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
     if fmt_a is not fmt_b:
         raise TypeError(
@@ -109,7 +134,8 @@ def _int_view_dtype(fmt: FloatFormat) -> torch.dtype:
 
 
 def _float_dtype(fmt: FloatFormat) -> torch.dtype:
-    return getattr(torch, fmt.torch_dtype_name)
+    """The dtype of ``fmt``'s tensors: its float dtype, or uint8 (bit patterns) where torch has none."""
+    return getattr(torch, fmt.torch_dtype_name or fmt.uint_dtype.name)
 
 
 def _bits64(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
@@ -119,8 +145,9 @@ def _bits64(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
 
 def _from_parts(negative: torch.Tensor, magnitude: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """Tensor of ``fmt`` with the given sign (bool) and magnitude bits (int64 in [0, 2**(w-1)))."""
-    # The sign bit as a negative number keeps every intermediate inside the signed container's range.
-    sign_value = -(1 << (fmt.width - 1))
+    # The sign bit as a negative number keeps every intermediate inside the signed container's range;
+    # a pattern narrower than its container has its sign bit below the container's (positive there).
+    sign_value = fmt.sign_mask if fmt.padding_bits else -(1 << (fmt.width - 1))
     signed = torch.where(negative, magnitude + sign_value, magnitude)
     return signed.to(_int_view_dtype(fmt)).view(_float_dtype(fmt))
 
@@ -186,14 +213,19 @@ def _decode(x: torch.Tensor, fmt: FloatFormat, mode: str) -> _Decoded:
     magnitude = bits & fmt.magnitude_mask
     biased = magnitude >> fmt.mantissa_bits
     stored_fraction = magnitude & fmt.mantissa_mask
-    if fmt.has_inf:
+    if fmt.nan_encoding == "ieee":
         is_nan = magnitude > fmt.exponent_mask
         is_inf = magnitude == fmt.exponent_mask
     else:
-        is_nan = magnitude == fmt.magnitude_mask
+        if fmt.nan_encoding == "fn":
+            is_nan = magnitude == fmt.magnitude_mask
+        elif fmt.nan_encoding == "fnuz":  # the pattern of -0 is the one NaN (docs/spec.md D1.7)
+            is_nan = negative & (magnitude == 0)
+        else:  # "none": every pattern is a number
+            is_nan = torch.zeros_like(negative)
         is_inf = torch.zeros_like(is_nan)
     is_subnormal = (biased == 0) & (magnitude != 0)
-    is_zero = magnitude == 0
+    is_zero = (magnitude == 0) & ~is_nan
     if mode == "ftz":
         is_zero = is_zero | is_subnormal
     exponent = biased - fmt.bias
@@ -277,9 +309,14 @@ def _assemble(
         magnitude = torch.where(zero, 0, magnitude)
     if inf is not None:
         magnitude = torch.where(inf, fmt.overflow_magnitude, magnitude)
-    if nan is not None:
-        magnitude = torch.where(nan, fmt.canonical_nan, magnitude)
-        negative = negative & ~nan
+    if nan is not None and not fmt.has_nan:  # docs/spec.md D2.12: the zero with the result's sign
+        magnitude = torch.where(nan, 0, magnitude)
+    if not fmt.has_negative_zero:  # docs/spec.md D2.11: a zero result is +0
+        negative = negative & (magnitude != 0)
+    if nan is not None and fmt.has_nan:
+        # The canonical NaN split into sign and magnitude (fnuz: the sign bit alone).
+        magnitude = torch.where(nan, fmt.canonical_nan & fmt.magnitude_mask, magnitude)
+        negative = torch.where(nan, bool(fmt.canonical_nan & fmt.sign_mask), negative)
     return _from_parts(negative, magnitude, fmt)
 
 
@@ -337,6 +374,8 @@ def _pam_mul_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> torc
         return None
     result = torch.add(a_bits, b_bits, out=scratch)
     result.sub_(fmt.one)
+    if fmt.padding_bits:  # patterns narrower than their container wrap at 2**width
+        result.bitwise_and_(fmt.pattern_mask)
     return result.view(_float_dtype(fmt))
 
 
@@ -351,6 +390,11 @@ def _products_provably_normal(a_min: int, a_max: int, b_min: int, b_max: int, fm
 def _pam_mul_with_zeros(a_bits: torch.Tensor, b_bits: torch.Tensor, fmt: FloatFormat) -> torch.Tensor | None:
     """The integer identity when some operands are zero: their products are signed zeros, and the range
     proof looks at the nonzero operands only."""
+    if not fmt.has_negative_zero:
+        # fnuz: magnitude 0 with the sign bit is the NaN, not a zero; NaN operands take the general path.
+        nan_bits = -fmt.sign_mask if not fmt.padding_bits else fmt.sign_mask
+        if bool((a_bits == nan_bits).any()) or bool((b_bits == nan_bits).any()):
+            return None
     result = torch.bitwise_and(a_bits, fmt.magnitude_mask)
     scratch = torch.bitwise_and(b_bits, fmt.magnitude_mask)
     highest = fmt.max_finite
@@ -365,6 +409,8 @@ def _pam_mul_with_zeros(a_bits: torch.Tensor, b_bits: torch.Tensor, fmt: FloatFo
     result.masked_fill_(zeros, 0)
     torch.bitwise_xor(a_bits, b_bits, out=scratch)
     scratch.bitwise_and_(-(1 << (fmt.width - 1)))
+    if not fmt.has_negative_zero:  # docs/spec.md D2.11: a zero product is +0
+        scratch.masked_fill_(zeros, 0)
     result.bitwise_or_(scratch)
     return result.view(_float_dtype(fmt))
 
@@ -413,7 +459,9 @@ def _pam_mul_compiled(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> tor
     return result.view(_float_dtype(fmt)) if bool(valid) else None
 
 
-def pam_mul(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", compiled: bool = False) -> torch.Tensor:
+def pam_mul(
+    a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", compiled: bool = False, fmt: object = None
+) -> torch.Tensor:
     """Piecewise-affine product a ⊡ b, element-wise with broadcasting, in the operands' dtype.
 
     sign = sign(a) XOR sign(b); with |x| = 2**E (1 + M): if Ma + Mb < 1 then
@@ -429,7 +477,7 @@ def pam_mul(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", compiled: b
     >>> pam_mul(torch.tensor([1.5, -3.0]), torch.tensor([1.5, 2.0]))
     tensor([ 2., -6.])
     """
-    a, b, fmt = _binary_operands(a, b, "pam_mul")
+    a, b, fmt = _binary_operands(a, b, "pam_mul", fmt)
     mode = check_mode(mode)
     fast = _pam_mul_compiled(a, b, fmt) if compiled else None
     if fast is None:
@@ -437,7 +485,7 @@ def pam_mul(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", compiled: b
     return fast if fast is not None else _pam_mul_general(a, b, fmt, mode)
 
 
-def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
     """Piecewise-affine quotient a ⊘ b, element-wise with broadcasting, in the operands' dtype.
 
     If Ma >= Mb: |r| = 2**(Ea−Eb) (1 + Ma − Mb), else 2**(Ea−Eb−1) (2 + Ma − Mb);
@@ -448,7 +496,7 @@ def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Te
     >>> pam_div(torch.tensor([2.0, 3.0]), torch.tensor([1.5, -1.0]))
     tensor([ 1.5000, -3.0000])
     """
-    a, b, fmt = _binary_operands(a, b, "pam_div")
+    a, b, fmt = _binary_operands(a, b, "pam_div", fmt)
     mode = check_mode(mode)
     m = fmt.mantissa_bits
     da, db = _decode(a, fmt, mode), _decode(b, fmt, mode)
@@ -464,7 +512,7 @@ def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Te
     return _assemble(negative, magnitude, fmt, nan=nan, inf=inf, zero=zero)
 
 
-def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
     """d(a ⊡ b)/da = sign(b) · 2**(Eb + [Ma + Mb >= 1]), element-wise, in the operands' dtype.
 
     The slope of the affine piece that contains ``a``: a signed power of two,
@@ -478,7 +526,7 @@ def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> tor
     >>> pam_mul_grad(torch.tensor([1.5, 1.25]), torch.tensor([1.5, -1.5]))
     tensor([ 2., -1.])
     """
-    a, b, fmt = _binary_operands(a, b, "pam_mul_grad")
+    a, b, fmt = _binary_operands(a, b, "pam_mul_grad", fmt)
     mode = check_mode(mode)
     da, db = _decode(a, fmt, mode), _decode(b, fmt, mode)
     a_fraction = torch.where(da.is_zero, 0, da.fraction)
@@ -492,7 +540,7 @@ def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> tor
     return _assemble(negative, magnitude, fmt, nan=nan, inf=inf, zero=zero)
 
 
-def pa_log2(x: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+def pa_log2(x: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
     """Piecewise-affine log2: E + M of |x| (the sign of x is ignored), in x's dtype, rounded once (RNE).
 
     ±0 → −inf (−max-finite for formats without inf), ±inf → +inf, NaN → NaN.
@@ -501,7 +549,7 @@ def pa_log2(x: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     >>> pa_log2(torch.tensor([1.0, 3.0, 0.375]))
     tensor([ 0.0000,  1.5000, -1.5000])
     """
-    fmt = _format_of_tensor(x, "pa_log2: input")
+    fmt = _format_of_tensor(x, "pa_log2: input", fmt)
     mode = check_mode(mode)
     m = fmt.mantissa_bits
     d = _decode(x, fmt, mode)
@@ -515,7 +563,7 @@ def pa_log2(x: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     return _assemble(negative, magnitude, fmt, nan=d.is_nan, inf=d.is_inf | d.is_zero)
 
 
-def pa_exp2(y: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+def pa_exp2(y: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
     """Piecewise-affine exp2: 2**floor(y) · (1 + y − floor(y)), in y's dtype, rounded once (RNE).
 
     −inf → +0, +inf → +inf, NaN → NaN; ±0 → 1.
@@ -524,7 +572,7 @@ def pa_exp2(y: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
     >>> pa_exp2(torch.tensor([0.0, 1.5, -0.5]))
     tensor([1.0000, 3.0000, 0.7500])
     """
-    fmt = _format_of_tensor(y, "pa_exp2: input")
+    fmt = _format_of_tensor(y, "pa_exp2: input", fmt)
     mode = check_mode(mode)
     m = fmt.mantissa_bits
     d = _decode(y, fmt, mode)
@@ -554,9 +602,11 @@ def pa_exp2(y: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
 # ---- matrix product --------------------------------------------------------------------------------------
 
 
-def _matmul_operands(a: object, b: object) -> tuple[torch.Tensor, torch.Tensor, FloatFormat]:
-    fmt_a = _format_of_tensor(a, "pam_matmul: A")
-    fmt_b = _format_of_tensor(b, "pam_matmul: B")
+def _matmul_operands(
+    a: object, b: object, fmt: object = None
+) -> tuple[torch.Tensor, torch.Tensor, FloatFormat]:
+    fmt_a = _format_of_tensor(a, "pam_matmul: A", fmt)
+    fmt_b = _format_of_tensor(b, "pam_matmul: B", fmt)
     assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
     if fmt_a is not fmt_b:
         raise TypeError(
@@ -667,7 +717,7 @@ def _canonical_nans(x: torch.Tensor, acc: FloatFormat) -> torch.Tensor:
 
 
 def pam_matmul(
-    a: torch.Tensor, b: torch.Tensor, *, order: str = "sequential", mode: str = "ieee"
+    a: torch.Tensor, b: torch.Tensor, *, order: str = "sequential", mode: str = "ieee", fmt: object = None
 ) -> torch.Tensor:
     """PAM matrix product C = A ⊡@ B of A (..., M, K) and B (..., K, N), batch dimensions broadcast.
 
@@ -680,12 +730,13 @@ def pam_matmul(
     bit-exact, against the sequential definition.  In mode ``"ftz"`` subnormal
     inputs (in their own format), products and partial sums below the
     accumulator's smallest normal are signed zeros.  A NaN result is canonical.
+    ``fmt=`` names the format of ``uint8`` bit-pattern operands (fp6, fp4).
 
     >>> import torch
     >>> pam_matmul(torch.tensor([[1.5, 1.0]]), torch.tensor([[1.5], [2.0]]))
     tensor([[4.]])
     """
-    a, b, fmt = _matmul_operands(a, b)
+    a, b, fmt = _matmul_operands(a, b, fmt)
     mode = check_mode(mode)
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; accepted orders are {', '.join(map(repr, ORDERS))}")
