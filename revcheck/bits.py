@@ -162,10 +162,11 @@ def from_bits(bits: npt.ArrayLike, fmt: object) -> np.ndarray[Any, Any]:
 
     Examples
     --------
-    >>> from_bits([0x3F80, 0xC000], "bf16")
-    array([1, -2], dtype=bfloat16)
-    >>> from_bits([0x7], "fp4_e2m1fn")
-    array([6], dtype=float4_e2m1fn)
+    >>> values = from_bits([0x3F80, 0xC000], "bf16")
+    >>> values.dtype.name, values.astype(float).tolist()
+    ('bfloat16', [1.0, -2.0])
+    >>> from_bits([0x7, 0xF], "fp4_e2m1fn").astype(float).tolist()
+    [6.0, -6.0]
     """
     fmt_ = formats.get(fmt)
     array = _as_pattern_array(bits, fmt_)

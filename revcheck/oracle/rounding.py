@@ -325,8 +325,8 @@ def convert(bits: object, source: object, target: object, *, mode: str = "ieee")
     --------
     >>> import numpy as np
     >>> from revcheck.bits import to_bits
-    >>> [hex(b) for b in convert(to_bits(np.array([1.0, 5.5, 1e9, -1e-9])), "fp64", "fp4_e2m1fn")]
-    ['0x2', '0x6', '0x7', '0x0']
+    >>> [hex(b) for b in convert(to_bits(np.array([1.0, 5.0, 1e9, -1e-9])), "fp64", "fp4_e2m1fn")]
+    ['0x2', '0x6', '0x7', '0x8']
     """
     check_mode(mode)
     src, dst = formats.get(source), formats.get(target)
