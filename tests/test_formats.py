@@ -122,7 +122,7 @@ def test_sub_byte_formats_sit_in_the_low_bits_of_a_uint8(fmt: FloatFormat) -> No
     assert fmt.sign_mask | fmt.exponent_mask | fmt.mantissa_mask == fmt.pattern_mask
 
 
-# torch.finfo facts that are wrong, measured with torch 2.13.0+cpu (docs/spec.md D1.7): (field, torch's value).
+# torch.finfo facts that are wrong (torch 2.13.0+cpu, docs/spec.md D1.7): (field, torch's value).
 TORCH_FINFO_ERRORS = {"fp8_e5m2fnuz": ("eps", 0.125)}
 
 
