@@ -69,6 +69,7 @@ __all__ = [
     "bit_arrays",
     "bit_patterns",
     "devices",
+    "float_arrays",
     "format_classes",
     "formats",
     "normals_near_one",
@@ -511,6 +512,51 @@ def bit_arrays(
 
 
 @_lazy
+def float_arrays(
+    fmt: object,
+    shape: int | tuple[int, ...] | st.SearchStrategy[tuple[int, ...]],
+    *,
+    classes: Iterable[str] | None = None,
+    sign: str | None = None,
+    elements: st.SearchStrategy[int] | None = None,
+    fill: st.SearchStrategy[int] | None = None,
+) -> st.SearchStrategy[np.ndarray[Any, Any]]:
+    """NumPy float arrays of ``fmt`` -- NumPy's own dtype, or ml_dtypes' -- built from :func:`bit_arrays`.
+
+    The arrays hold exactly the drawn bit patterns (a view, no cast): the way to
+    test NumPy/JAX code on bf16, fp8, fp6 and fp4 values without bit-pattern
+    plumbing.  For formats NumPy lacks (bf16, fp8, fp6, fp4) the dtype is
+    ml_dtypes' (``pip install 'revcheck[ml_dtypes]'``), imported when first drawn from.
+
+    Parameters
+    ----------
+    fmt, shape, classes, sign, elements, fill
+        As in :func:`bit_arrays`.
+
+    Raises
+    ------
+    hypothesis.errors.InvalidArgument
+        When drawn from, as :func:`bit_arrays`, or where no NumPy dtype holds ``fmt``
+        (ml_dtypes missing).
+
+    Examples
+    --------
+    >>> float_arrays("bf16", 3, classes=("normal",))
+    float_arrays(fmt='bf16', shape=3, classes=('normal',))
+    >>> from hypothesis import find
+    >>> find(float_arrays("fp8_e4m3fnuz", 2, classes=("nan",)), lambda a: True).view("uint8").tolist()
+    [128, 128]
+    """
+    fmt_ = _format(fmt)
+    try:
+        dtype = _bits.numpy_dtype(fmt_)
+    except TypeError as error:
+        raise InvalidArgument(str(error)) from None
+    patterns = bit_arrays(fmt_, shape, classes=classes, sign=sign, elements=elements, fill=fill)
+    return patterns.map(lambda array: array.view(dtype))
+
+
+@_lazy
 def tensors(
     fmt: object,
     shape: int | tuple[int, ...] | st.SearchStrategy[tuple[int, ...]],
@@ -520,6 +566,10 @@ def tensors(
     sign: str | None = None,
 ) -> st.SearchStrategy[torch.Tensor]:
     """torch tensors of ``fmt``'s dtype on ``device``, built from :func:`bit_arrays` bit for bit.
+
+    For a format torch has no dtype of (fp6, fp4) the tensors are ``uint8`` and
+    hold the bit patterns: pass ``fmt=`` with them to revcheck's kernels and
+    asserts (docs/spec.md D1.10).
 
     Parameters
     ----------

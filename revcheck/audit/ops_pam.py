@@ -130,7 +130,9 @@ def _elementwise_call(
     device: str,
 ) -> Outputs:
     tensors = [tn.to_tensor(case[name], fmt, device) for name in arg_names]
-    keywords = {} if mode is None else {"mode": mode}
+    keywords: dict[str, object] = {} if mode is None else {"mode": mode}
+    if fmt.torch_dtype_name is None:  # uint8 bit patterns: the candidate is told their format
+        keywords["fmt"] = fmt.name
     result = candidate(*tensors, **keywords)
     return {"result": tn.output_bits(result, fmt, case[arg_names[0]].shape, "the result")}
 
@@ -269,7 +271,9 @@ def _moderate_values(
 def _matmul_call(
     candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
 ) -> Outputs:
-    keywords = {} if mode is None else {"mode": mode}
+    keywords: dict[str, object] = {} if mode is None else {"mode": mode}
+    if fmt.torch_dtype_name is None:  # uint8 bit patterns: the candidate is told their format
+        keywords["fmt"] = fmt.name
     result = candidate(tn.to_tensor(case["A"], fmt, device), tn.to_tensor(case["B"], fmt, device), **keywords)
     shape = (case["A"].shape[0], case["B"].shape[1])
     accumulator = oracle.accumulator_format(fmt)

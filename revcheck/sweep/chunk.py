@@ -37,7 +37,9 @@ def check_chunk(config: SweepConfig, chunk: int) -> ChunkResult:
     operands = chunk_inputs(config, chunk)
     expected = np.asarray(spec.bit_oracle(*operands, fmt, mode=config.mode))
     tensors = [to_torch(x, fmt, device=config.device) for x in operands]
-    got = to_bits(spec.implementation(config.impl)(*tensors, mode=config.mode))
+    # Formats without a torch dtype travel as uint8 bit patterns, with fmt= (docs/spec.md D1.10).
+    keywords = {"fmt": fmt.name} if fmt.torch_dtype_name is None else {}
+    got = to_bits(spec.implementation(config.impl)(*tensors, mode=config.mode, **keywords), fmt)
     if expected.dtype != fmt.uint_dtype or got.dtype != fmt.uint_dtype:
         raise TypeError(
             f"{config.op} on {fmt.name} should give {fmt.uint_dtype} patterns; oracle gave "

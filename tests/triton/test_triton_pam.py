@@ -118,7 +118,8 @@ def test_pam_mul_worst_case_and_identity(fmt_name: str, device: str) -> None:
     )
     b = bits.to_torch(np.array([one_and_half, fmt.one], dtype=fmt.uint_dtype), fmt, device)
     expected = np.array([two, one_and_half | fmt.sign_mask], dtype=fmt.uint_dtype)
-    assert_bit_exact(triton_pam.pam_mul(a, b), expected, fmt=fmt, msg="[1.5 ⊡ 1.5, -1.5 ⊡ 1]")
+    # fmt=: fp6 and fp4 operands are uint8 bit patterns (docs/spec.md D1.10).
+    assert_bit_exact(triton_pam.pam_mul(a, b, fmt=fmt), expected, fmt=fmt, msg="[1.5 ⊡ 1.5, -1.5 ⊡ 1]")
 
 
 def test_saturating_format_divides_by_zero_to_max(device: str) -> None:
