@@ -92,6 +92,11 @@ def _pattern_format(x: torch.Tensor, role: str, fmt: object) -> FloatFormat:
             return fmt_
         wanted = f"torch.{fmt_.torch_dtype_name}" if fmt_.torch_dtype_name else "torch.uint8 (bit patterns)"
         raise TypeError(f"{role} has dtype {x.dtype} but fmt={fmt_.name} takes {wanted} tensors")
+    if x.numel() and bool((x >> fmt_.width).any()):
+        raise ValueError(
+            f"{role} holds {fmt_.name} patterns with a bit above bit {fmt_.width - 1} set; {fmt_.width}-bit "
+            "patterns sit in the low bits of a uint8 with the rest zero (docs/spec.md D1.9)"
+        )
     return fmt_
 
 
