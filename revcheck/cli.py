@@ -1,10 +1,11 @@
-"""The ``revcheck`` command line: ``revcheck audit``, ``revcheck ops`` and ``revcheck sweep``.
+"""The ``revcheck`` command line: ``revcheck audit``, ``revcheck ops``, ``revcheck sweep``, ``revcheck plot``.
 
 ::
 
     revcheck audit MODULE:FUNCTION --op pam_mul --format bf16   # audit a kernel
     revcheck ops                                                # the ops and their signatures
     revcheck sweep --op pam_mul --format bf16                   # = python -m revcheck.sweep ...
+    revcheck plot all --out docs/images                         # the pictures (revcheck.plots.cli)
 
 Exit status: 0 when every check passed, 1 when a counterexample was found,
 2 for a usage error (unimportable target, missing function, unknown op,
@@ -91,6 +92,12 @@ def _parser() -> Parser:
         "sweep", help="check every input of an 8/16-bit format", description=sweep_cli.DESCRIPTION
     )
     sweep_cli.add_arguments(sweep)
+    from revcheck.plots import cli as plots_cli
+
+    plot = commands.add_parser(
+        "plot", help="draw results as PNG/SVG pictures", description=plots_cli.DESCRIPTION
+    )
+    plots_cli.add_arguments(plot)
     return parser
 
 
@@ -145,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from revcheck.sweep import cli as sweep_cli
 
             return sweep_cli.run_from(args)
+        if args.command == "plot":
+            from revcheck.plots import cli as plots_cli
+
+            return plots_cli.run_from(args)
         raise UsageError(
             "no command given; use `revcheck audit MODULE:FUNCTION --op OP`, `revcheck ops` "
             "or `revcheck sweep --op OP --format FORMAT`"
