@@ -227,7 +227,7 @@ def test_sign_is_xor_of_signs(op: str, fmt_name: str, mode: str, data: st.DataOb
     assume(exact_rounding.decode(r, fmt).kind != "nan")
     expected_sign = (a ^ b) & fmt.sign_mask
     if not fmt.has_negative_zero and r & fmt.magnitude_mask == 0:
-        expected_sign = 0  # docs/spec.md D2.11: without -0 a zero result is +0
+        expected_sign = 0  # docs/spec.md D2.15: without -0 a zero result is +0
     assert r & fmt.sign_mask == expected_sign, f"{op}({a:#x}, {b:#x}) = {r:#x} has the wrong sign"
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "check_readable",
     "classify",
     "decimal_text",
     "describe",
@@ -52,6 +53,26 @@ UIntArray = npt.NDArray[np.unsignedinteger[Any]]
 
 def _is_torch_tensor(obj: object) -> bool:
     return type(obj).__module__.startswith("torch") and hasattr(obj, "untyped_storage")
+
+
+def check_readable(tensor: Any, role: str = "the tensor") -> None:
+    """Raise unless ``tensor``'s elements can be read as bit patterns: dense (strided) and holding data.
+
+    A sparse tensor (or another layout) is a ``TypeError`` that says to densify it; a tensor
+    on the ``meta`` device has a shape but no values, a ``ValueError``.
+    """
+    import torch
+
+    if tensor.layout != torch.strided:
+        raise TypeError(
+            f"{role} has layout {tensor.layout}; bit patterns are read from dense tensors: pass "
+            f"t.to_dense() (a sparse tensor's zeros are then compared too)"
+        )
+    if tensor.device.type == "meta":
+        raise ValueError(
+            f"{role} is on the meta device, which holds shapes but no values; run the computation on a "
+            "device with data (cpu, cuda) to compare bits"
+        )
 
 
 def format_of(x: object) -> FloatFormat:
@@ -120,6 +141,7 @@ def to_bits(x: object, fmt: object = None) -> UIntArray:
         tensor: torch.Tensor = x  # type: ignore[assignment]
         import torch
 
+        check_readable(tensor)
         if not (tensor.is_floating_point() or tensor.is_complex()) and str(tensor.dtype).startswith(
             "torch.uint"
         ):

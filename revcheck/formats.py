@@ -218,7 +218,7 @@ class FloatFormat:
             return self.sign_mask
         if self.nan_encoding == "none":
             raise UnsupportedFormatError(
-                f"{self.name} has no NaN; a result that would be NaN follows docs/spec.md D2.12 instead"
+                f"{self.name} has no NaN; a result that would be NaN follows docs/spec.md D2.16 instead"
             )
         return self.exponent_mask | (1 << (self.mantissa_bits - 1))
 

@@ -134,6 +134,11 @@ def compare_bits(
         raise ValueError(f"nan={nan!r} is not accepted; use one of {NAN_MODES!r}")
     pattern_fmt = None if fmt is None else formats.get(fmt)
     left, right = _side(actual, pattern_fmt, "actual"), _side(expected, pattern_fmt, "expected")
+    if left.device == right.device == "meta":
+        raise ValueError(
+            "both sides are meta tensors, which hold shapes but no values: there are no bits to compare; "
+            "run the computations on a device with data (cpu, cuda)"
+        )
     if left.bits.shape != right.bits.shape:
         return Comparison(
             "shape", None, actual_info=_shape_text(left), expected_info=_shape_text(right), nan=nan
@@ -153,6 +158,11 @@ def compare_bits(
         common = _WIDEST
         left = _Side(_widen(left.bits, left.fmt, common), common, left.device, left.what)
         right = _Side(_widen(right.bits, right.fmt, common), common, right.device, right.what)
+    if left.device != right.device and "meta" in (left.device, right.device):
+        # A meta tensor has no values: the only difference there is to report is the device.
+        return Comparison(
+            "device", common, actual_info=_device_text(left), expected_info=_device_text(right), nan=nan
+        )
     if check_device and left.device != right.device:
         return Comparison("device", common, actual_info=left.device, expected_info=right.device, nan=nan)
     return _compare_values(left.bits, right.bits, common, nan=nan, max_reported=max_reported)
@@ -188,6 +198,12 @@ def assert_bit_exact(
     by exact value (both widened exactly to fp64, ULPs then counted in fp64).
     ``check_device=True`` also requires equal devices (NumPy values are on
     ``"cpu"``).  Shapes must be equal; nothing is broadcast.
+
+    Tensors must be dense: a sparse one (any layout but ``torch.strided``) is a
+    ``TypeError`` that says to compare ``t.to_dense()``.  A tensor on the ``meta``
+    device has no values: against a side with data it is reported as a device
+    difference (``reason == "device"``, whatever ``check_device`` says), and two
+    meta tensors are a ``ValueError`` (there are no bits to compare).
 
     Raises :class:`BitMismatchError` (an ``AssertionError``) whose message lists
     the mismatch count and fraction, the first mismatches with both values in
@@ -234,7 +250,13 @@ def _side(value: object, pattern_fmt: FloatFormat | None, role: str) -> _Side:
 
 
 def _tensor_side(tensor: Any, pattern_fmt: FloatFormat | None, role: str) -> _Side:
+    import torch
+
     device = str(tensor.device)
+    if tensor.layout != torch.strided:
+        _bits.check_readable(tensor, role)  # raises the TypeError that says what to pass instead
+    if tensor.device.type == "meta":
+        return _meta_side(tensor, pattern_fmt, role)
     if tensor.dtype.is_floating_point:
         fmt = formats.get(tensor.dtype)
         return _Side(_bits.to_bits(tensor), fmt, device, f"{tensor.dtype} tensor")
@@ -245,6 +267,18 @@ def _tensor_side(tensor: Any, pattern_fmt: FloatFormat | None, role: str) -> _Si
         f"{role} is a {tensor.dtype} tensor; pass a float tensor, or bit patterns as an unsigned tensor "
         f"(e.g. t.view(torch.uint16)) together with fmt=..."
     )
+
+
+def _meta_side(tensor: Any, pattern_fmt: FloatFormat | None, role: str) -> _Side:
+    """A meta tensor: shape and format, no values (a zero-strided placeholder, no memory)."""
+    if tensor.dtype.is_floating_point:
+        fmt = formats.get(tensor.dtype)
+    elif pattern_fmt is not None and str(tensor.dtype).removeprefix("torch.").startswith("uint"):
+        fmt = pattern_fmt
+    else:
+        raise TypeError(f"{role} is a {tensor.dtype} meta tensor; pass a float tensor")
+    placeholder = np.broadcast_to(np.zeros((), dtype=fmt.uint_dtype), tuple(tensor.shape))
+    return _Side(placeholder, fmt, "meta", f"{tensor.dtype} tensor on the meta device (no data)")
 
 
 def _pattern_side(
@@ -334,6 +368,10 @@ def _ulp_text(ulp: int | None, a: int, e: int, fmt: FloatFormat) -> str:
     if a_nan and e_nan:
         return "different NaN bits (no ULP distance)"
     return "NaN vs number (no ULP distance)"
+
+
+def _device_text(side: _Side) -> str:
+    return f"{side.device} ({side.what})"
 
 
 def _shape_text(side: _Side) -> str:

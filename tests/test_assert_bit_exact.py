@@ -227,3 +227,34 @@ def test_cuda_tensor_against_cpu_tensor() -> None:
     assert info.value.reason == "device"
     with pytest.raises(BitMismatchError, match=r"0x3F800001"):
         assert_bit_exact(on_gpu, torch.tensor([np.nextafter(1.0, 2.0, dtype=np.float32), 2.0]))
+
+
+# ---- tensors without dense data (issue 9) ---------------------------------------------
+
+
+def test_sparse_tensor_is_a_clear_type_error() -> None:
+    dense = torch.tensor([1.0, 0.0, 2.0])
+    with pytest.raises(TypeError, match=r"layout torch\.sparse_coo.*to_dense\(\)"):
+        assert_bit_exact(dense.to_sparse(), dense)
+    with pytest.raises(TypeError, match=r"expected has layout torch\.sparse_coo"):
+        compare_bits(dense, dense.to_sparse())
+
+
+def test_meta_against_cpu_is_a_device_difference() -> None:
+    meta, cpu = torch.empty(3, device="meta"), torch.zeros(3)
+    comparison = compare_bits(meta, cpu)  # check_device=False: a meta side has nothing else to compare
+    assert comparison.reason == "device"
+    assert "meta" in comparison.actual_info and "no data" in comparison.actual_info
+    with pytest.raises(BitMismatchError, match="devices differ") as raised:
+        assert_bit_exact(cpu, meta)
+    assert raised.value.reason == "device"
+
+
+def test_meta_shape_and_dtype_are_still_compared_first() -> None:
+    assert compare_bits(torch.empty(3, device="meta"), torch.zeros(4)).reason == "shape"
+    assert compare_bits(torch.empty(3, device="meta"), torch.zeros(3, dtype=torch.float64)).reason == "dtype"
+
+
+def test_two_meta_tensors_have_no_bits_to_compare() -> None:
+    with pytest.raises(ValueError, match="no bits to compare"):
+        assert_bit_exact(torch.empty(2, device="meta"), torch.empty(2, device="meta"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -105,7 +107,8 @@ def test_correct_kernel_passes_and_8_bit_formats_are_enumerated() -> None:
     assert report.passed, str(report)
     fp8, bf16 = report.result("fp8_e5m2"), report.result("bf16")
     assert fp8.exhaustive and fp8.elements >= 2**16
-    assert not bf16.exhaustive and bf16.examples == 20
+    counted = len(get("pam_mul").examples(_fmt("bf16")))
+    assert not bf16.exhaustive and bf16.examples == counted + 20
     report.raise_for_failures()  # does not raise
     assert "PASSED" in str(report) and "fp8_e5m2" in report.table()
 
@@ -117,7 +120,7 @@ def test_failure_report_has_bits_ulps_class_and_reproduction() -> None:
     assert counterexample is not None
     assert counterexample.involves("subnormal")
     assert all("[0x" in value.text for value in counterexample.inputs + counterexample.expected)
-    assert counterexample.seed is None and counterexample.stage == "hypothesis"
+    assert counterexample.seed is None and counterexample.stage in ("counted", "hypothesis")
     assert "FAILED" in str(report) and "reproduce:" in str(report)
     with pytest.raises(AuditFailure) as raised:
         report.raise_for_failures()
@@ -172,9 +175,32 @@ def test_mode_is_passed_only_to_candidates_that_take_it() -> None:
 
     assert audit(with_mode, "pam_mul", formats="fp8_e5m2", mode="all", max_examples=5).passed
     assert set(seen) == {"ieee", "ftz"}
-    assert audit(without_mode, "pam_mul", formats="fp8_e5m2", max_examples=5).passed
-    with pytest.raises(AuditUsageError, match="takes no `mode` keyword"):
-        audit(without_mode, "pam_mul", formats="fp8_e5m2", mode="ftz")
+    report = audit(without_mode, "pam_mul", formats="fp8_e5m2", max_examples=5)
+    assert report.passed and "takes no `mode` keyword: audited as a kernel of mode 'ieee'" in str(report)
+    with pytest.raises(AuditUsageError, match="implements one rounding mode; declare which"):
+        audit(without_mode, "pam_mul", formats="fp8_e5m2", mode="all")
+
+
+def test_kernel_without_mode_keyword_is_audited_in_the_declared_mode() -> None:
+    def ftz_only(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return gallery.pam_mul(a, b, mode="ftz")
+
+    declared = audit(ftz_only, "pam_mul", formats=["fp16", "bf16"], mode="ftz", max_examples=30)
+    assert declared.passed, str(declared)
+    assert [r.mode for r in declared.results] == ["ftz", "ftz"]
+    assert "audited as a kernel of mode 'ftz', as declared" in str(declared)
+    assert "as declared" in json.loads(declared.to_json())["notes"][0]
+    wrong = audit(ftz_only, "pam_mul", formats="fp16", mode="ieee")
+    assert wrong.counterexamples[0].involves("subnormal")
+
+
+def test_ops_without_modes_refuse_a_mode_as_the_docstring_says() -> None:
+    assert "Ops\n        without rounding modes (the BDIA ops) accept only" in (audit.__doc__ or "")
+    with pytest.raises(UsageError, match="bdia_quantize has no rounding modes"):
+        audit(gallery.bdia_quantize, "bdia_quantize", formats="fp32", mode="ftz")
+    for accepted in ("ieee", "all", None):
+        report = audit(gallery.bdia_quantize, "bdia_quantize", formats="fp32", mode=accepted, max_examples=3)
+        assert report.passed and report.results[0].mode is None
 
 
 def test_ftz_kernel_in_ieee_mode_is_caught_on_subnormals() -> None:
@@ -199,6 +225,8 @@ def test_ftz_kernel_in_ieee_mode_is_caught_on_subnormals() -> None:
         ({"formats": "fp8_e5m2", "mode": "rtz"}, "unknown mode 'rtz'"),
         ({"formats": "fp16", "max_examples": 0}, "at least 1"),
         ({"device": "cpux"}, "unknown device"),
+        ({"device": "meta"}, "holds no data"),
+        ({"formats": "fp16", "max_examples": True}, "must be an int"),
     ],
 )
 def test_bad_arguments_are_usage_errors(kwargs: dict[str, object], message: str) -> None:
@@ -242,10 +270,34 @@ def test_candidate_given_as_target_text() -> None:
         audit("no_such_module_xyz:f", "pa_log2")
 
 
-def test_time_budget_skips_checks_it_has_no_time_for() -> None:
-    report = audit(gallery.pam_mul, "pam_mul", formats=["fp16", "bf16"], time_budget=0.0)
+@pytest.mark.parametrize("seconds", [0, 0.0, -1.0, float("nan"), float("inf")])
+def test_time_budget_that_leaves_no_time_is_a_usage_error(seconds: float) -> None:
+    with pytest.raises(UsageError, match="time budget"):
+        audit(gallery.pam_mul_flushes_subnormals, "pam_mul", formats="bf16", time_budget=seconds)
+
+
+def test_budget_that_skips_every_check_is_not_checked_never_passed() -> None:
+    # A budget spent before the first check starts: nothing is checked, so nothing may pass.
+    report = audit(gallery.pam_mul_flushes_subnormals, "pam_mul", formats=["fp16", "bf16"], time_budget=1e-9)
     assert [r.status for r in report.results] == ["skipped", "skipped"]
-    assert report.passed and "time budget" in str(report)
+    assert report.verdict == "not checked" and not report.passed
+    assert "NOT CHECKED" in str(report) and "time budget" in str(report)
+    assert json.loads(report.to_json())["passed"] is False
+    with pytest.raises(AuditFailure, match="not checked to the end"):
+        report.raise_for_failures()
+
+
+def test_budget_that_cuts_a_check_short_is_incomplete() -> None:
+    def slow(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+        time.sleep(0.02)
+        return gallery.pam_mul(a, b, mode=mode)
+
+    report = audit(slow, "pam_mul", formats=["fp32", "bf16"], time_budget=0.3)
+    first, second = report.results
+    assert first.status == "incomplete" and 0 < first.examples < 100, first
+    assert any("stopped by the time budget" in note for note in first.notes)
+    assert second.status == "skipped"
+    assert report.verdict == "incomplete" and not report.passed
 
 
 def test_determinism_option_flags_a_nondeterministic_kernel_and_passes_a_deterministic_one() -> None:
@@ -261,3 +313,67 @@ def test_bdia_counterexample_is_narrowed_to_one_element() -> None:
     report = audit(gallery.bdia_forward_step_wrong_side_bit, "bdia_forward_step", formats="fp32")
     case = report.counterexamples[0].case
     assert np.shape(case["X_prev"]) == (1, 1) and np.shape(case["gamma"]) == (1,)
+
+
+def test_pam_matmul_backward_approx_is_what_pammatmul_computes() -> None:
+    # The op's definition is PAMMatmul(backward="approx"): revcheck's own autograd passes its audit.
+    from revcheck.nn.pam import PAMMatmul
+
+    def autograd_backward(
+        a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, *, mode: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
+        grad_a, grad_b = torch.autograd.grad(PAMMatmul.apply(a, b, mode, "approx"), (a, b), g)
+        return grad_a, grad_b
+
+    report = audit(
+        autograd_backward, "pam_matmul_backward_approx", formats=["fp32", "bf16"], mode="all", max_examples=30
+    )
+    assert report.passed, str(report)
+
+
+def _values(patterns: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """The float64 values of patterns (exact: every format here widens exactly; fp6/fp4 have no torch dtype)."""
+    return np.array([float(bits.to_fraction(int(p), fmt)) for p in patterns.ravel()])
+
+
+@pytest.mark.parametrize("name", formats.names())
+def test_counted_cases_reach_every_region_in_every_format(name: str) -> None:
+    # Issue 9: some classes were reached only in other formats; the counted cases reach each region in
+    # each format on its own, so a kernel that supports one format is checked there as well as any.
+    from revcheck.audit import ops_pam
+    from revcheck.oracle import pam
+
+    fmt = formats.get(name)
+    fraction = 2.0**-fmt.mantissa_bits
+    exp2_case = get("pa_exp2").examples(fmt)[0]  # the special values and the regions
+    y = _values(exp2_case["y"], fmt)
+    # Below 2**threshold pa_exp2 rounds to 0 or to the smallest subnormal.
+    threshold = fmt.emin - fmt.mantissa_bits
+    spacing = 2.0 ** (math.floor(math.log2(abs(threshold))) - fmt.mantissa_bits)
+    in_last_binade = bool(((y > threshold - 1) & (y < threshold)).any())
+    assert in_last_binade == (spacing < 1), (
+        "the last binade's inputs are not counted (where the format has any)"
+    )
+    log2_case = get("pa_log2").examples(fmt)[0]
+    x = _values(log2_case["x"], fmt)
+    few = min(8, (1 << fmt.mantissa_bits) - 1)
+    above_one = sorted({round(float(v - 1) / fraction) for v in x if 1 < v <= 1 + few * fraction})
+    assert above_one == list(range(1, few + 1)), "pa_log2 inputs 1 + k ulp, k = 1..8, are not all counted"
+    outer = get("pam_matmul").examples(fmt)[0]
+    accumulator = pam.accumulator_format(fmt)
+    a, b = (v.reshape(-1) for v in np.meshgrid(outer["A"][:, 0], outer["B"][0], indexing="ij"))
+    products = np.asarray(ops_pam._row_products(a, b, fmt, "ieee"))
+    subnormal = bits.is_subnormal(products, accumulator)
+    # fp16 and fp8 products are never subnormal in fp32 (docs/spec.md F2.10); the others must be reached.
+    assert bool(subnormal.any()) == (fmt.name in ("fp64", "fp32", "bf16")), fmt.name
+
+
+def test_every_model_audit_resolves_to_a_documented_function() -> None:
+    from revcheck.audit.registry import MODEL_AUDITS
+
+    assert len({entry.name for entry in MODEL_AUDITS}) == len(MODEL_AUDITS)
+    for entry in MODEL_AUDITS:
+        function = entry.load()
+        assert callable(function) and function.__name__ == entry.name, entry
+        assert function.__doc__, f"{entry.function} has no docstring"

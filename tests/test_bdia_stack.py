@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from revcheck.nn.bdia import (
+    BDIADoubleBackwardError,
     BDIARangeError,
     BDIAReconstructionError,
     BDIAStack,
@@ -102,13 +103,26 @@ def test_constructor_errors() -> None:
         BDIAStack([])
     with pytest.raises(TypeError, match="block 1 is a function"):
         BDIAStack([blocks[0], lambda x: x])  # type: ignore[list-item]
-    for bad_l in (-1, 63, 2.0, True):
+    for bad_l in (-1, 63, 2.0, True, np.float64(9.0), np.True_, torch.tensor(True), "9", None):
         with pytest.raises(ValueError, match="l must be an int"):
             BDIAStack(blocks, l=bad_l)  # type: ignore[arg-type]
+    for bad_seed in (1.0, True, "3"):
+        with pytest.raises(ValueError, match=r"seed must be an int \(or None\)"):
+            BDIAStack(blocks, seed=bad_seed)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"compute_dtype must be torch\.float32 or torch\.float64"):
         BDIAStack(blocks, compute_dtype=torch.float16)
     with pytest.raises(ValueError, match="mode must be 'reversible' or 'stored'"):
         BDIAStack(blocks, mode="checkpoint")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("grid", [np.int64(9), np.int32(9), np.uint8(9), torch.tensor(9)])
+def test_integer_like_l_and_seed_are_accepted(grid: object) -> None:
+    # Field finding: BDIAStack(l=np.int64(9)) was refused.  Any operator.index-able value is an int.
+    stack = BDIAStack(mlp_blocks(2, 3), l=grid, seed=np.int64(4))  # type: ignore[arg-type]
+    assert type(stack.l) is int and stack.l == 9 and stack.seed == 4
+    reference = BDIAStack(mlp_blocks(2, 3), l=9, seed=4)
+    x = torch.randn(2, 3)
+    assert_bit_exact(stack(x), reference(x))
 
 
 def test_forward_input_errors() -> None:
@@ -200,8 +214,8 @@ def test_same_seed_same_gammas_and_the_global_rng_is_untouched() -> None:
     assert torch.equal(first.last_gamma_signs, second.last_gamma_signs)
     assert set(first.last_gamma_signs.unique().tolist()) <= {-1, 1}
     state = torch.get_rng_state()
-    BDIAStack([nn.Identity()], seed=None)
-    assert torch.equal(torch.get_rng_state(), state), "seed=None must not draw from the global RNG"
+    BDIAStack([nn.Identity()], seed=5)
+    assert torch.equal(torch.get_rng_state(), state), "an explicit seed must not draw from the global RNG"
 
 
 @pytest.mark.parametrize("block_dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
@@ -343,3 +357,108 @@ def test_reversible_equals_stored_on_cuda_with_dropout() -> None:
     assert torch.equal(torch.cuda.get_rng_state(), cuda_state) and torch.equal(
         torch.get_rng_state(), cpu_state
     )
+
+
+# ----------------------------------------------------------------------------- double backward
+
+
+def gradient_penalty_grads(stack: BDIAStack, x: torch.Tensor) -> list[torch.Tensor]:
+    """Parameter gradients of ``loss + |dloss/dx|^2`` (a gradient penalty: needs double backward)."""
+    x = x.clone().requires_grad_(True)
+    torch.manual_seed(3)
+    loss = stack(x).square().sum()
+    (grad_x,) = torch.autograd.grad(loss, x, create_graph=True)
+    (loss + grad_x.square().sum()).backward()
+    return [p.grad.clone() for p in stack.parameters()]  # type: ignore[union-attr]
+
+
+def test_reversible_mode_refuses_double_backward_and_names_stored_mode() -> None:
+    # Field finding: under create_graph=True the reversible backward returned gradients without a
+    # graph, so a gradient penalty silently lost its second-order term (parameter gradients differed
+    # from mode="stored").  Now it refuses, naming the mode that does it.
+    blocks = mlp_blocks(4, 3)
+    x = torch.randn(2, 3)
+    stored = gradient_penalty_grads(BDIAStack(copy.deepcopy(blocks), seed=1, mode="stored"), x)
+    first_order = train_step(BDIAStack(copy.deepcopy(blocks), seed=1, mode="stored"), x, seed=3)[2:]
+    assert any(not torch.equal(a, b) for a, b in zip(stored, first_order, strict=True)), (
+        "the penalty must change the parameter gradients, or this test shows nothing"
+    )
+    with pytest.raises(BDIADoubleBackwardError, match=r"create_graph=True.*mode='stored'"):
+        gradient_penalty_grads(BDIAStack(copy.deepcopy(blocks), seed=1), x)
+    assert issubclass(BDIADoubleBackwardError, ValueError)  # a usage error (revcheck.errors.UsageError)
+
+
+def test_reversible_first_order_grad_with_autograd_grad_still_works() -> None:
+    stack = BDIAStack(mlp_blocks(3, 3), seed=1)
+    x = torch.randn(2, 3, requires_grad=True)
+    (got,) = torch.autograd.grad(stack(x).sum(), x)
+    stored = BDIAStack(list(stack.blocks), seed=1, mode="stored")
+    (want,) = torch.autograd.grad(stored(x, gamma_signs=stack.last_gamma_signs).sum(), x)
+    assert_bit_exact(got, want)
+
+
+# ----------------------------------------------------------------------------- reproducibility
+
+
+def training_run(seed: int, *, mode: str = "reversible", steps: int = 3) -> list[torch.Tensor]:
+    """Losses and gradients of a few SGD steps of a dropout stack built after ``torch.manual_seed``."""
+    torch.manual_seed(seed)
+    blocks = [nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Dropout(0.3), nn.Linear(8, 4)) for _ in range(5)]
+    stack = BDIAStack(blocks, mode=mode)  # type: ignore[arg-type]  # seed=None: from the global generator
+    optimizer = torch.optim.SGD(stack.parameters(), lr=0.05)
+    x = torch.randn(6, 4)
+    record: list[torch.Tensor] = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        inputs = x.clone().requires_grad_(True)
+        loss = stack(inputs).square().mean()
+        loss.backward()
+        assert inputs.grad is not None
+        record += [loss.detach(), inputs.grad, *[p.grad.clone() for p in stack.parameters()]]  # type: ignore[union-attr]
+        optimizer.step()
+    assert stack.last_gamma_signs is not None
+    return [*record, stack.last_gamma_signs]
+
+
+@pytest.mark.parametrize("mode", ["reversible", "stored"])
+def test_two_training_runs_under_the_same_manual_seed_are_bit_identical(mode: str) -> None:
+    # Field finding: seed=None took OS entropy, so torch.manual_seed did not make a BDIA run repeatable.
+    first, second = training_run(0, mode=mode), training_run(0, mode=mode)
+    assert torch.equal(first[-1], second[-1]), "same torch.manual_seed, different gamma signs"
+    for step, (a, b) in enumerate(zip(first[:-1], second[:-1], strict=True)):
+        assert_bit_exact(a, b, msg=f"entry {step} of two runs under torch.manual_seed(0)")
+    other = training_run(1, mode=mode)
+    assert not torch.equal(first[-1], other[-1]), "another torch.manual_seed must give other gammas"
+
+
+def test_seed_none_draws_once_at_construction_and_forward_leaves_the_global_stream_alone() -> None:
+    torch.manual_seed(21)
+    expected_seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
+    after_construction = torch.get_rng_state()
+    blocks = [nn.Linear(3, 3) for _ in range(4)]
+    torch.manual_seed(21)
+    stack = BDIAStack(blocks)
+    assert stack.seed == expected_seed
+    assert torch.equal(torch.get_rng_state(), after_construction)
+    for mode in ("reversible", "stored"):
+        stack.mode = mode  # type: ignore[assignment]
+        state = torch.get_rng_state()
+        stack(torch.ones(5, 3, requires_grad=True)).sum().backward()
+        assert torch.equal(torch.get_rng_state(), state), f"{mode}: a training step moved the global RNG"
+
+
+def test_gamma_draws_do_not_shift_the_dropout_stream() -> None:
+    # With dropout the global stream advances exactly as in a plain residual loop over the same blocks.
+    blocks = mlp_blocks(5, 4, dropout=0.5)
+    x = torch.randn(3, 4)
+    stack = BDIAStack(blocks, seed=2)
+    for mode in ("reversible", "stored"):
+        stack.mode = mode  # type: ignore[assignment]
+        torch.manual_seed(8)
+        stack(x.clone().requires_grad_(True)).sum().backward()
+        after_stack = torch.rand(8)
+        torch.manual_seed(8)
+        state = x
+        for block in blocks:
+            state = state + block(state)
+        assert_bit_exact(torch.rand(8), after_stack, msg=f"{mode}: the gamma draws moved the dropout stream")

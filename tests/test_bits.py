@@ -270,3 +270,10 @@ def test_ulp_distance_across_the_whole_range_is_an_exact_python_int(fmt: FloatFo
     assert distance.dtype == object and isinstance(distance[0], int)
     # -top ... -0, +0 ... +top; without -0 one fewer (docs/spec.md D1.11).
     assert distance[0] == 2 * top + (1 if fmt.has_negative_zero else 0)
+
+
+def test_to_bits_refuses_sparse_and_meta_tensors_with_advice() -> None:
+    with pytest.raises(TypeError, match=r"to_dense\(\)"):
+        bits.to_bits(torch.tensor([1.0, 0.0]).to_sparse())
+    with pytest.raises(ValueError, match="meta device"):
+        bits.to_bits(torch.empty(2, device="meta"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from revcheck.cli import EXIT_COUNTEREXAMPLE, EXIT_OK, EXIT_USAGE, main
+from revcheck.cli import EXIT_BROKEN_PIPE, EXIT_COUNTEREXAMPLE, EXIT_NOT_CHECKED, EXIT_OK, EXIT_USAGE, main
 
 REPO = Path(__file__).resolve().parents[1]
 GALLERY = "tests.gallery.audit_kernels"
@@ -159,3 +160,96 @@ def test_python_dash_m_revcheck_exit_codes() -> None:
         check=False,
     )
     assert bad.returncode == EXIT_USAGE and bad.stderr.count("\n") == 1
+
+
+# ---- issue 9: nothing checked is never a pass; usage errors before work; pipes -------------------
+
+
+def test_time_budget_zero_or_negative_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for budget in ("0", "-5"):
+        status, out, err = run(
+            capsys, "audit", "examples/audit_my_kernel.py:pam_mul", "--op", "pam_mul", "--time-budget", budget
+        )
+        assert status == EXIT_USAGE and out == "" and "time budget" in err and err.count("\n") == 1, err
+
+
+def test_budget_that_checks_nothing_exits_3_not_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    # The README's known-buggy kernel: a run that checked nothing must not say PASSED.
+    status, out, _ = run(
+        capsys, "audit", "examples/audit_my_kernel.py:pam_mul", "--op", "pam_mul", "--time-budget", "1e-9"
+    )
+    assert status == EXIT_NOT_CHECKED, out
+    assert "NOT CHECKED" in out and "PASSED" not in out
+
+
+def test_meta_device_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "audit", f"{GALLERY}:pam_mul", "--op", "pam_mul", "--device", "meta")
+    assert status == EXIT_USAGE and out == "" and "holds no data" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_directory", "missing_folder"])
+def test_unwritable_json_path_exits_2_before_the_audit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str
+) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("")
+    path = {
+        "under_a_file": blocker / "report.json",
+        "a_directory": tmp_path,
+        "missing_folder": tmp_path / "no" / "report.json",
+    }[where]
+    # Refused before the audit: no report is printed (after an audit it would be, with its verdict).
+    status, out, err = run(
+        capsys, "audit", f"{GALLERY}:pam_mul", "--op", "pam_mul", "--format", "bf16", "--json", str(path)
+    )
+    assert status == EXIT_USAGE and out == "" and "--json" in err and err.count("\n") == 1, err
+
+
+def test_target_that_exits_at_import_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    script = tmp_path / "script_kernel.py"
+    script.write_text("import sys\ndef pam_mul(a, b):\n    return a\nsys.exit(3)\n")
+    status, out, err = run(capsys, "audit", f"{script}:pam_mul", "--op", "pam_mul")
+    assert status == EXIT_USAGE and out == ""
+    assert "called sys.exit(3)" in err and str(script) in err and err.count("\n") == 1, err
+
+
+def test_kernel_without_mode_declared_ftz(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    kernel = tmp_path / "ftz_kernel.py"
+    kernel.write_text(
+        "from tests.gallery.audit_kernels import pam_mul as reference\n"
+        "def pam_mul(a, b):\n    return reference(a, b, mode='ftz')\n"
+    )
+    argv = ["audit", f"{kernel}:pam_mul", "--op", "pam_mul", "--format", "fp8_e5m2"]
+    status, out, _ = run(capsys, *argv, "--mode", "ftz")
+    assert status == EXIT_OK and "audited as a kernel of mode 'ftz', as declared" in out, out
+    assert run(capsys, *argv)[0] == EXIT_COUNTEREXAMPLE  # it is not an ieee kernel
+    status, _, err = run(capsys, *argv, "--mode", "all")
+    assert status == EXIT_USAGE and "declare which" in err
+
+
+def test_closed_stdout_ends_quietly_with_141() -> None:
+    # `revcheck audit ... | head`: the reader goes away before the report is written.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "revcheck",
+            "audit",
+            f"{GALLERY}:pa_log2",
+            "--op",
+            "pa_log2",
+            "--format",
+            "fp16",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the audit takes a second: nothing has been written yet
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == EXIT_BROKEN_PIPE, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

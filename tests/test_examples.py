@@ -220,3 +220,20 @@ def test_mulfree_output_check_flags_a_float_multiply() -> None:
     assert any("not certified" in p for p in problems), problems
     assert any("did not fall" in p for p in problems), problems
     assert any("lacks float multiplies" in p for p in problems), problems
+
+
+MEMXL_CHAR_LM = REPO_ROOT / "examples" / "memxl_char_lm.py"
+MEMXL_BPC = re.compile(r"^final val bpc\s+plain (\S+)\s+scxl (\S+)$", re.MULTILINE)
+
+
+def test_memxl_char_lm_trains_both_models() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(
+        [sys.executable, str(MEMXL_CHAR_LM), "--quick"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "identical initialisation: yes" in out and "(scxl phase 2)" in out, out
+    assert len(re.findall(r"^memory (plain|scxl )?: saved for backward", out, flags=re.MULTILINE)) == 2, out
+    ((plain, scxl),) = [tuple(map(float, pair)) for pair in MEMXL_BPC.findall(out)]
+    assert all(math.isfinite(v) and 0 < v < 8 for v in (plain, scxl)), out

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from properties.test_expand import random_model
+from properties.test_expand import growth_certificate, growth_step, layer, random_model
 from revcheck.audit.ops_expand import (
     CheckerTooLaxError,
     audit_growth_function,
@@ -128,13 +128,13 @@ def test_each_transformation_returns_a_new_o_exact_model_and_leaves_the_old_one(
     before = fingerprint(m)
     grown = transformation(m, size, seed=0)
     assert grown is not m and fingerprint(m) == before
-    assert grown.growth_step.level == Level.O and grown.growth_step.source == before
+    assert growth_step(grown).level == Level.O and growth_step(grown).source == before
     assert_function_preserved(m, grown, IDS, level="O", check_grads=True)
 
 
 def test_certificate_lists_zeroed_scaled_free_blocks_and_reductions() -> None:
     grown = expand_qk_dim(model(), 8, seed=0)
-    step = grown.growth_step
+    step = growth_step(grown)
     assert {block.parameter for block in step.zeroed} == {"layers.0.w_k", "layers.1.w_k"}
     assert all(block.count == 8 * 2 * 6 for block in step.zeroed)
     assert [(block.factor, block.power_of_two, block.exact) for block in step.scaled] == [
@@ -143,7 +143,7 @@ def test_certificate_lists_zeroed_scaled_free_blocks_and_reductions() -> None:
     assert {block.parameter for block in step.free} == {"layers.0.w_q", "layers.1.w_q"}
     assert step.grown_reductions[0].before == 2 and step.grown_reductions[0].after == 8
     assert "x 2.0 = sqrt(4)" in step.summary()
-    hidden = expand_hidden(model(), 32, seed=0).growth_step
+    hidden = growth_step(expand_hidden(model(), 32, seed=0))
     assert hidden.eps_after == CONFIG.eps / 4 and hidden.eps_rescaled and hidden.eps_factor == Fraction(1, 4)
 
 
@@ -153,13 +153,13 @@ def test_certificate_lists_zeroed_scaled_free_blocks_and_reductions() -> None:
 )
 def test_qk_level_depends_on_the_ratio_and_the_attention(attention: str, ratio: int, level: str) -> None:
     grown = expand_qk_dim(model(CONFIG.replace(attention=attention)), 2 * ratio, seed=0)
-    assert grown.growth_step.level == level
-    assert bool(grown.growth_step.reasons) == (level == "R")
+    assert growth_step(grown).level == level
+    assert bool(growth_step(grown).reasons) == (level == "R")
 
 
 def test_hidden_level_depends_on_the_ratio() -> None:
-    assert expand_hidden(model(), 32, seed=0).growth_step.level == Level.O
-    r_only = expand_hidden(model(), 12, seed=0).growth_step
+    assert growth_step(expand_hidden(model(), 32, seed=0)).level == Level.O
+    r_only = growth_step(expand_hidden(model(), 12, seed=0))
     assert r_only.level == Level.R and "not a power of 4" in r_only.reasons[0]
     assert not r_only.scaled[0].power_of_two
 
@@ -190,7 +190,7 @@ def test_refusals_say_why() -> None:
     with pytest.raises(UsageError, match="is a Subclass"):
         add_heads(Subclass(CONFIG), 3)
     edited = model()
-    edited.layers[0].w1 = torch.nn.Parameter(torch.zeros(8, 13))
+    layer(edited, 0).w1 = torch.nn.Parameter(torch.zeros(8, 13))
     with pytest.raises(UsageError, match="edited by hand"):
         expand_mlp(edited, 24)
     with pytest.raises(GrowthRefused, match="not finite"):
@@ -215,12 +215,12 @@ def test_compositions_in_any_order_compose_their_certificates() -> None:
     ]
     for grow in orders:
         grown = grow(m)
-        certificate = grown.growth_certificate
+        certificate = growth_certificate(grown)
         assert len(certificate.steps) == 3 and certificate.source == fingerprint(m)
         assert_function_preserved(m, grown, IDS, level="O", check_grads=True)
     first = expand_mlp(m, 24, seed=0)
     with pytest.raises(ValueError, match="cannot compose"):
-        first.growth_step.then(first.growth_step)
+        growth_step(first).then(growth_step(first))
 
 
 def test_sdpa_value_growth_and_post_norm_growth_are_o_exact() -> None:
@@ -245,7 +245,7 @@ def test_levels_on_an_r_only_growth() -> None:
     """sqrt(1.5): exact in real numbers with the exact factor, not bit-exact in any order."""
     m = model(CONFIG.replace(hidden=4, mlp=4, layers=1), torch.float64)
     grown = expand_qk_dim(m, 3, seed=0)
-    assert grown.growth_step.level == Level.R
+    assert growth_step(grown).level == Level.R
     ids = IDS[:1, :3]
     assert_function_preserved(m, grown, ids, level="R")  # the real transformation (exact factor)
     with pytest.raises(FunctionNotPreservedError, match="rounded growth factors"):
@@ -260,7 +260,7 @@ def test_level_b_rejects_a_real_change() -> None:
     m = model(CONFIG.replace(hidden=4, mlp=4, layers=1))
     grown = expand_mlp(m, 8, seed=0)
     with torch.no_grad():
-        grown.layers[0].w2[4:] = 1.0
+        layer(grown, 0).w2[4:] = 1.0
     with pytest.raises(FunctionNotPreservedError, match="leaves after's enclosure"):
         assert_function_preserved(m, grown, IDS, level="B", certificate=None)
 
@@ -317,14 +317,16 @@ def test_usage_errors() -> None:
     with torch.no_grad():
         grown.w_out.add_(1.0)  # "trained" since it was grown
     with pytest.raises(UsageError, match="does not lead from before to after"):
-        assert_function_preserved(m, grown, IDS, level="O", certificate=expand_mlp(m, 24, seed=0).growth_step)
+        assert_function_preserved(
+            m, grown, IDS, level="O", certificate=growth_step(expand_mlp(m, 24, seed=0))
+        )
 
 
 def test_an_inf_activation_meeting_a_zero_weight_is_reported_as_nan() -> None:
     config = ModelConfig(vocab=5, max_len=4, hidden=1, mlp=2, heads=1, qk=1, v=1, layers=1)
     m = model(config)
     with torch.no_grad():
-        m.layers[0].norm1.weight.fill_(4.0)
+        layer(m, 0).norm1.weight.fill_(4.0)
     huge = torch.finfo(torch.float32).max / 2
     grown = add_heads(m, 2, init=lambda role, shape, fan_in, g: torch.full(shape, huge, dtype=torch.float64))
     for level in ("K", "O"):
@@ -333,7 +335,10 @@ def test_an_inf_activation_meeting_a_zero_weight_is_reported_as_nan() -> None:
 
 
 def test_eps_zero_layer_insertion_on_a_zero_row() -> None:
-    """SPEC §4: with eps = 0 a zero row is NaN after any norm; with no base layer, insertion makes it NaN."""
+    """docs/spec.md §4: with eps = 0 a zero row is NaN after any norm.
+
+    With no base layer, insertion makes it NaN.
+    """
     for layers, preserved in ((0, False), (1, True)):
         config = ModelConfig(vocab=4, max_len=3, hidden=4, mlp=4, heads=1, qk=2, v=2, layers=layers, eps=0.0)
         m = model(config)
@@ -342,7 +347,7 @@ def test_eps_zero_layer_insertion_on_a_zero_row() -> None:
             m.pos_emb[0].zero_()
         ids = torch.tensor([[0, 1, 2]])
         grown = insert_layer(m, 0, seed=0)
-        assert "0/0 = NaN" in grown.growth_step.summary()
+        assert "0/0 = NaN" in growth_step(grown).summary()
         if preserved:
             assert np.isnan(m(ids).detach().numpy()).any()
             assert_function_preserved(m, grown, ids, level="O")

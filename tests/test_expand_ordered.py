@@ -85,7 +85,7 @@ def test_gelus_match_their_real_definitions() -> None:
 
 
 def test_special_values() -> None:
-    x = np.float64([np.inf, -np.inf, np.nan, 0.0, -0.0])
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0], dtype=np.float64)
     assert list(ordered.erf(x)[:2]) == [1.0, -1.0] and np.isnan(ordered.erf(x)[2])
     assert list(ordered.tanh(x)[:2]) == [1.0, -1.0] and np.isnan(ordered.tanh(x)[2])
     for function in (ordered.erf, ordered.tanh, ordered.expm1):
@@ -96,7 +96,7 @@ def test_special_values() -> None:
 
 @given(values=st.lists(st.floats(-30, 30, width=64), min_size=1, max_size=70), data=st.data())
 def test_position_independent(values: list[float], data: st.DataObject) -> None:
-    x = np.float64(values)
+    x = np.array(values, dtype=np.float64)
     name = data.draw(st.sampled_from(["erf", "tanh", "expm1", "gelu", "gelu_tanh"]), label="function")
     function = getattr(ordered, name)
     whole = function(x)
@@ -119,7 +119,9 @@ def test_erf_table_is_mpmath_correctly_rounded() -> None:
 @pytest.mark.parametrize("fmt, torch_dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_round_to_storage_matches_torch_on_random_bit_patterns(fmt: str, torch_dtype: torch.dtype) -> None:
     bits = np.random.default_rng(5).integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32)
-    specials = np.float32([0.0, -0.0, np.inf, -np.inf, 3.3895314e38, 3.4e38, 1e-41, -1e-45, 65504.0, 65520.0])
+    specials = np.array(
+        [0.0, -0.0, np.inf, -np.inf, 3.3895314e38, 3.4e38, 1e-41, -1e-45, 65504.0, 65520.0], dtype=np.float32
+    )
     x = np.concatenate([bits.view(np.float32), specials])
     ours = ordered.round_to_storage(x, fmt)
     theirs = torch.from_numpy(x.copy()).to(torch_dtype).float().numpy()
@@ -129,8 +131,8 @@ def test_round_to_storage_matches_torch_on_random_bit_patterns(fmt: str, torch_d
 
 def test_round_to_storage_refuses_what_it_cannot_do() -> None:
     with pytest.raises(ValueError, match="unknown storage format"):
-        ordered.round_to_storage(np.float32([1.0]), "fp8")
+        ordered.round_to_storage(np.array([1.0], dtype=np.float32), "fp8")
     with pytest.raises(TypeError, match="takes float32"):
-        ordered.round_to_storage(np.float64([1.0]), "bf16")
-    same = np.float64([1.5])
+        ordered.round_to_storage(np.array([1.0], dtype=np.float64), "bf16")
+    same = np.array([1.5], dtype=np.float64)
     assert ordered.round_to_storage(same, "fp64") is same

@@ -46,42 +46,42 @@ class Case(NamedTuple):
 # fp8_e4m3fnuz: 1.0 = 0x40, -1.0 = 0xC0, max 240 = 0x7F, min normal 2^-7 = 0x08, min subnormal 2^-10 = 0x01,
 # NaN = 0x80.  fp4_e2m1fn: 1.0 = 0x2, 1.5 = 0x3, 2.0 = 0x4, 6.0 = 0x7 (max), 0.5 = 0x1 (subnormal), -0 = 0x8.
 CASES = [
-    # D2.11: without -0 every zero result is +0 (writing 0x80 would be the NaN).
-    Case("D2.11", "fp8_e4m3fnuz", "pam_mul", "ieee", (0xC0, 0x00), 0x00),  # -1 ⊡ +0
-    Case("D2.11", "fp8_e4m3fnuz", "pam_mul", "ieee", (0x88, 0x08), 0x00),  # -2^-7 ⊡ 2^-7 underflows
-    Case("D2.11", "fp8_e4m3fnuz", "pam_mul", "ftz", (0x81, 0x40), 0x00),  # -subnormal flushed
-    Case("D2.11", "fp8_e4m3fnuz", "pam_div", "ieee", (0x00, 0xC0), 0x00),  # +0 ⊘ -1
-    Case("D2.11", "fp8_e5m2fnuz", "pam_div", "ieee", (0x81, 0x7F), 0x00),  # -tiny ⊘ max
+    # D2.15: without -0 every zero result is +0 (writing 0x80 would be the NaN).
+    Case("D2.15", "fp8_e4m3fnuz", "pam_mul", "ieee", (0xC0, 0x00), 0x00),  # -1 ⊡ +0
+    Case("D2.15", "fp8_e4m3fnuz", "pam_mul", "ieee", (0x88, 0x08), 0x00),  # -2^-7 ⊡ 2^-7 underflows
+    Case("D2.15", "fp8_e4m3fnuz", "pam_mul", "ftz", (0x81, 0x40), 0x00),  # -subnormal flushed
+    Case("D2.15", "fp8_e4m3fnuz", "pam_div", "ieee", (0x00, 0xC0), 0x00),  # +0 ⊘ -1
+    Case("D2.15", "fp8_e5m2fnuz", "pam_div", "ieee", (0x81, 0x7F), 0x00),  # -tiny ⊘ max
     Case(
-        "D2.11", "fp8_e4m3fnuz", "pam_mul_grad", "ftz", (0x40, 0x81), 0x00
+        "D2.15", "fp8_e4m3fnuz", "pam_mul_grad", "ftz", (0x40, 0x81), 0x00
     ),  # b = -subnormal -> zero of b's sign
-    Case("D2.11", "fp8_e4m3fnuz", "pa_exp2", "ieee", (0xFF,), 0x00),  # 2^-240: +0
-    # D2.12: no NaN in fp6/fp4: 0 ⊘ 0 is the zero with the XOR sign.
-    Case("D2.12", "fp4_e2m1fn", "pam_div", "ieee", (0x0, 0x0), 0x0),
-    Case("D2.12", "fp4_e2m1fn", "pam_div", "ieee", (0x8, 0x0), 0x8),
-    Case("D2.12", "fp4_e2m1fn", "pam_div", "ieee", (0x8, 0x8), 0x0),
-    Case("D2.12", "fp4_e2m1fn", "pam_div", "ftz", (0x1, 0x9), 0x8),  # subnormals flushed: +0 ⊘ -0
-    Case("D2.12", "fp6_e3m2fn", "pam_div", "ieee", (0x00, 0x20), 0x20),
-    Case("D2.12", "fp6_e2m3fn", "pam_div", "ieee", (0x20, 0x20), 0x00),
-    # D2.13: without infinity, every infinite result saturates to ±max finite.
-    Case("D2.13", "fp8_e4m3fnuz", "pam_mul", "ieee", (0x7F, 0x7F), 0x7F),
-    Case("D2.13", "fp8_e4m3fnuz", "pam_mul", "ieee", (0xFF, 0x7F), 0xFF),
-    Case("D2.13", "fp8_e4m3fnuz", "pam_div", "ieee", (0x40, 0x00), 0x7F),  # 1 ⊘ +0
-    Case("D2.13", "fp8_e4m3fnuz", "pam_div", "ieee", (0xC0, 0x00), 0xFF),  # -1 ⊘ +0
-    Case("D2.13", "fp8_e4m3fnuz", "pa_log2", "ieee", (0x00,), 0xFF),  # log2(0) = -max
-    Case("D2.13", "fp8_e4m3fnuz", "pa_exp2", "ieee", (0x7F,), 0x7F),  # 2^240 saturates
-    Case("D2.13", "fp4_e2m1fn", "pam_div", "ieee", (0x2, 0x8), 0xF),  # 1 ⊘ -0 = -max = -6
-    Case("D2.13", "fp4_e2m1fn", "pam_mul", "ieee", (0x7, 0x7), 0x7),
-    Case("D2.13", "fp4_e2m1fn", "pa_log2", "ieee", (0x8,), 0xF),
-    Case("D2.13", "fp6_e3m2fn", "pa_exp2", "ieee", (0x1F,), 0x1F),
-    # D2.14: the fnuz NaN (0x80) is a NaN operand: NaN out, never read as -0.
-    Case("D2.14", "fp8_e4m3fnuz", "pam_mul", "ieee", (0x80, 0x40), 0x80),
-    Case("D2.14", "fp8_e4m3fnuz", "pam_mul", "ieee", (0x80, 0x00), 0x80),
-    Case("D2.14", "fp8_e5m2fnuz", "pam_div", "ftz", (0x40, 0x80), 0x80),
-    Case("D2.14", "fp8_e4m3fnuz", "pam_mul_grad", "ieee", (0x40, 0x80), 0x80),
-    Case("D2.14", "fp8_e4m3fnuz", "pa_log2", "ieee", (0x80,), 0x80),
-    Case("D2.14", "fp8_e5m2fnuz", "pa_exp2", "ieee", (0x80,), 0x80),
-    Case("D2.14", "fp8_e4m3fnuz", "pam_div", "ieee", (0x00, 0x00), 0x80),  # 0 ⊘ 0 has a NaN here
+    Case("D2.15", "fp8_e4m3fnuz", "pa_exp2", "ieee", (0xFF,), 0x00),  # 2^-240: +0
+    # D2.16: no NaN in fp6/fp4: 0 ⊘ 0 is the zero with the XOR sign.
+    Case("D2.16", "fp4_e2m1fn", "pam_div", "ieee", (0x0, 0x0), 0x0),
+    Case("D2.16", "fp4_e2m1fn", "pam_div", "ieee", (0x8, 0x0), 0x8),
+    Case("D2.16", "fp4_e2m1fn", "pam_div", "ieee", (0x8, 0x8), 0x0),
+    Case("D2.16", "fp4_e2m1fn", "pam_div", "ftz", (0x1, 0x9), 0x8),  # subnormals flushed: +0 ⊘ -0
+    Case("D2.16", "fp6_e3m2fn", "pam_div", "ieee", (0x00, 0x20), 0x20),
+    Case("D2.16", "fp6_e2m3fn", "pam_div", "ieee", (0x20, 0x20), 0x00),
+    # D2.17: without infinity, every infinite result saturates to ±max finite.
+    Case("D2.17", "fp8_e4m3fnuz", "pam_mul", "ieee", (0x7F, 0x7F), 0x7F),
+    Case("D2.17", "fp8_e4m3fnuz", "pam_mul", "ieee", (0xFF, 0x7F), 0xFF),
+    Case("D2.17", "fp8_e4m3fnuz", "pam_div", "ieee", (0x40, 0x00), 0x7F),  # 1 ⊘ +0
+    Case("D2.17", "fp8_e4m3fnuz", "pam_div", "ieee", (0xC0, 0x00), 0xFF),  # -1 ⊘ +0
+    Case("D2.17", "fp8_e4m3fnuz", "pa_log2", "ieee", (0x00,), 0xFF),  # log2(0) = -max
+    Case("D2.17", "fp8_e4m3fnuz", "pa_exp2", "ieee", (0x7F,), 0x7F),  # 2^240 saturates
+    Case("D2.17", "fp4_e2m1fn", "pam_div", "ieee", (0x2, 0x8), 0xF),  # 1 ⊘ -0 = -max = -6
+    Case("D2.17", "fp4_e2m1fn", "pam_mul", "ieee", (0x7, 0x7), 0x7),
+    Case("D2.17", "fp4_e2m1fn", "pa_log2", "ieee", (0x8,), 0xF),
+    Case("D2.17", "fp6_e3m2fn", "pa_exp2", "ieee", (0x1F,), 0x1F),
+    # D2.18: the fnuz NaN (0x80) is a NaN operand: NaN out, never read as -0.
+    Case("D2.18", "fp8_e4m3fnuz", "pam_mul", "ieee", (0x80, 0x40), 0x80),
+    Case("D2.18", "fp8_e4m3fnuz", "pam_mul", "ieee", (0x80, 0x00), 0x80),
+    Case("D2.18", "fp8_e5m2fnuz", "pam_div", "ftz", (0x40, 0x80), 0x80),
+    Case("D2.18", "fp8_e4m3fnuz", "pam_mul_grad", "ieee", (0x40, 0x80), 0x80),
+    Case("D2.18", "fp8_e4m3fnuz", "pa_log2", "ieee", (0x80,), 0x80),
+    Case("D2.18", "fp8_e5m2fnuz", "pa_exp2", "ieee", (0x80,), 0x80),
+    Case("D2.18", "fp8_e4m3fnuz", "pam_div", "ieee", (0x00, 0x00), 0x80),  # 0 ⊘ 0 has a NaN here
     # F2.1 in every new format: 1.5 ⊡ 1.5 = 2 (the -1/9 worst case), 1 ⊘ 1.5 = 0.75 (+1/8).
     Case("F2.1", "fp4_e2m1fn", "pam_mul", "ieee", (0x3, 0x3), 0x4),
     Case("F2.1", "fp6_e2m3fn", "pam_mul", "ieee", (0x0C, 0x0C), 0x10),
@@ -121,7 +121,7 @@ def test_decision(case: Case, implementation: str) -> None:
 
 
 def test_the_cases_cover_every_new_decision_and_format() -> None:
-    assert {case.decision for case in CASES} >= {"D2.11", "D2.12", "D2.13", "D2.14"}
+    assert {case.decision for case in CASES} >= {"D2.15", "D2.16", "D2.17", "D2.18"}
     new = {
         name
         for name in formats.names()
@@ -239,3 +239,23 @@ def test_a_kernel_reading_the_fnuz_nan_as_negative_zero_is_caught() -> None:
     ta, tb = bits.to_torch(a, E4M3FNUZ), bits.to_torch(b, E4M3FNUZ)
     with pytest.raises(BitMismatchError, match=r"not bit-exact \(fp8_e4m3fnuz"):
         assert_bit_exact(wrong_pam_mul(ta, tb), oracle.pam_mul(a, b, E4M3FNUZ), fmt=E4M3FNUZ)
+
+
+@pytest.mark.parametrize("fmt", [E4M3FNUZ, E5M2FNUZ], ids=lambda f: f.name)
+@pytest.mark.parametrize("backward", ["approx", "exact"])
+def test_elementwise_autograd_in_fnuz_keeps_zero_and_nan(fmt: formats.FloatFormat, backward: str) -> None:
+    # The approximate backward of a ⊘ b negates the quotient: -(+0) must stay +0 (D2.15), not become
+    # 0x80, the NaN; -(NaN) must stay the NaN (D2.18), not become +0.
+    dtype = getattr(torch, fmt.torch_dtype_name or "")
+    a = bits.to_torch(np.array([0x00, fmt.one, 0x80], np.uint8), fmt).requires_grad_(True)
+    b = bits.to_torch(np.array([fmt.one, fmt.one, fmt.one], np.uint8), fmt).requires_grad_(True)
+    out = kernels.pam_div(a, b, backward=backward)
+    out.backward(torch.ones_like(out))
+    assert a.grad is not None and b.grad is not None and a.grad.dtype == b.grad.dtype == dtype
+    # d/db = -(a ⊘ b) ⊘ b (approx: +0, -1, NaN) or -sign(a) 2^(Ea - 2Eb - c) with c = [Ma <= Mb] = 1
+    # (exact: +0 where a = 0, -1/2, NaN; docs/spec.md D2.12).
+    minus = fmt.sign_mask | (fmt.one if backward == "approx" else fmt.one - (1 << fmt.mantissa_bits))
+    assert_bit_exact(b.grad, np.array([0x00, minus, 0x80], np.uint8), fmt=fmt, nan="bits")
+    # d/da = 1 ⊘ b (approx: a does not enter, so 1 at a = NaN too) or sign(b) 2^(-Eb - c) (exact: NaN there).
+    at_nan = fmt.one if backward == "approx" else 0x80
+    assert_bit_exact(a.grad, np.array([fmt.one, fmt.one, at_nan], np.uint8), fmt=fmt, nan="bits")

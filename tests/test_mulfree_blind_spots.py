@@ -178,31 +178,25 @@ def _planted_square_kernel(x_ptr, n, BLOCK: tl.constexpr):
 
 @pytest.fixture(scope="module")
 def patched_kernels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """revcheck's Triton kernels with the one-line fix they need to compile, plus a planted multiply."""
+    """revcheck's Triton kernels plus a planted multiply (to show the scan catches one)."""
     spec = importlib.util.find_spec("revcheck.kernels.triton_pam")
     if spec is None or spec.origin is None:
         pytest.skip("revcheck.kernels.triton_pam is not importable")
     source = Path(spec.origin).read_text()
-    fixed = source.replace("        shift: tl.constexpr = 32 >> step", "        shift = 32 >> step")
-    path = tmp_path_factory.mktemp("triton") / "triton_pam_fixed.py"
-    path.write_text(fixed + _PLANTED)
+    path = tmp_path_factory.mktemp("triton") / "triton_pam_planted.py"
+    path.write_text(source + _PLANTED)
     return path
 
 
-@pytest.mark.xfail(
-    reason="FINDING: revcheck/kernels/triton_pam.py reassigns a constexpr inside static_range "
-    "(_msb_position: `shift: tl.constexpr = 32 >> step`); Triton's compiler rejects it, so the "
-    "kernels run only under the interpreter",
-    raises=spots.TritonCompileError,
-    strict=True,
-)
 def test_revcheck_triton_kernels_compile_and_run_no_float_multiply() -> None:
+    # Found by this test: _msb_position re-annotated a constexpr inside static_range, which only the
+    # interpreter accepted; the kernels now compile for sm_90 (docs/spec.md §7).
     _skip_without_triton()
     checks = spots.check_triton_kernels(ops=("pam_mul", "pam_matmul"), formats=("fp32",))
     spots.assert_triton_kernels_multiplication_free(checks)
 
 
-def test_fixed_triton_kernels_have_no_float_multiply_and_the_scan_catches_a_planted_one(
+def test_triton_kernels_have_no_float_multiply_and_the_scan_catches_a_planted_one(
     patched_kernels: Path,
 ) -> None:
     _skip_without_triton()
@@ -229,7 +223,7 @@ def test_fixed_triton_kernels_have_no_float_multiply_and_the_scan_catches_a_plan
 
 
 @pytest.mark.slow
-def test_fixed_triton_kernels_every_op_format_and_mode(patched_kernels: Path) -> None:
+def test_triton_kernels_every_op_format_and_mode(patched_kernels: Path) -> None:
     _skip_without_triton()
     checks = spots.check_triton_kernels(modes=("ieee", "ftz"), source=patched_kernels)
     spots.assert_triton_kernels_multiplication_free(checks)

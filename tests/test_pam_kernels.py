@@ -6,6 +6,7 @@ here each sentence of docs/spec.md §2 gets a concrete, bit-level example.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,9 @@ import pytest
 import torch
 
 from revcheck import bits, formats
+from revcheck.errors import UsageError
 from revcheck.kernels import pam as kernels
+from revcheck.nn.pam import PAMMatmul
 from revcheck.testing import assert_bit_exact
 
 ALL_DTYPES = [getattr(torch, f.torch_dtype_name) for f in formats.FORMATS.values() if f.torch_dtype_name]
@@ -272,3 +275,155 @@ def test_matmul_shape_errors_say_what_is_needed() -> None:
         kernels.pam_matmul(torch.ones(3), torch.ones(3, 2))
     with pytest.raises(TypeError, match=r"A has dtype torch.float64 but B has torch.float32"):
         kernels.pam_matmul(torch.ones(2, 2, dtype=torch.float64), torch.ones(2, 2))
+
+
+# ---- autograd (docs/spec.md D2.11 to D2.13) ----------------------------------------------------------------
+# Bit-level comparisons over every class live in properties/test_pam_elementwise_autograd.py.
+
+
+@pytest.mark.parametrize("op", ["pam_mul", "pam_div"])
+@pytest.mark.parametrize("backward", ["approx", "exact"])
+def test_a_binary_op_term_is_not_silently_missing_from_the_gradient(op: str, backward: str) -> None:
+    # Field finding: the kernels returned detached results, so d/da of (a ⊡ b + a) was 1: the PAM term
+    # was lost without a word.
+    a = torch.tensor([1.5, -3.0], requires_grad=True)
+    b = torch.tensor([1.5, 2.0], requires_grad=True)
+    (getattr(kernels, op)(a, b, backward=backward) + a).sum().backward()
+    assert a.grad is not None and b.grad is not None
+    expected_a = {
+        "pam_mul": {"approx": [2.5, 3.0], "exact": [3.0, 3.0]},
+        "pam_div": {"approx": [1.75, 1.5], "exact": [2.0, 1.5]},
+    }
+    expected_b = {
+        "pam_mul": {"approx": [1.5, -3.0], "exact": [2.0, -2.0]},
+        "pam_div": {"approx": [-0.75, 0.75], "exact": [-0.5, 0.5]},
+    }
+    assert_bit_exact(a.grad, t(expected_a[op][backward]))
+    assert_bit_exact(b.grad, t(expected_b[op][backward]))
+
+
+@pytest.mark.parametrize("op", ["pa_log2", "pa_exp2"])
+def test_a_unary_op_term_is_not_silently_missing_from_the_gradient(op: str) -> None:
+    x = torch.tensor([3.0, -0.375, 1.0], requires_grad=True)
+    (getattr(kernels, op)(x, backward="exact") + x).sum().backward()
+    slopes = {"pa_log2": [0.5, -4.0, 1.0], "pa_exp2": [8.0, 0.5, 2.0]}[op]  # 2**−E; 2**floor(y)
+    assert x.grad is not None
+    assert_bit_exact(x.grad, t([1.0 + s for s in slopes]))
+
+
+def test_exact_slopes_at_special_values() -> None:
+    # docs/spec.md D2.12 and D2.5, one row each; g = 1 so the gradient is the slope itself.
+    def grads(op: str, *values: list[float]) -> list[torch.Tensor]:
+        inputs = [t(v).requires_grad_(True) for v in values]
+        getattr(kernels, op)(*inputs, backward="exact").backward(torch.ones(len(values[0])))
+        return [x.grad for x in inputs]  # type: ignore[misc]
+
+    log2 = grads("pa_log2", [0.0, -0.0, INF, -INF, NAN, 2.0**-149])
+    assert_bit_exact(log2[0], t([INF, -INF, 0.0, -0.0, NAN, INF]))  # 2**149 overflows fp32
+    exp2 = grads("pa_exp2", [0.0, -0.0, -INF, INF, NAN, -(2.0**-149), 1e30, -1e30])
+    assert_bit_exact(exp2[0], t([1.0, 1.0, 0.0, INF, NAN, 0.5, INF, 0.0]))
+    div = grads("pam_div", [1.0, 0.0, INF, 0.0, 3.0], [0.0, 2.0, 2.0, 0.0, -INF])
+    assert_bit_exact(div[0], t([INF, 0.5, 0.5, NAN, -0.0]))
+    assert_bit_exact(div[1], t([-INF, -0.0, -INF, NAN, -0.0]))
+    mul = grads("pam_mul", [0.0, INF, 1.5, 0.0], [-3.0, 2.0, -0.0, INF])
+    assert_bit_exact(mul[0], t([-2.0, 2.0, -0.0, NAN]))
+
+
+def test_exact_slope_is_never_rounded_on_its_own() -> None:
+    # d(a ⊘ b)/db = −sign(a)·2**(Ea − 2Eb − c) = −2**−201 here (Ma = Mb = 0: c = 1), far below the
+    # smallest fp32 subnormal, yet g·s = −2**−81 is normal: rounding s first would give −0.
+    a = t([1.0]).requires_grad_(True)
+    b = t([2.0**100]).requires_grad_(True)
+    kernels.pam_div(a, b, backward="exact").backward(t([2.0**120]))
+    assert b.grad is not None
+    assert_bit_exact(b.grad, t([-(2.0**-81)]))
+
+
+def test_broadcast_operand_gets_the_sum_over_the_broadcast_dimension() -> None:
+    a = torch.tensor([[1.5], [2.0]], requires_grad=True)
+    b = torch.tensor([[1.5, 1.25, 1.0]])
+    kernels.pam_mul(a, b, backward="exact").sum().backward()
+    assert_bit_exact(a.grad, t([[2.0 + 1.0 + 1.0], [1.0 + 1.0 + 1.0]]))
+
+
+def test_the_gradient_of_an_fp8_operand_is_fp8() -> None:
+    a = t([1.5, -3.0], torch.float8_e4m3fn).requires_grad_(True)
+    kernels.pam_mul(a, t([1.5, 2.0], torch.float8_e4m3fn), backward="exact").backward(
+        t([1.0, 1.0], torch.float8_e4m3fn)
+    )
+    assert a.grad is not None and a.grad.dtype == torch.float8_e4m3fn
+    assert_bit_exact(a.grad, t([2.0, 2.0], torch.float8_e4m3fn))
+
+
+def test_double_backward_approx_is_the_product_rule_again() -> None:
+    # d²(a ⊡ b)/da db with the approximate backward: d(g ⊡ b)/db = g ⊡ 1 = g.
+    a = torch.tensor([1.5, -0.75], requires_grad=True)
+    b = torch.tensor([1.25, 3.0], requires_grad=True)
+    (grad_a,) = torch.autograd.grad(kernels.pam_mul(a, b).sum(), a, create_graph=True)
+    assert_bit_exact(grad_a, b.detach())
+    (mixed,) = torch.autograd.grad(grad_a.sum(), b)
+    assert_bit_exact(mixed, t([1.0, 1.0]))
+
+
+def test_double_backward_exact_is_linear_in_the_upstream_gradient() -> None:
+    a = torch.tensor([1.5, -0.75], requires_grad=True)
+    b = torch.tensor([1.5, 3.0])
+    g = torch.tensor([2.0, 0.5], requires_grad=True)
+    (grad_a,) = torch.autograd.grad(
+        kernels.pam_mul(a, b, backward="exact"), a, grad_outputs=g, create_graph=True
+    )
+    assert_bit_exact(grad_a.detach(), t([4.0, 2.0]))  # slopes 2 and 4
+    (dg,) = torch.autograd.grad(grad_a.sum(), g)
+    assert_bit_exact(dg, t([2.0, 4.0]))
+
+
+def test_pam_mul_grad_refuses_inputs_that_require_grad() -> None:
+    a = torch.tensor([1.5, 1.25], requires_grad=True)
+    b = torch.tensor([1.5, -1.5])
+    with pytest.raises(UsageError, match=r"no autograd.*detach.*backward='exact'"):
+        kernels.pam_mul_grad(a, b)
+    assert_bit_exact(kernels.pam_mul_grad(a.detach(), b), t([2.0, -1.0]))
+    with torch.no_grad():
+        assert_bit_exact(kernels.pam_mul_grad(a, b), t([2.0, -1.0]))
+
+
+def test_pam_matmul_with_grad_is_pam_matmul_autograd_and_refuses_what_it_cannot_differentiate() -> None:
+    generator = torch.Generator().manual_seed(5)
+    a = torch.randn(3, 4, generator=generator, requires_grad=True)
+    b = torch.randn(4, 2, generator=generator, requires_grad=True)
+    g = torch.randn(3, 2, generator=generator)
+    for backward in ("approx", "exact"):
+        kernels.pam_matmul(a, b, backward=backward).backward(g)
+        got = (a.grad, b.grad)
+        a.grad = b.grad = None
+        PAMMatmul.apply(a, b, "ieee", backward).backward(g)
+        assert_bit_exact(got[0], a.grad)
+        assert_bit_exact(got[1], b.grad)
+        a.grad = b.grad = None
+    with pytest.raises(UsageError, match="order='sequential' and a matrix B"):
+        kernels.pam_matmul(a, b, order="pairwise")
+    with pytest.raises(UsageError, match="order='sequential' and a matrix B"):
+        kernels.pam_matmul(a, b.detach().expand(2, 4, 2))
+    assert kernels.pam_matmul(a.detach(), b.detach(), order="pairwise").requires_grad is False
+
+
+def test_unknown_backward_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown backward 'fast'; accepted values are 'approx', 'exact'"):
+        kernels.pam_mul(t([1.0]), t([1.0]), backward="fast")
+
+
+def test_triton_kernels_refuse_inputs_that_require_grad() -> None:
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton kernels run on the CPU only with TRITON_INTERPRET=1")
+    triton_pam = pytest.importorskip("revcheck.kernels.triton_pam")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.tensor([1.5, 2.0], device=device, requires_grad=True)
+    b = torch.tensor([1.5, 3.0], device=device)
+    for call in (
+        lambda: triton_pam.pam_mul(a, b),
+        lambda: triton_pam.pa_exp2(a),
+        lambda: triton_pam.pam_matmul(a.reshape(1, 2), b.reshape(2, 1)),
+    ):
+        with pytest.raises(UsageError, match=r"no autograd.*revcheck\.kernels\.pam"):
+            call()
+    assert_bit_exact(triton_pam.pam_mul(a.detach(), b), kernels.pam_mul(a.detach(), b))

@@ -310,3 +310,15 @@ def test_property_suites_take_their_example_counts_from_the_profile() -> None:
         str(path) for path in sorted(properties.rglob("*.py")) if "max_examples" in path.read_text()
     ]
     assert hard_coded == [], hard_coded
+
+
+def test_scaled_takes_a_share_of_the_active_profile() -> None:
+    from hypothesis import settings
+
+    from revcheck._profiles import scaled
+
+    active = settings.default
+    assert active is not None
+    assert scaled(0.5, minimum=3).max_examples == max(3, int(active.max_examples * 0.5))
+    with pytest.raises(ValueError, match="fraction"):
+        scaled(0.0)

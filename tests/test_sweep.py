@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -207,3 +210,108 @@ def test_command_line_exit_status_and_summary() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "inputs checked: 256 (of 256 in the whole sweep)" in result.stdout, result.stdout
     assert "mismatches: 0" in result.stdout, result.stdout
+
+
+# ---- issue 9: usage errors before any work, validated state, Ctrl-C ------------------------------
+
+
+def _sweep_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = sweep.main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where CUDA is missing")
+def test_cuda_without_cuda_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = _sweep_cli(capsys, "--op", "pam_mul", "--format", "fp8_e5m2", "--device", "cuda")
+    assert status == 2 and out == "" and "CUDA is not available" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("where", ["a_file", "under_a_file"])
+def test_state_dir_that_is_or_lies_under_a_file_exits_2_before_any_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str
+) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("")
+    state_dir = blocker if where == "a_file" else blocker / "sweeps"
+    # The whole bf16 sweep would take minutes: the refusal comes before the first chunk.
+    status, out, err = _sweep_cli(
+        capsys, "--op", "pam_mul", "--format", "bf16", "--state-dir", str(state_dir), "--quiet"
+    )
+    assert status == 2 and out == "" and "--state-dir" in err and "file" in err, err
+    assert err.count("\n") == 1 and blocker.read_text() == ""
+
+
+def _state_file(tmp_path: Path) -> Path:
+    run_sweep(_config(chunk_bits=12, state_dir=tmp_path, limit_chunks=2))
+    (path,) = tmp_path.glob("*.json")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda s: s["chunks"][0].update(extra=1), "chunks[0] has unknown field(s) 'extra'"),
+        (
+            lambda s: s["chunks"][0].update(mismatches=-3),
+            "chunks[0] field 'mismatches' is -3, a negative count",
+        ),
+        (
+            lambda s: s["chunks"][0].update(inputs="4096"),
+            "chunks[0] field 'inputs' is '4096', not an integer",
+        ),
+        (lambda s: s["chunks"][0].update(chunk=99), "chunks[0] field 'chunk' is 99, expected 0..15"),
+        (lambda s: s["chunks"][0].update(seconds=-1.0), "field 'seconds' is -1.0, a negative time"),
+        (lambda s: s["chunks"][0].pop("examples"), "chunks[0] lacks field(s) 'examples'"),
+        (lambda s: s.update(chunks={}), "field 'chunks' is a dict, not a list"),
+        (lambda s: s.update(owner="me"), "the record has unknown field(s) 'owner'"),
+        (lambda s: s.update(sweep="pam_div-x"), "field 'sweep' is 'pam_div-x'"),
+    ],
+)
+def test_state_record_is_validated_on_load(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, corrupt: Any, message: str
+) -> None:
+    path = _state_file(tmp_path)
+    state = json.loads(path.read_text())
+    corrupt(state)
+    path.write_text(json.dumps(state))
+    with pytest.raises(errors.UsageError) as raised:
+        run_sweep(_config(chunk_bits=12, state_dir=tmp_path))
+    assert str(path) in str(raised.value) and message in str(raised.value), raised.value
+    argv = ["--op", "pam_mul", "--format", "fp8_e4m3fn", "--chunk-bits", "12", "--workers", "1", "--quiet"]
+    status, out, err = _sweep_cli(capsys, *argv, "--state-dir", str(tmp_path))
+    assert status == 2 and out == "" and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv", [["--shard", "-1/2"], ["--shard=-1/2"]])
+def test_negative_shard_exits_2_with_a_clear_reason(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    for command in (sweep.main, lambda a: revcheck_main(["sweep", *a])):
+        status = command(["--op", "pam_mul", "--format", "bf16", *argv])
+        err = capsys.readouterr().err
+        assert status == 2 and "shard index -1 is negative" in err and err.count("\n") == 1, err
+
+
+def test_ctrl_c_saves_reports_and_exits_130(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "revcheck.sweep", "--op", "pam_mul", "--format", "bf16"]
+    command += ["--chunk-bits", "14", "--state-dir", str(tmp_path), "--workers", "1", "--quiet"]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)  # the state file appears once the first chunks are recorded
+    assert list(tmp_path.glob("*.json")), "no chunk was recorded in time"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, out + err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "chunks of this shard are recorded in" in err and "run the same command again to resume" in err
+    recorded = _recorded(tmp_path)
+    saved = int(err.split("interrupted: ")[1].split(" of ")[0])
+    assert saved == len(recorded) > 0
+    # The state file is whole and the next run resumes from it.
+    resumed = run_sweep(_config(format="bf16", chunk_bits=14, state_dir=tmp_path, limit_chunks=1))
+    assert resumed.chunks_done == saved + 1 and resumed.chunks_run_now == 1

@@ -6,11 +6,13 @@ of the module can show that the check flags them.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from revcheck import formats
 from revcheck.bench.bdia import saved_for_backward, stack_saved_bytes
 from revcheck.nn.transformer import (
     CheckpointedResidualStack,
@@ -81,19 +83,67 @@ def branch_problems(block: PreNormTransformerBlock, x: Tensor) -> list[str]:
             problems.append("h(x) differs from a + m")
         if not compare_bits(block.textbook_layer(x), textbook).equal:
             problems.append("textbook_layer differs from (x + a) + m")
-        # x + (a + m) and (x + a) + m are two roundings of the same real number: at most one
-        # rounding of each sum apart, i.e. within 2u(|x| + |a| + |m|) with u = 2**-24 (fp32).
-        gap = ((x + block(x)) - textbook).abs()
-        bound = 2 * 2.0**-24 * (x.abs() + a.abs() + m.abs()) * (1 + 2.0**-20)
-        if not bool((gap <= bound).all()):
-            problems.append(f"x + h(x) is further from the textbook layer than rounding allows: {gap.max()}")
+        problems += reassociation_problems(x, a, m, x + block(x), textbook)
     return problems
+
+
+def reassociation_bound(x: Tensor, a: Tensor, m: Tensor) -> Tensor:
+    """``2·γ_2·(|x| + |a| + |m|)`` (docs/spec.md D3.12), in float64, never below the exact bound.
+
+    Each of ``x + (a + m)`` and ``(x + a) + m`` is the exact sum ``S`` perturbed by two roundings:
+    ``fl(x + fl(a + m)) = (x + (a + m)(1 + δ1))(1 + δ2)`` with ``|δi| <= u`` (also with gradual
+    underflow, where an addition is exact), so each lies within ``(2u + u²)·Σ <= γ_2·Σ`` of ``S``,
+    ``Σ = |x| + |a| + |m|``, ``γ_2 = 2u / (1 − 2u)``; the two within ``2·γ_2·Σ`` of each other.
+    Evaluated in float64 (relative error below 4·2**-53 for three fp32 summands and two products),
+    so the factor ``1 + 2**-40`` keeps the computed bound above the exact one.
+    """
+    u = 2.0 ** -(formats.get(x.dtype).mantissa_bits + 1)  # unit roundoff: 2**-24 in fp32
+    gamma_2 = 2 * u / (1 - 2 * u)
+    total = x.double().abs() + a.double().abs() + m.double().abs()
+    return 2 * gamma_2 * total * (1 + 2.0**-40)
+
+
+def reassociation_problems(x: Tensor, a: Tensor, m: Tensor, stack_sum: Tensor, textbook: Tensor) -> list[str]:
+    """``x + (a + m)`` (the stack's sum) against ``(x + a) + m`` (the textbook's): within the bound."""
+    gap = (stack_sum.double() - textbook.double()).abs()  # exact: both are fp32 values
+    bound = reassociation_bound(x, a, m)
+    if bool((gap <= bound).all()):
+        return []
+    worst = int((gap / bound).argmax())
+    return [
+        f"x + h(x) is further from the textbook layer than two roundings allow: gap "
+        f"{gap.reshape(-1)[worst].item():.3e} > bound {bound.reshape(-1)[worst].item():.3e}"
+    ]
 
 
 def test_branch_is_the_textbook_pre_norm_layer() -> None:
     block = _block()
     x = torch.randn(BATCH, SEQ, D_MODEL, generator=torch.Generator().manual_seed(3))
     assert branch_problems(block, x) == []
+
+
+# The spec helper's counterexample to the bound 2u(|x| + |a| + |m|) stated before (docs/spec.md N3.7).
+COUNTEREXAMPLE = (0x3D073BC0, 0xC082719F, 0xBDA8F7E0)  # x = 0.033015966, a = −4.07637, m = −0.082504034
+
+
+def fp32(pattern: int) -> Tensor:
+    """A one-element fp32 tensor with the bit pattern ``pattern``."""
+    return torch.from_numpy(np.array([pattern], dtype=np.uint32).view(np.float32))
+
+
+def test_reassociation_gap_reaches_more_than_twice_u_and_stays_within_two_gamma_2() -> None:
+    x, a, m = (fp32(pattern) for pattern in COUNTEREXAMPLE)
+    stack_sum, textbook = x + (a + m), (x + a) + m
+    assert_bit_exact(stack_sum, fp32(0xC0840706))
+    assert_bit_exact(textbook, fp32(0xC0840708))
+    total = x.double().abs() + a.double().abs() + m.double().abs()
+    gap = (stack_sum.double() - textbook.double()).abs()
+    assert bool(gap > 2 * 2.0**-24 * total * (1 + 2.0**-20)), "the old bound 2u·Σ must fail here"
+    assert 3.81 < float(gap / (2.0**-24 * total)) < 3.82  # most of the rigorous 2γ_2·Σ ≈ 4u·Σ
+    assert reassociation_problems(x, a, m, stack_sum, textbook) == []
+    # and the check is not vacuous: one more unit in the last place breaks it
+    off_by_one = (textbook.view(torch.int32) + 1).view(torch.float32)
+    assert reassociation_problems(x, a, m, stack_sum, off_by_one) != []
 
 
 def test_residual_sum_rounds_differently_from_textbook_order() -> None:

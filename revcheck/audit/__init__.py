@@ -5,7 +5,8 @@ where that is cheap (8-bit formats; 16-bit unary ops), and reports a minimal
 counterexample per failing (op, format, device, mode) with its class and a
 one-line reproduction.  ``revcheck audit MODULE:FUNCTION --op ...`` is the
 command-line form (``revcheck ops`` lists the ops); :func:`assert_deterministic`
-checks run-to-run bit equality.
+checks run-to-run bit equality; :func:`audit_stack` (``revcheck audit-stack``) audits a whole
+reversible BDIA stack: its forward, its reconstruction and its gradients.
 
 Layout: :mod:`~revcheck.audit.api` (``audit``, ``reproduce``) resolves the
 arguments (:mod:`~revcheck.audit.arguments`) into a frozen
@@ -26,6 +27,7 @@ from revcheck.audit.determinism import NondeterminismError, assert_deterministic
 from revcheck.audit.registry import REGISTRY, UnknownOpError
 from revcheck.audit.report import AuditFailure, AuditReport, CheckResult, Counterexample, Value
 from revcheck.audit.spec import OpSpec
+from revcheck.audit.stack import StackAuditReport, audit_stack, default_blocks
 from revcheck.audit.target import TargetError
 from revcheck.errors import UsageError
 
@@ -42,12 +44,15 @@ __all__ = [
     "Counterexample",
     "NondeterminismError",
     "OpSpec",
+    "StackAuditReport",
     "TargetError",
     "UnknownOpError",
     "UsageError",
     "Value",
     "assert_deterministic",
     "audit",
+    "audit_stack",
+    "default_blocks",
     "first_difference",
     "reproduce",
 ]

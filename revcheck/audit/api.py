@@ -46,8 +46,12 @@ def audit(
     device
         torch device to run the candidate on.
     mode
-        ``"ieee"``, ``"ftz"``, ``"all"`` or a list (ignored by ops without modes); a
-        candidate gets ``mode=`` as a keyword only if its signature has it.
+        ``"ieee"``, ``"ftz"``, ``"all"`` or a list.  A candidate gets ``mode=`` as a
+        keyword only if its signature has it; one without a ``mode`` keyword
+        implements one mode, which ``mode`` declares (``mode="ftz"`` audits it as an
+        ftz kernel; the report says so), so ``"all"`` is refused for it.  Ops
+        without rounding modes (the BDIA ops) accept only ``"ieee"`` (the default),
+        ``"all"`` or None; any other mode is a ``UsageError``.
     max_examples
         Hypothesis examples (batches) generated per check (default 100); shrinking
         a failure runs further cases, which the report counts too.
@@ -57,14 +61,18 @@ def audit(
     seed
         None runs derandomized (the same examples every time); an int seeds Hypothesis.
     time_budget
-        Seconds for the whole audit; checks not started in time are reported as skipped.
+        Seconds for the whole audit, a positive number (0 or less is a ``UsageError``).
+        Checks not started in time are ``"skipped"``, checks cut short ``"incomplete"``;
+        either makes the verdict ``"incomplete"`` (``"not checked"`` if nothing ran),
+        and then ``report.passed`` is False.
     determinism
         Also check run-to-run bit equality.
 
     Raises
     ------
     revcheck.errors.UsageError
-        For requests it cannot serve (unknown op, format, mode or device, bad target).
+        For requests it cannot serve (unknown op, format, mode or device, a device
+        without data such as ``"meta"``, a time budget of 0 or less, a bad target).
 
     Examples
     --------
@@ -87,7 +95,9 @@ def audit(
     started = time.monotonic()
     budget = TimeBudget.starting_now(config.time_budget)
     results = [run_check(check, budget) for check in config.checks()]
-    return AuditReport(config.candidate_ref, config.spec.name, results, seed, time.monotonic() - started)
+    return AuditReport(
+        config.candidate_ref, config.spec.name, results, seed, time.monotonic() - started, list(config.notes)
+    )
 
 
 def reproduce(

@@ -8,6 +8,7 @@ target that names nothing callable, a mode the candidate cannot take) is a
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -20,7 +21,15 @@ from revcheck.errors import UsageError
 from revcheck.formats import FloatFormat
 from revcheck.modes import check_mode
 
-__all__ = ["accepts_keyword", "accepts_mode", "check_device", "resolve", "resolve_formats", "resolve_modes"]
+__all__ = [
+    "accepts_keyword",
+    "accepts_mode",
+    "check_device",
+    "check_time_budget",
+    "resolve",
+    "resolve_formats",
+    "resolve_modes",
+]
 
 
 def resolve(
@@ -57,13 +66,30 @@ def resolve(
             f"{', '.join(needs_fmt)} reach a kernel as torch.uint8 bit patterns together with fmt=...; "
             "the candidate takes no `fmt` keyword: add one, or audit other formats"
         )
-    if spec.modes and not pass_mode and any(m != "ieee" for m in modes):
-        raise UsageError(
-            f"the candidate takes no `mode` keyword, so it can only be audited in mode 'ieee'; "
-            f"add a mode=... keyword argument to audit {', '.join(m for m in modes if m and m != 'ieee')}"
-        )
-    if max_examples is not None and max_examples < 1:
-        raise UsageError(f"max_examples={max_examples} must be at least 1")
+    notes: list[str] = []
+    if spec.modes and not pass_mode:
+        # A kernel without a `mode` keyword implements one mode; the user declares which.
+        if len(modes) > 1:
+            raise UsageError(
+                "the candidate takes no `mode` keyword, so it implements one rounding mode; declare which "
+                "with mode='ieee' or mode='ftz' (--mode ieee / --mode ftz), or give it a mode=... keyword "
+                f"to audit {', '.join(str(m) for m in modes)}"
+            )
+        if modes[0] == "ieee":
+            notes.append(
+                "the candidate takes no `mode` keyword: audited as a kernel of mode 'ieee' (the default; "
+                "declare another with mode='ftz' / --mode ftz)"
+            )
+        else:
+            notes.append(
+                f"the candidate takes no `mode` keyword: audited as a kernel of mode {modes[0]!r}, "
+                f"as declared (mode={modes[0]!r})"
+            )
+    if max_examples is not None and (
+        isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1
+    ):
+        raise UsageError(f"max_examples={max_examples!r} must be an int of at least 1")
+    check_time_budget(time_budget)
     return AuditConfig(
         spec=spec,
         candidate=candidate,
@@ -78,6 +104,7 @@ def resolve(
         seed=seed,
         time_budget=time_budget,
         determinism=determinism,
+        notes=tuple(notes),
     )
 
 
@@ -125,6 +152,23 @@ def resolve_modes(spec: OpSpec, mode: str | Sequence[str] | None) -> list[str | 
     return list(dict.fromkeys(requested))
 
 
+def check_time_budget(seconds: object) -> float | None:
+    """``seconds`` if it is None or a positive finite number, else :class:`~revcheck.errors.UsageError`.
+
+    A budget of 0 (or less) would check nothing; the audit refuses it rather than report on nothing.
+    """
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        raise UsageError(f"time budget {seconds!r} is not a number of seconds; give e.g. 60, or leave it out")
+    if seconds <= 0:
+        raise UsageError(
+            f"time budget {seconds!r} s leaves no time to check anything; give a positive number of "
+            "seconds, or leave it out for no limit"
+        )
+    return float(seconds)
+
+
 def check_device(device: str) -> str:
     """The device name if torch can allocate on it, else :class:`~revcheck.errors.UsageError` saying why."""
     import torch
@@ -135,11 +179,24 @@ def check_device(device: str) -> str:
         raise UsageError(f"unknown device {device!r} ({error}); use 'cpu' or 'cuda'") from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    if parsed.type == "meta":
+        raise UsageError(
+            f"device {device!r} holds no data (tensors there have shapes, not values), so no result can be "
+            "checked; use 'cpu' or 'cuda'"
+        )
     try:
-        torch.empty(1, device=parsed)
+        probe = torch.arange(4, dtype=torch.float32, device=parsed)
+        readable = torch.equal(probe.cpu(), torch.arange(4, dtype=torch.float32))
     except Exception as error:  # any backend failure means the device cannot be audited
-        raise UsageError(f"cannot allocate on device {device!r}: {error}; use 'cpu'") from None
+        raise UsageError(f"cannot use device {device!r}: {_one_line(error)}; use 'cpu'") from None
+    if not readable:
+        raise UsageError(f"device {device!r} does not give back the values written to it; use 'cpu'")
     return str(device)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def accepts_mode(candidate: Callable[..., Any]) -> bool:

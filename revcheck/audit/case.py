@@ -46,6 +46,8 @@ class Tally:
     examples: int = 0
     elements: int = 0
     caught_after: int | None = None
+    #: Generated examples the time budget skipped (the Hypothesis stage let them pass without work).
+    skipped_examples: int = 0
 
 
 def guarded(candidate: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,7 +56,7 @@ def guarded(candidate: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return candidate(*args, **kwargs)
-        except Exception as error:  # whatever the user's kernel raises is a finding, not an audit crash
+        except (Exception, SystemExit) as error:  # what the user's kernel raises is a finding, not a crash
             raise CandidateRaised(error) from error
 
     return call

@@ -27,7 +27,7 @@ def run_check(check: CheckConfig, budget: TimeBudget) -> CheckResult:
     result = CheckResult(spec.name, fmt.name, check.device, check.mode, "passed")
     if budget.spent():
         result.status = "skipped"
-        result.notes.append("not run: the time budget was spent")
+        result.notes.append("not checked: the time budget was spent before this check started")
         return result
     if fmt.torch_dtype_name is None and not check.audit.pass_fmt:
         result.status = "skipped"
@@ -37,15 +37,19 @@ def run_check(check: CheckConfig, budget: TimeBudget) -> CheckResult:
         return result
     started = time.monotonic()
     tally = Tally()
+    stopped = False  # a stage the time budget cut short
     counterexample: Counterexample | None = None
     found = hypothesis_stage.run(check, tally, budget)
     if found is not None:
-        counterexample = assemble(check, found, "hypothesis")
+        # A failure among the op's counted cases (run first, not shrunk) is told apart from a drawn one.
+        counted = tally.caught_after is not None and tally.caught_after <= len(spec.examples(fmt))
+        counterexample = assemble(check, found, "counted" if counted else "hypothesis")
     plan = spec.exhaustive(fmt)
     if counterexample is None and plan is not None and (plan.by_default or check.audit.exhaustive):
         enumerated = exhaustive_stage.run(check, plan, tally, budget)
         if isinstance(enumerated, exhaustive_stage.Stopped):
             result.notes.append(enumerated.note)
+            stopped = True
         else:
             result.exhaustive = True
             if enumerated is not None:
@@ -58,6 +62,14 @@ def run_check(check: CheckConfig, budget: TimeBudget) -> CheckResult:
             counterexample = assemble(check, nondeterministic, "determinism")
     result.examples = tally.examples
     result.elements = tally.elements
+    if tally.skipped_examples:
+        stopped = True
+        result.notes.append(
+            f"hypothesis stage stopped by the time budget: {tally.skipped_examples} generated "
+            f"examples were not checked"
+        )
+    if counterexample is None and stopped:
+        result.status = "skipped" if tally.elements == 0 else "incomplete"
     if counterexample is not None:
         result.status = "failed"
         result.counterexample = counterexample

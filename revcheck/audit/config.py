@@ -46,6 +46,8 @@ class AuditConfig:
     time_budget: float | None = None
     determinism: bool = False
     pass_fmt: bool = False
+    #: What the report says about how the request was read (e.g. the mode a kernel without one implements).
+    notes: tuple[str, ...] = ()
 
     def checks(self) -> Iterator[CheckConfig]:
         """The checks of this audit, format-major: every mode of the first format first."""

@@ -1,8 +1,10 @@
 """Stage 1 of a check: Hypothesis on the op's TestFloat-style strategy, shrinking under a time limit.
 
-``max_examples`` batches, derandomized unless a ``seed`` is given, no example
-database.  "Derandomized" is the fixed seed :data:`DERANDOMIZED_SEED`, not
-Hypothesis' ``derandomize=True``: that one seeds from a hash of the test
+First the op's counted cases (:attr:`~revcheck.audit.spec.OpSpec.examples`, Hypothesis'
+explicit phase: the same under every seed, not shrunk), then ``max_examples`` generated
+batches, derandomized unless a ``seed`` is given, no example database.
+"Derandomized" is the fixed seed :data:`DERANDOMIZED_SEED`, not Hypothesis'
+``derandomize=True``: that one seeds from a hash of the test
 function's source text, so every edit of this module would change the examples
 of every audit; a fixed seed makes them depend on the op's strategy and the
 Hypothesis version only.  The failing batch Hypothesis shrinks to is kept (the counterexample
@@ -17,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import seed as hypothesis_seed
 
 from revcheck.audit.case import Failure, Tally, check_case, elements
@@ -74,6 +76,7 @@ def run(check: CheckConfig, tally: Tally, budget: TimeBudget) -> Failure | None:
 
     def body(case: Case) -> None:
         if budget.spent() and not failing:
+            tally.skipped_examples += 1
             return  # out of time: let Hypothesis run out its remaining examples without work
         if limit.over():
             # Shrinking has had its time: every further candidate "passes", so Hypothesis stops
@@ -91,6 +94,10 @@ def run(check: CheckConfig, tally: Tally, budget: TimeBudget) -> Failure | None:
             raise _Mismatch(finding.note or "mismatch")
 
     test = given(case=check.spec.strategy(check.fmt))(body)
+    # Counted cases first (explicit phase, the same under every seed); decorators apply bottom-up,
+    # so they are added in reverse to run in the op's order.
+    for case in reversed(check.spec.examples(check.fmt)):
+        test = example(case=case)(test)
     test = settings(
         max_examples=check.audit.max_examples,
         database=None,

@@ -28,7 +28,7 @@ from revcheck.audit.spec import Candidate, Case, ExhaustivePlan, OpSpec, Outputs
 from revcheck.formats import FloatFormat
 from revcheck.oracle import bdia as oracle
 
-__all__ = ["forward_step_spec", "inverse_step_spec", "quantize_spec"]
+__all__ = ["forward_step_spec", "inference_step_spec", "inverse_step_spec", "quantize_spec", "tie_codes"]
 
 # Formats of the quantizer's input y.
 BDIA_FORMATS = ("fp32", "fp64", "fp16", "bf16")
@@ -38,9 +38,17 @@ STEP_FORMATS = tuple(_formats.get(dtype).name for dtype in oracle.COMPUTE_DTYPES
 # not the method's limit, which is revcheck.oracle.bdia.MAX_L.
 DRAWN_L_MAX = 12
 PAPER_L = 9
-# Drawn |y| stays below 2**MAX_VALUE_EXPONENT, so |y · 2**l| < 2**(40 + 12): every code stays far
-# below the oracle's revcheck.oracle.bdia.CODE_LIMIT (2**62), with room for the step's sums.
-MAX_VALUE_EXPONENT = 40
+# Drawn |y| stays below 2**MAX_VALUE_EXPONENT, so |y · 2**l| < 2**(48 + 12) = 2**60: codes reach past
+# 2**53 (where float64 stops holding every integer) and stay below the oracle's CODE_LIMIT (2**62).
+MAX_VALUE_EXPONENT = 48
+# Drawn state codes have at most this many bits: |X| <= 2**60, so that gamma (X + s) + R(y) with
+# |y| <= 1.5 |x| + 1.5 |h| stays below 2**62.
+MAX_CODE_BITS = 60
+# Code sizes the step strategies draw: small ones, the exact-integer limits of fp32 (2**24) and fp64
+# (2**53) and either side of them, and the top of the allowed range.
+CODE_BITS = (4, 12, 23, 24, 25, 40, 52, 53, 54, 60)
+# Precisions of the compute dtypes (fp32, fp64) whose roundings of a code can tie.
+_CODE_PRECISIONS = (24, 53)
 MAX_BATCH = 32
 
 
@@ -100,7 +108,18 @@ def quantize_spec() -> OpSpec:
         sample=_quantize_sample,
         exhaustive=_quantize_exhaustive,
         inputs=("y", "l"),
+        examples=_quantize_examples,
     )
+
+
+def _quantize_examples(fmt: FloatFormat) -> list[Case]:
+    """Counted quantizer cases: TestFloat's level-1 values of ``fmt`` (the finite ones the audit draws
+    from, |y| < 2**MAX_VALUE_EXPONENT) at l = 0, the paper's l = 9 and l = 12."""
+    cases = rst.testfloat_cases(fmt).bits()
+    limit = (MAX_VALUE_EXPONENT + fmt.bias) << fmt.mantissa_bits
+    kept = cases[(cases & fmt.uint_dtype.type(fmt.magnitude_mask)) < limit]
+    kept = kept[_bits.is_finite(kept, fmt)]
+    return [{"y": kept.copy(), "l": l_value} for l_value in (0, PAPER_L, DRAWN_L_MAX)]
 
 
 def _tie_patterns(fmt: FloatFormat, l_value: int) -> st.SearchStrategy[int]:
@@ -155,12 +174,13 @@ def _quantize_compare(
         return None
     index = tuple(int(i) for i in np.unravel_index(int(np.argmax(wrong)), wrong.shape))
     y_bits = int(case["y"][index])
+    want = int(expected["codes"][index])
     return Finding(
         index=index,
         inputs=(vl.float_value("y", y_bits, fmt), vl.int_value("l", case["l"], "int")),
-        expected=(vl.int_value("code", int(expected["codes"][index])),),
+        expected=(vl.int_value("code", want),),
         actual=(vl.int_value("code", int(actual["codes"][index])),),
-        labels=_quantize_labels(y_bits, case["l"], fmt),
+        labels=_quantize_labels(y_bits, case["l"], fmt) + tuple(vl.code_labels("code", want)),
         ulp_distance=abs(int(expected["codes"][index]) - int(actual["codes"][index])),
     )
 
@@ -195,50 +215,145 @@ def _quantize_exhaustive(fmt: FloatFormat) -> ExhaustivePlan | None:
 # ---- one block step ---------------------------------------------------------------------------------
 
 
-def _step_strategy(fmt: FloatFormat, inverse: bool) -> st.SearchStrategy[Case]:
+def tie_codes(max_bits: int = MAX_CODE_BITS) -> st.SearchStrategy[int]:
+    """Codes whose conversion to fp32 or fp64 ties, exactly or after a first rounding.
+
+    ``X = ±(2**e + j·2**(e-p+1) + 2**(e-p) + r)``: the bit ``e - p`` is the half-ulp of a
+    ``p``-bit float (p = 24, 53), so ``X`` converts with a tie when ``r = 0``; with ``r`` in
+    ``[1, 2**(e-53))``, a conversion through float64 first rounds ``r`` away and leaves an exact
+    tie for fp32, which rounds to even where the single rounding of ``X`` rounds up: the
+    double-rounding bug that shows only above ``2**53``.
+    """
+
+    def build(precision: int, exponent: int, odd: bool, residue: int, negative: bool) -> int:
+        exponent = max(exponent, precision)
+        magnitude = (1 << exponent) | (int(odd) << (exponent - precision + 1)) | (1 << (exponent - precision))
+        below_float64 = exponent - 53
+        if residue and below_float64 > 0:
+            magnitude += 1 + residue % ((1 << below_float64) - 1 or 1)
+        return -magnitude if negative else magnitude
+
+    return st.builds(
+        build,
+        st.sampled_from(_CODE_PRECISIONS),
+        st.integers(24, max_bits - 1),  # |X| < 2**max_bits, like the plain draws
+        st.booleans(),
+        st.integers(0, 1 << 62),
+        st.booleans(),
+    )
+
+
+def _codes_strategy(code_bits: int) -> st.SearchStrategy[int]:
+    plain = st.integers(-(1 << code_bits), 1 << code_bits)
+    if code_bits <= 24:
+        return plain
+    return st.one_of(plain, tie_codes(min(code_bits, MAX_CODE_BITS)))
+
+
+def _step_strategy(fmt: FloatFormat, kind: str) -> st.SearchStrategy[Case]:
+    """Cases of one step: ``kind`` is ``"forward"``, ``"inverse"`` (X_next from the oracle's forward)
+    or ``"inference"`` (gamma = 0: no X_prev, no gamma)."""
+
     def for_shape(shape: tuple[int, int, int, int]) -> st.SearchStrategy[Case]:
         batch, width, l_value, code_bits = shape
-        codes = st.lists(
-            st.integers(-(1 << code_bits), 1 << code_bits), min_size=batch * width, max_size=batch * width
-        ).map(lambda values: np.array(values, dtype=np.int64).reshape(batch, width))
+        codes = st.lists(_codes_strategy(code_bits), min_size=batch * width, max_size=batch * width).map(
+            lambda values: np.array(values, dtype=np.int64).reshape(batch, width)
+        )
         h = st.lists(_bounded_patterns(fmt, 20), min_size=batch * width, max_size=batch * width).map(
             lambda values: np.array(values, dtype=fmt.uint_dtype).reshape(batch, width)
         )
+        if kind == "inference":
+            return st.fixed_dictionaries({"X_cur": codes, "h": h, "l": st.just(l_value)})
         gamma_signs = st.lists(st.booleans(), min_size=batch, max_size=batch).map(
             lambda signs: np.array([-0.5 if s else 0.5 for s in signs], dtype=np.float64)
         )
         case = st.fixed_dictionaries(
             {"X_prev": codes, "X_cur": codes, "h": h, "gamma": gamma_signs, "l": st.just(l_value)}
         )
-        return case.map(_with_forward_outputs(fmt)) if inverse else case
+        return case.map(_with_forward_outputs(fmt)) if kind == "inverse" else case
 
     shapes = st.tuples(
-        st.integers(1, 4), st.integers(1, 8), st.integers(0, DRAWN_L_MAX), st.sampled_from([4, 12, 24, 40])
+        st.integers(1, 4), st.integers(1, 8), st.integers(0, DRAWN_L_MAX), st.sampled_from(CODE_BITS)
     )
     # Seeded random states with every bit of large codes and of h random: where the rounding of
     # x = X * 2**-l and of y_k shows (Hypothesis' integers favour small, round values).
     seeded = st.integers(0, 2**32 - 1).map(
-        lambda seed: _random_step_case(fmt, np.random.default_rng(seed), inverse)
+        lambda seed: _random_step_case(fmt, np.random.default_rng(seed), kind)
     )
     return st.one_of(shapes.flatmap(for_shape), seeded)
 
 
-def _random_step_case(fmt: FloatFormat, rng: np.random.Generator, inverse: bool) -> Case:
+def counted_codes() -> list[int]:
+    """State codes every step audit checks first: the exact-integer limits of fp32 and fp64 and their
+    neighbours, the top of the drawn range, and the tie patterns of :func:`tie_codes`, both signs."""
+    codes = [0, 1, -1, 2, 3]
+    for bits in (24, 53, MAX_CODE_BITS):
+        codes += [(1 << bits) - 1, -((1 << bits) - 1)]
+        if bits < MAX_CODE_BITS:
+            codes += [1 << bits, (1 << bits) + 1, -((1 << bits) + 1)]
+    for precision in _CODE_PRECISIONS:
+        for exponent in (precision + 1, 40, 54, MAX_CODE_BITS - 1):
+            if exponent <= precision:
+                continue
+            for odd in (0, 1):
+                for residue in (0, 1):
+                    magnitude = (
+                        (1 << exponent) | odd << (exponent - precision + 1) | 1 << (exponent - precision)
+                    )
+                    magnitude += residue if exponent > 53 else 0
+                    codes += [magnitude, -magnitude]
+    return list(dict.fromkeys(codes))
+
+
+def _step_examples(kind: str, fmt: FloatFormat) -> list[Case]:
+    """Counted step cases, run first under every seed: :func:`counted_codes` as states, with ``h = 0``
+    (so that ``y`` is ``(1 - gamma) x`` and shows how ``x = X · 2**-l`` was rounded) and with small
+    ``h``; both signs of gamma; ``l = 0`` and the paper's ``l = 9``."""
+    import torch
+
+    codes = np.array(counted_codes(), dtype=np.int64)
+    rows = np.stack([np.roll(codes, shift) for shift in range(4)])
+    gamma = np.array([0.5, -0.5, -0.5, 0.5])
+    dtype = _compute_dtype(fmt)
+    small_h = torch.from_numpy(np.linspace(-3.0, 3.0, rows.size).reshape(rows.shape) * 2.0**-11).to(dtype)
+    cases = []
+    for l_value in (0, PAPER_L):
+        for h in (torch.zeros(rows.shape, dtype=dtype), small_h):
+            h_bits = _bits.to_bits(h)
+            if kind == "inference":
+                cases.append({"X_cur": rows.copy(), "h": h_bits, "l": l_value})
+                continue
+            case: Case = {
+                "X_prev": np.roll(rows, 1, axis=1),
+                "X_cur": rows.copy(),
+                "h": h_bits,
+                "gamma": gamma.copy(),
+                "l": l_value,
+            }
+            cases.append(_with_forward_outputs(fmt)(case) if kind == "inverse" else case)
+    return cases
+
+
+def _random_step_case(fmt: FloatFormat, rng: np.random.Generator, kind: str) -> Case:
     import torch
 
     shape = (4, 32)
-    code_bits = rng.integers(8, 41, size=shape)
+    code_bits = rng.integers(8, MAX_CODE_BITS + 1, size=shape)
     magnitudes = rng.integers(0, 1 << 62, size=shape, dtype=np.int64) >> (62 - code_bits)
     signs = rng.choice(np.array([-1, 1], dtype=np.int64), size=shape)
     h_values = rng.standard_normal(shape) * np.exp2(rng.integers(-8, 20, size=shape))
+    h_bits = _bits.to_bits(torch.from_numpy(h_values).to(_compute_dtype(fmt)))
+    l_value = int(rng.integers(0, DRAWN_L_MAX + 1))
+    if kind == "inference":
+        return {"X_cur": signs * magnitudes, "h": h_bits, "l": l_value}
     case: Case = {
         "X_prev": signs * magnitudes,
         "X_cur": rng.choice(np.array([-1, 1], dtype=np.int64), size=shape) * np.roll(magnitudes, 1, axis=1),
-        "h": _bits.to_bits(torch.from_numpy(h_values).to(_compute_dtype(fmt))),
+        "h": h_bits,
         "gamma": rng.choice(np.array([-0.5, 0.5]), size=shape[0]),
-        "l": int(rng.integers(0, DRAWN_L_MAX + 1)),
+        "l": l_value,
     }
-    return _with_forward_outputs(fmt)(case) if inverse else case
+    return _with_forward_outputs(fmt)(case) if kind == "inverse" else case
 
 
 def _with_forward_outputs(fmt: FloatFormat) -> Any:
@@ -336,13 +451,19 @@ def _step_inputs(
 
 
 def _step_labels(case: Case, index: tuple[int, ...], names: tuple[str, ...]) -> tuple[str, ...]:
-    gamma = float(case["gamma"][index[0]])
-    labels = ["gamma=+1/2" if gamma > 0 else "gamma=-1/2"]
+    if "gamma" in case:
+        gamma = float(case["gamma"][index[0]])
+        labels = ["gamma=+1/2" if gamma > 0 else "gamma=-1/2" if gamma < 0 else "gamma=0"]
+    else:
+        labels = ["gamma=0"]
     for name in names:
         if name.startswith("X_"):
             labels.append(f"{name} {'odd' if int(case[name][index]) % 2 else 'even'}")
     if "s_prev" in case:
         labels.append(f"s_prev={int(case['s_prev'][index])}")
+    for name in names:
+        if name.startswith("X_"):
+            labels += vl.code_labels(name, int(case[name][index]))
     return tuple(labels)
 
 
@@ -393,11 +514,17 @@ def _narrow_step(case: Case, index: tuple[int, ...]) -> Case:
     return narrowed
 
 
-def _step_sample(fmt: FloatFormat, rng: np.random.Generator, inverse: bool) -> Case:
+def _step_sample(fmt: FloatFormat, rng: np.random.Generator, kind: str) -> Case:
     import torch
 
     shape = (8, 512)
     h = torch.from_numpy(rng.standard_normal(shape)).to(_compute_dtype(fmt))
+    if kind == "inference":
+        return {
+            "X_cur": rng.integers(-(1 << 12), 1 << 12, size=shape, dtype=np.int64),
+            "h": _bits.to_bits(h),
+            "l": PAPER_L,
+        }
     case: Case = {
         "X_prev": rng.integers(-(1 << 12), 1 << 12, size=shape, dtype=np.int64),
         "X_cur": rng.integers(-(1 << 12), 1 << 12, size=shape, dtype=np.int64),
@@ -405,7 +532,7 @@ def _step_sample(fmt: FloatFormat, rng: np.random.Generator, inverse: bool) -> C
         "gamma": rng.choice(np.array([-0.5, 0.5]), size=shape[0]),
         "l": PAPER_L,
     }
-    return _with_forward_outputs(fmt)(case) if inverse else case
+    return _with_forward_outputs(fmt)(case) if kind == "inverse" else case
 
 
 FORWARD_INPUTS = ("X_prev", "X_cur", "h", "gamma", "l")
@@ -425,12 +552,13 @@ def forward_step_spec() -> OpSpec:
         ),
         formats=STEP_FORMATS,
         modes=(),
-        strategy=partial(_step_strategy, inverse=False),
+        strategy=partial(_step_strategy, kind="forward"),
+        examples=partial(_step_examples, "forward"),
         call=_forward_call,
         oracle=_forward_oracle,
         compare=_step_compare(FORWARD_INPUTS),
         narrow=_narrow_step,
-        sample=partial(_step_sample, inverse=False),
+        sample=partial(_step_sample, kind="forward"),
         exhaustive=lambda fmt: None,
         inputs=FORWARD_INPUTS,
     )
@@ -481,12 +609,69 @@ def inverse_step_spec() -> OpSpec:
         summary="one BDIA block inverse: X_prev = (X_next - R(y)) / gamma - s_prev, exact integer arithmetic",
         formats=STEP_FORMATS,
         modes=(),
-        strategy=partial(_step_strategy, inverse=True),
+        strategy=partial(_step_strategy, kind="inverse"),
+        examples=partial(_step_examples, "inverse"),
         call=_inverse_call,
         oracle=_inverse_oracle,
         compare=_step_compare(INVERSE_INPUTS),
         narrow=_narrow_step,
-        sample=partial(_step_sample, inverse=True),
+        sample=partial(_step_sample, kind="inverse"),
         exhaustive=lambda fmt: None,
         inputs=INVERSE_INPUTS,
+    )
+
+
+# ---- inference (gamma = 0) -----------------------------------------------------------------------------
+
+INFERENCE_INPUTS = ("X_cur", "h", "l")
+
+
+def _inference_call(
+    candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
+) -> Outputs:
+    result = candidate(
+        tn.codes_to_tensor(case["X_cur"], device),
+        tn.to_tensor(case["h"], fmt, device),
+        case["l"],
+        compute_dtype=_compute_dtype(fmt),
+    )
+    return {"X_next": tn.output_codes(result, case["X_cur"].shape, "X_next")}
+
+
+def _inference_oracle(case: Case, fmt: FloatFormat, mode: str | None) -> Outputs:
+    # gamma = 0 rows of the oracle's forward step (docs/spec.md D3.1): X_next = X_cur + R(h); X_prev unused.
+    gamma = np.zeros(case["X_cur"].shape[0], dtype=_float_dtype(fmt))
+    x_next, _ = oracle.forward_step(
+        case["X_cur"],
+        case["X_cur"],
+        _as_numpy_float(case["h"], fmt),
+        gamma,
+        case["l"],
+        compute_dtype=_oracle_compute_dtype(fmt),
+    )
+    return {"X_next": np.asarray(x_next, dtype=np.int64)}
+
+
+def inference_step_spec() -> OpSpec:
+    return OpSpec(
+        name="bdia_inference_step",
+        signature=(
+            "candidate(X_cur: int64 (B, D), h: float (B, D), l: int, *, compute_dtype) "
+            "-> X_next: int64 (B, D)"
+        ),
+        summary=(
+            "one BDIA block at inference (gamma = 0, docs/spec.md D3.1): X_next = X_cur + R(h), "
+            "not R(fl(x + h)), which rounds twice"
+        ),
+        formats=STEP_FORMATS,
+        modes=(),
+        strategy=partial(_step_strategy, kind="inference"),
+        examples=partial(_step_examples, "inference"),
+        call=_inference_call,
+        oracle=_inference_oracle,
+        compare=_step_compare(INFERENCE_INPUTS),
+        narrow=_narrow_step,
+        sample=partial(_step_sample, kind="inference"),
+        exhaustive=lambda fmt: None,
+        inputs=INFERENCE_INPUTS,
     )

@@ -14,7 +14,7 @@
   does) raises :class:`CheckerTooLaxError`.
 
 The known-broken growths, :data:`NOTEBOOK_GROWTHS`, are the public notebook's
-choices (google-research ``muNet/TransformerExpansions.ipynb``, SPEC §4).
+choices (google-research ``muNet/TransformerExpansions.ipynb``, docs/spec.md §4).
 """
 
 from __future__ import annotations

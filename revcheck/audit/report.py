@@ -12,9 +12,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["AuditFailure", "AuditReport", "CheckResult", "Counterexample", "Value"]
+__all__ = ["AuditFailure", "AuditReport", "CheckResult", "Counterexample", "Value", "Verdict"]
 
-Status = Literal["passed", "failed", "skipped"]
+Status = Literal["passed", "failed", "incomplete", "skipped"]
+Verdict = Literal["passed", "failed", "incomplete", "not checked"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class Counterexample:
     ``expected_class`` / ``actual_class`` are the value classes of the first
     output (``"inf"``, ``"nan"`` ...) where it is a float, else ``""``;
     ``expected_label`` / ``actual_label`` the same with the sign (``"-zero"``).
-    ``stage`` is how it was found: ``"hypothesis"``, ``"exhaustive"`` or
+    ``stage`` is how it was found: ``"counted"`` (one of the op's counted
+    cases, run first under every seed), ``"hypothesis"``, ``"exhaustive"`` or
     ``"determinism"``.  ``snippet`` is one line of Python that re-runs the
     candidate on exactly these inputs (it raises ``AssertionError`` while the
     bug is there).
@@ -89,8 +91,17 @@ class Counterexample:
         return frozenset(label.lstrip("+-") for label in self.labels)
 
     def involves(self, label: str) -> bool:
-        """Whether ``label`` (``"subnormal"``, ``"-zero"``, ``"tie"`` ...) describes some input."""
-        return label in self.labels or label in self.input_classes
+        """Whether ``label`` describes the counterexample.
+
+        ``label`` is a class (``"subnormal"``, ``"-zero"``), an op label (``"tie"``) or a
+        magnitude label (``"max finite"``, ``"overflow edge"``, ``"|code| ≥ 2^53"``), which
+        matches with or without the name of the value it is about (``"b: max finite"``).
+        """
+        return (
+            label in self.labels
+            or label in self.input_classes
+            or any(text.partition(": ")[2] == label for text in self.labels)
+        )
 
     def text(self) -> str:
         """Several lines: inputs, expected, actual, distance, class and how to reproduce."""
@@ -119,12 +130,17 @@ class Counterexample:
 class CheckResult:
     """The verdict for one (op, format, device, mode).
 
-    ``examples`` counts the Hypothesis test cases run: the generated examples
+    ``status``: ``"passed"`` (every stage ran to its end and found nothing),
+    ``"failed"`` (a counterexample), ``"incomplete"`` (the time budget stopped
+    a stage after some cases, none failing) or ``"skipped"`` (the budget was
+    spent before any case ran: nothing was checked).  Only ``"passed"`` passes.
+    ``examples`` counts the Hypothesis test cases run: the op's counted cases
+    (run first, :attr:`revcheck.audit.OpSpec.examples`), the generated examples
     (at most ``max_examples``) plus, after a failure, those tried while
     shrinking it (the table's "cases run" column).  ``elements`` counts the input
     elements checked in all stages, ``caught_after`` the number of Hypothesis
-    examples (or, for the exhaustive stage, inputs; for the determinism stage,
-    runs) until the first failure, None when nothing failed.
+    test cases, counted cases first (or, for the exhaustive stage, inputs; for
+    the determinism stage, runs) until the first failure, None when nothing failed.
     """
 
     op: str
@@ -146,7 +162,11 @@ class CheckResult:
 
 
 class AuditFailure(AssertionError):
-    """Raised by :meth:`AuditReport.raise_for_failures`; ``report`` is the whole report."""
+    """Raised by :meth:`AuditReport.raise_for_failures`; ``report`` is the whole report.
+
+    Raised for a failed audit and for one that did not check everything it was
+    asked to (verdict ``"not checked"`` or ``"incomplete"``): neither is a pass.
+    """
 
     def __init__(self, report: AuditReport) -> None:
         super().__init__(report.failure_text())
@@ -166,11 +186,28 @@ class AuditReport:
     results: list[CheckResult]
     seed: int | None
     seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        """``"failed"`` if any check failed; else ``"not checked"`` if every check was skipped
+        (nothing ran), ``"incomplete"`` if some check was skipped or cut short by the time
+        budget, ``"passed"`` only when every check ran to its end."""
+        if self.failures:
+            return "failed"
+        if all(result.status == "skipped" for result in self.results):
+            return "not checked"
+        if any(result.status != "passed" for result in self.results):
+            return "incomplete"
+        return "passed"
 
     @property
     def passed(self) -> bool:
-        """True when no check failed (skipped checks, e.g. past the time budget, do not fail)."""
-        return not self.failures
+        """True only when every check ran to its end and none failed (:attr:`verdict` ``"passed"``).
+
+        An audit the time budget cut short, or that checked nothing, does not pass.
+        """
+        return self.verdict == "passed"
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -193,7 +230,10 @@ class AuditReport:
         raise KeyError(f"no check of format={format!r} mode={mode!r} device={device!r}; audited: {audited}")
 
     def raise_for_failures(self) -> None:
-        """Raise :class:`AuditFailure` (an ``AssertionError``) if any check failed."""
+        """Raise :class:`AuditFailure` (an ``AssertionError``) unless the audit passed.
+
+        A check that failed, or one that was skipped or cut short (the time budget), raises.
+        """
         if not self.passed:
             raise AuditFailure(self)
 
@@ -216,7 +256,7 @@ class AuditReport:
                 r.format,
                 r.device,
                 r.mode or "-",
-                r.status.upper() if r.status == "failed" else r.status,
+                r.status.upper() if r.status in ("failed", "skipped", "incomplete") else r.status,
                 str(r.examples),
                 str(r.elements) + (" (exhaustive)" if r.exhaustive else ""),
                 _caught_text(r),
@@ -235,17 +275,28 @@ class AuditReport:
     def failure_text(self) -> str:
         failed = self.failures
         head = f"audit of {self.candidate} as {self.op}: {len(failed)} of {len(self.results)} checks failed"
+        unfinished = [r for r in self.results if r.status in ("skipped", "incomplete")]
+        if unfinished:
+            which = ", ".join(f"{r.format}/{r.mode or '-'} {r.status}" for r in unfinished)
+            head += (
+                f"; {len(unfinished)} not checked to the end ({which}: the time budget; "
+                "raise --time-budget or leave it out)"
+            )
         return "\n\n".join([head, *(r.counterexample.text() for r in failed if r.counterexample)])
 
     def __str__(self) -> str:
-        verdict = "PASSED" if self.passed else "FAILED"
+        verdict = self.verdict.upper()
         seed = "derandomized" if self.seed is None else str(self.seed)
+        counts = f"{len(self.failures)} of {len(self.results)} checks failed"
+        unfinished = sum(result.status in ("skipped", "incomplete") for result in self.results)
+        if unfinished:
+            counts += f", {unfinished} not checked to the end"
         lines = [
-            f"revcheck audit of {self.candidate} as {self.op}: {verdict} "
-            f"({len(self.failures)} of {len(self.results)} checks failed; seed {seed}; {self.seconds:.2f}s)",
-            "",
-            self.table(),
+            f"revcheck audit of {self.candidate} as {self.op}: {verdict} ({counts}; seed {seed}; "
+            f"{self.seconds:.2f}s)",
         ]
+        lines += [f"  note: {note}" for note in self.notes]
+        lines += ["", self.table()]
         for result in self.results:
             lines += [f"  note [{result.format}/{result.mode or '-'}]: {note}" for note in result.notes]
         for counterexample in self.counterexamples:
@@ -257,6 +308,8 @@ class AuditReport:
             "candidate": self.candidate,
             "op": self.op,
             "passed": self.passed,
+            "verdict": self.verdict,
+            "notes": list(self.notes),
             "seed": self.seed,
             "seconds": self.seconds,
             "results": [asdict(result) for result in self.results],
@@ -271,9 +324,15 @@ class AuditReport:
 def _caught_text(result: CheckResult) -> str:
     if result.caught_after is None or result.counterexample is None:
         return "-"
-    unit = {"hypothesis": "examples", "exhaustive": "inputs", "determinism": "runs"}
     stage = result.counterexample.stage
-    return f"{result.caught_after} {unit.get(stage, '')} ({stage})"
+    unit = CAUGHT_UNITS.get(stage, "")
+    if result.caught_after == 1:
+        unit = unit.removesuffix("s")
+    return f"{result.caught_after} {unit} ({stage})"
+
+
+#: What "caught after" counts, per stage: the counted cases come first, then the generated examples.
+CAUGHT_UNITS = {"counted": "cases", "hypothesis": "examples", "exhaustive": "inputs", "determinism": "runs"}
 
 
 def _jsonable(obj: object) -> object:

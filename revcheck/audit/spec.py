@@ -60,6 +60,10 @@ class OpSpec:
     ``implementations`` maps an implementation name (``"torch"``, ``"triton"``)
     to the ``"module:function"`` that implements the op on tensors; the sweep
     enumerates exactly these ops (:attr:`sweepable`).
+
+    ``examples(fmt)`` are counted cases the audit runs first, in every run and
+    under every seed (special values, range edges, reduction lengths at blocking
+    sizes), before Hypothesis generates ``max_examples`` more.
     """
 
     name: str
@@ -77,6 +81,9 @@ class OpSpec:
     inputs: tuple[str, ...] = ()
     bit_oracle: Callable[..., np.ndarray[Any, Any]] | None = None
     implementations: Mapping[str, str] = field(default_factory=dict)
+    #: Counted cases run before any generated example (Hypothesis' explicit phase), whatever the
+    #: seed: the special values, edges and sizes a realistic bug hides behind, reached in every run.
+    examples: Callable[[FloatFormat], list[Case]] = field(default=lambda fmt: [])
 
     @property
     def arity(self) -> int:

@@ -51,6 +51,8 @@ def _import(name: str) -> Any:
         sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(name)
+    except SystemExit as exit_:  # a script-like module that ends the process at import
+        raise TargetError(_exit_message(f"module {name!r}", exit_)) from None
     except Exception as error:  # any failure while importing the user's module is a usage error
         raise TargetError(
             f"cannot import module {name!r}: {type(error).__name__}: {_one_line(error)}"
@@ -71,12 +73,22 @@ def _load_file(path_text: str) -> Any:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exit_:
+        del sys.modules[module_name]
+        raise TargetError(_exit_message(repr(path_text), exit_)) from None
     except Exception as error:
         del sys.modules[module_name]
         raise TargetError(
             f"cannot import {path_text!r}: {type(error).__name__}: {_one_line(error)}"
         ) from None
     return module
+
+
+def _exit_message(what: str, exit_: SystemExit) -> str:
+    return (
+        f"importing {what} called sys.exit({exit_.code!r}); a kernel module must not exit when imported "
+        "(put script code under `if __name__ == '__main__':`)"
+    )
 
 
 def _functions_of(module: Any) -> str:

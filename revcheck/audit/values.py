@@ -18,17 +18,70 @@ from revcheck.formats import FloatFormat
 from revcheck.testing import compare_bits
 
 __all__ = [
+    "MAGNITUDE_TAGS",
     "array_value",
     "case_from_literal",
     "case_values",
+    "code_labels",
+    "edge_labels",
     "first_float_mismatch",
     "float_value",
+    "input_labels",
     "int_value",
+    "is_finite_nonzero",
     "label",
     "literal",
     "ulp",
     "value_class",
 ]
+
+
+#: The magnitude labels a counterexample can carry, each as ``"<value name>: <tag>"``, so that it points
+#: at the cause (an overflow, a code a float cannot hold) and not only at the class of an input.
+MAGNITUDE_TAGS = ("max finite", "overflow edge", "underflow edge", "|code| ≥ 2^24", "|code| ≥ 2^53")
+# Integers above these are not all exact in fp32 (2^24) and fp64 (2^53): where codes stop converting exactly.
+_CODE_THRESHOLDS = ((53, "|code| ≥ 2^53"), (24, "|code| ≥ 2^24"))
+
+
+def input_labels(name: str, bits: int, fmt: FloatFormat) -> list[str]:
+    """Magnitude labels of one input pattern: ``"<name>: max finite"`` for ±max finite."""
+    return [f"{name}: max finite"] if int(bits) & fmt.magnitude_mask == fmt.max_finite else []
+
+
+def edge_labels(
+    name: str, bits: int, fmt: FloatFormat, *, from_finite: bool, from_nonzero: bool
+) -> list[str]:
+    """Whether a result lies at an edge of ``fmt``'s range: ``"<name>: overflow edge"`` / ``underflow edge``.
+
+    Overflow edge: an infinity (or, in a saturating format, max finite) from finite inputs, or a
+    value in the top binade.  Underflow edge: a subnormal, a value in the lowest normal binade, or
+    a zero from nonzero finite inputs (``from_finite``, ``from_nonzero``: what the inputs were).
+    """
+    magnitude = int(bits) & fmt.magnitude_mask
+    field = magnitude >> fmt.mantissa_bits
+    if bool(_bits.is_nan(np.array([bits], dtype=fmt.uint_dtype), fmt)[0]):
+        return []
+    labels: list[str] = []
+    overflowed = magnitude == fmt.overflow_magnitude and from_finite
+    if overflowed or (magnitude != fmt.exponent_mask and field == fmt.emax + fmt.bias):
+        labels.append(f"{name}: overflow edge")
+    if (magnitude != 0 and field <= 1) or (magnitude == 0 and from_finite and from_nonzero):
+        labels.append(f"{name}: underflow edge")
+    return labels
+
+
+def code_labels(name: str, code: int) -> list[str]:
+    """``"<name>: |code| ≥ 2^53"`` (or ``2^24``) for codes beyond the exact integers of fp64 (fp32)."""
+    for bits, tag in _CODE_THRESHOLDS:
+        if abs(int(code)) >= 1 << bits:
+            return [f"{name}: {tag}"]
+    return []
+
+
+def is_finite_nonzero(bits: int, fmt: FloatFormat) -> tuple[bool, bool]:
+    """(finite, nonzero) of one pattern."""
+    pattern = np.array([bits], dtype=fmt.uint_dtype)
+    return bool(_bits.is_finite(pattern, fmt)[0]), not bool(_bits.is_zero(pattern, fmt)[0])
 
 
 def label(bits: int, fmt: FloatFormat) -> str:

@@ -10,7 +10,7 @@ import torch
 
 from revcheck.bench._harness import print_table
 
-FAMILIES = ("pam", "bdia", "tying", "expand", "mulfree")
+FAMILIES = ("pam", "bdia", "tying", "expand", "mulfree", "memxl")
 
 
 def main(argv: list[str] | None = None) -> int:

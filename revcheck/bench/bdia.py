@@ -14,7 +14,12 @@ and ``ctx.save_for_backward`` go through); on CUDA the allocator's peak during a
 step is reported as well.
 
 Step time is forward plus backward of the whole model's loss, and every ratio is between
-timings taken in this run.
+timings taken in this run: the candidates alternate within each of several rounds, and a
+ratio is reported as the median of the per-round ratios with their range.  With one
+intra-op thread (``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)``) the clock is the
+process's CPU time, which load from other processes does not inflate; a loaded machine
+should be measured that way.  ``bdia-compiled`` is the reversible stack with
+``BDIAStack(compiled=True)`` (its compilation is part of the warm-up, not of the timings).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from revcheck.bench._harness import Row
+from revcheck.nn.bdia import BDIAStack
 from revcheck.nn.transformer import TinyGPT
 
 TITLE = "BDIA memory and speed"
@@ -68,7 +74,7 @@ FULL = BenchShape(
     vocab=64,
     depths=(6, 12, 24, 48),
     timed_depths=(24,),
-    repeat=5,  # median of 5 interleaved rounds: robust to load from other processes
+    repeat=9,  # median of 9 interleaved rounds (and their spread): robust to load from other processes
     min_time=0.3,
 )
 QUICK = BenchShape(
@@ -162,34 +168,52 @@ def training_step(model: nn.Module, idx: Tensor, targets: Tensor) -> Callable[[]
     return step
 
 
-def interleaved_times(
+def interleaved_samples(
     candidates: Mapping[str, Callable[[], object]], *, repeat: int, min_time: float
-) -> dict[str, float]:
-    """Median seconds per call of each candidate, timed in alternating rounds.
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate in each of ``repeat`` rounds, timed in alternating rounds.
 
     Alternating the candidates within every round (rather than timing one after the other)
     keeps a change in machine load from favouring whichever candidate ran during a quiet spell.
+    With one intra-op thread the clock is the process's CPU time (``time.process_time``), which
+    other processes on a loaded machine do not inflate; otherwise wall-clock time.
     """
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
     loops: dict[str, int] = {}
     for name, fn in candidates.items():
-        fn()  # warm-up: allocation, caches
+        fn()  # warm-up: allocation, caches (and compilation, for a compiled candidate)
+        fn()
         count = 1
         while True:
-            start = time.perf_counter()
+            start = clock()
             for _ in range(count):
                 fn()
-            if time.perf_counter() - start >= min_time or count >= 1 << 20:
+            if clock() - start >= min_time or count >= 1 << 20:
                 break
             count *= 2
         loops[name] = count
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeat):
         for name, fn in candidates.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(loops[name]):
                 fn()
-            samples[name].append((time.perf_counter() - start) / loops[name])
+            samples[name].append((clock() - start) / loops[name])
+    return samples
+
+
+def interleaved_times(
+    candidates: Mapping[str, Callable[[], object]], *, repeat: int, min_time: float
+) -> dict[str, float]:
+    """Median seconds per call of each candidate (:func:`interleaved_samples`)."""
+    samples = interleaved_samples(candidates, repeat=repeat, min_time=min_time)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def ratio_spread(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
+    """Median, min and max of the per-round ratios ``numerator[i] / denominator[i]``."""
+    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
+    return statistics.median(ratios), ratios[0], ratios[-1]
 
 
 def slope(xs: Iterable[float], ys: Iterable[float]) -> float:
@@ -296,20 +320,35 @@ def run(args: argparse.Namespace) -> list[Row]:
 
     for depth in shape.timed_depths:
         steps = {
-            kind: training_step(_model(shape, depth, kind, device), idx, targets)
-            for kind in ("plain", "checkpoint", "bdia", "bdia-stored")
+            kind: training_step(_timed_model(shape, depth, kind, device), idx, targets)
+            for kind in TIMED_KINDS
         }
-        times = interleaved_times(steps, repeat=shape.repeat, min_time=shape.min_time)
-        rows.append(Row(f"step time depth {depth}, plain", f"{times['plain'] * 1e3:.1f} ms"))
-        for kind in ("checkpoint", "bdia-stored", "bdia"):
-            ratio = times[kind] / times["plain"]
-            targeted = kind == "bdia"
+        samples = interleaved_samples(steps, repeat=shape.repeat, min_time=shape.min_time)
+        clock = "CPU time" if torch.get_num_threads() == 1 else "wall time"
+        plain_seconds = statistics.median(samples["plain"])
+        rows.append(Row(f"step time depth {depth}, plain ({clock})", f"{plain_seconds * 1e3:.1f} ms"))
+        for kind in TIMED_KINDS[1:]:
+            median, low, high = ratio_spread(samples[kind], samples["plain"])
+            targeted = kind in ("bdia", "bdia-compiled")
             rows.append(
                 Row(
                     f"step time depth {depth}, {kind} / plain",
-                    f"{ratio:.2f}x",
+                    f"{median:.2f}x [{low:.2f}, {high:.2f}] over {shape.repeat} rounds",
                     f"<= {TARGET_STEP_TIME_RATIO:g}x" if targeted else "",
-                    ratio <= TARGET_STEP_TIME_RATIO if targeted else None,
+                    median <= TARGET_STEP_TIME_RATIO if targeted else None,
                 )
             )
     return rows
+
+
+# "bdia-compiled": the reversible stack with BDIAStack(compiled=True) (torch.compile-fused code update).
+TIMED_KINDS = ("plain", "checkpoint", "bdia-stored", "bdia", "bdia-compiled")
+
+
+def _timed_model(shape: BenchShape, depth: int, kind: str, device: torch.device) -> TinyGPT:
+    model = _model(shape, depth, "bdia" if kind == "bdia-compiled" else kind, device)
+    if kind == "bdia-compiled":
+        stack = model.stack
+        assert isinstance(stack, BDIAStack)
+        stack.compiled = True
+    return model

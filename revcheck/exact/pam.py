@@ -20,7 +20,7 @@ restated here as code: formats without infinity saturate to ±max finite where
 and results whose exact value is below ``2^emin``; in a format without −0
 every zero is +0 (:func:`revcheck.exact.rounding.encode_special`), and in a
 format without NaN the NaN case ``±0 ⊘ ±0`` is the zero with the XOR sign
-(docs/spec.md D2.11, D2.12).  ``pam_matmul`` takes small 2-D arrays (or
+(docs/spec.md D2.15, D2.16).  ``pam_matmul`` takes small 2-D arrays (or
 nested lists) of ints.
 """
 

@@ -120,7 +120,7 @@ def encode_special(kind: str, negative: bool, fmt: object) -> int:
     """Bits of ``"nan"`` (canonical, sign 0), ``"inf"`` (±inf or ±max finite) or ``"zero"``.
 
     A zero is +0 in a format without −0 (fnuz); ``"nan"`` in a format without NaN
-    is a ``ValueError`` (its callers decide what replaces it: docs/spec.md D2.12).
+    is a ``ValueError`` (its callers decide what replaces it: docs/spec.md D2.16).
     """
     f = _fmt(fmt)
     sign = (1 << (f.width - 1)) if negative else 0

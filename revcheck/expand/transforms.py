@@ -7,7 +7,7 @@ model (the old one is untouched) and attaches a
 since the first ungrown model, composed).  Unconstrained new parameters come
 from ``init`` (default :func:`normal_init`), drawn from a private generator
 seeded with ``seed``, or from torch's global RNG when ``seed`` is None (then
-reproducible under ``torch.manual_seed``).  Constrained ones are set as SPEC §4
+reproducible under ``torch.manual_seed``).  Constrained ones are set as docs/spec.md §4
 says: zeros, and the two rescalings (``w_k`` by ``sqrt(k'/k)``; norm gains by
 ``sqrt(h/h')`` and eps by ``h/h'``).
 

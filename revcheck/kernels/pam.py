@@ -22,22 +22,62 @@ A computed NaN is the format's canonical quiet NaN.  Formats without infinity
 
 The reference is the NumPy oracle :mod:`revcheck.oracle.pam`; the property
 suites in ``properties/test_pam_*.py`` check these kernels against it bit for bit.
+
+Autograd (docs/spec.md D2.11 to D2.13).  ``pam_mul``, ``pam_div``, ``pa_log2`` and
+``pa_exp2`` are differentiable; ``backward=`` chooses the derivative, as for
+:class:`revcheck.nn.pam.PAMMatmul`:
+
+``"approx"`` (the default)
+    The derivative ``D`` of the real function the operation stands for (the
+    product rule ``d(a·b)/da = b``; ``1/b`` and ``−(a/b)/b``; ``1/(x ln 2)``;
+    ``2^y ln 2``), with every multiplication and division in ``D`` replaced by
+    ``⊡`` and ``⊘`` and evaluated at the forward's inputs and output; the
+    gradient is ``g ⊡ D``.
+``"exact"``
+    The slope of the piecewise-affine function actually computed, a signed power
+    of two ``s`` (``sign(b)·2^(Eb + [Ma + Mb ≥ 1])`` for ``⊡``; ``2^−E`` for
+    ``pa_log2``; ``2^⌊y⌋`` for ``pa_exp2``; see D2.12 for ``⊘``); the gradient is
+    ``g ⊡ s`` with ``s`` held exactly (never rounded to the format first), i.e.
+    ``g · s`` rounded once: an exponent addition, no multiplication.
+
+Both backwards use PA operations (and sign flips) only, in the forward's mode;
+gradients of broadcast operands are summed over the broadcast dimensions in the
+accumulator dtype (torch's ``sum``, whose order is not declared) and rounded once
+to the operand's dtype.  A backward run with ``create_graph=True`` is itself
+differentiable the same way.  ``pam_mul_grad`` is piecewise constant and has no
+autograd: it raises :class:`~revcheck.errors.UsageError` for inputs that require
+grad (detach them).  ``pam_matmul`` with such inputs is
+:class:`revcheck.nn.pam.PAMMatmul` (``B`` a matrix, ``order="sequential"``) and
+raises otherwise.
+
+Host floating-point environment (docs/spec.md D2.14).  In mode ``"ieee"`` no result
+depends on the host's flush-to-zero / denormals-are-zero flags
+(``torch.set_flush_denormal``): every operation is integer arithmetic, and
+``pam_matmul`` adds with float additions only where it has proved that no operand
+or result of any addition can be subnormal; elsewhere it adds with integer
+arithmetic (:func:`_add_exact`), as the oracle does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from revcheck import formats
+from revcheck.errors import UsageError
 from revcheck.formats import FloatFormat
 from revcheck.modes import check_mode
 
 __all__ = [
+    "BACKWARDS",
     "ORDERS",
     "accumulator_dtype",
+    "check_backward",
     "pa_exp2",
     "pa_log2",
     "pam_div",
@@ -47,6 +87,7 @@ __all__ = [
 ]
 
 ORDERS = ("sequential", "pairwise")
+BACKWARDS = ("approx", "exact")
 
 # Significands handed to the rounding step stay below 2**_SIG_LIMIT_BITS so that shifts cannot overflow int64.
 _SIG_LIMIT_BITS = 61
@@ -121,6 +162,15 @@ def _binary_operands(
             "or shapes that broadcast like torch.mul's operands"
         ) from None
     return a, b, fmt_a
+
+
+def check_backward(backward: object) -> str:
+    """``backward`` if it is one of :data:`BACKWARDS`, else ``ValueError`` naming them."""
+    if backward not in BACKWARDS:
+        raise ValueError(
+            f"unknown backward {backward!r}; accepted values are {', '.join(map(repr, BACKWARDS))}"
+        )
+    return str(backward)
 
 
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -314,9 +364,9 @@ def _assemble(
         magnitude = torch.where(zero, 0, magnitude)
     if inf is not None:
         magnitude = torch.where(inf, fmt.overflow_magnitude, magnitude)
-    if nan is not None and not fmt.has_nan:  # docs/spec.md D2.12: the zero with the result's sign
+    if nan is not None and not fmt.has_nan:  # docs/spec.md D2.16: the zero with the result's sign
         magnitude = torch.where(nan, 0, magnitude)
-    if not fmt.has_negative_zero:  # docs/spec.md D2.11: a zero result is +0
+    if not fmt.has_negative_zero:  # docs/spec.md D2.15: a zero result is +0
         negative = negative & (magnitude != 0)
     if nan is not None and fmt.has_nan:
         # The canonical NaN split into sign and magnitude (fnuz: the sign bit alone).
@@ -414,7 +464,7 @@ def _pam_mul_with_zeros(a_bits: torch.Tensor, b_bits: torch.Tensor, fmt: FloatFo
     result.masked_fill_(zeros, 0)
     torch.bitwise_xor(a_bits, b_bits, out=scratch)
     scratch.bitwise_and_(-(1 << (fmt.width - 1)))
-    if not fmt.has_negative_zero:  # docs/spec.md D2.11: a zero product is +0
+    if not fmt.has_negative_zero:  # docs/spec.md D2.15: a zero product is +0
         scratch.masked_fill_(zeros, 0)
     result.bitwise_or_(scratch)
     return result.view(_float_dtype(fmt))
@@ -464,45 +514,14 @@ def _pam_mul_compiled(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat) -> tor
     return result.view(_float_dtype(fmt)) if bool(valid) else None
 
 
-def pam_mul(
-    a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", compiled: bool = False, fmt: object = None
-) -> torch.Tensor:
-    """Piecewise-affine product a ⊡ b, element-wise with broadcasting, in the operands' dtype.
-
-    sign = sign(a) XOR sign(b); with |x| = 2**E (1 + M): if Ma + Mb < 1 then
-    |r| = 2**(Ea+Eb) (1 + Ma + Mb), else 2**(Ea+Eb+1) (Ma + Mb); rounded once (RNE).
-    NaN in → NaN; ±inf × 0 → NaN; ±inf × nonzero → ±inf; ±0 × finite → signed zero.
-
-    ``compiled=True`` (opt-in) runs the common case -- equal shapes, every input
-    and product normal -- as one ``torch.compile``-fused kernel (compiled once per
-    dtype and shape, seconds each: not for tests or one-off calls); anything else
-    takes the eager paths, so results are the same bits either way.
-
-    >>> import torch
-    >>> pam_mul(torch.tensor([1.5, -3.0]), torch.tensor([1.5, 2.0]))
-    tensor([ 2., -6.])
-    """
-    a, b, fmt = _binary_operands(a, b, "pam_mul", fmt)
-    mode = check_mode(mode)
+def _pam_mul_value(a: Tensor, b: Tensor, fmt: FloatFormat, mode: str, compiled: bool = False) -> Tensor:
     fast = _pam_mul_compiled(a, b, fmt) if compiled else None
     if fast is None:
         fast = _pam_mul_regular(a, b, fmt)
     return fast if fast is not None else _pam_mul_general(a, b, fmt, mode)
 
 
-def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
-    """Piecewise-affine quotient a ⊘ b, element-wise with broadcasting, in the operands' dtype.
-
-    If Ma >= Mb: |r| = 2**(Ea−Eb) (1 + Ma − Mb), else 2**(Ea−Eb−1) (2 + Ma − Mb);
-    rounded once (RNE).  x/±0 → ±inf (x ≠ 0), 0/0 and inf/inf → NaN,
-    finite/inf → signed zero, inf/finite → ±inf.
-
-    >>> import torch
-    >>> pam_div(torch.tensor([2.0, 3.0]), torch.tensor([1.5, -1.0]))
-    tensor([ 1.5000, -3.0000])
-    """
-    a, b, fmt = _binary_operands(a, b, "pam_div", fmt)
-    mode = check_mode(mode)
+def _pam_div_value(a: Tensor, b: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
     m = fmt.mantissa_bits
     da, db = _decode(a, fmt, mode), _decode(b, fmt, mode)
     negative = da.negative ^ db.negative
@@ -511,51 +530,13 @@ def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", fmt: object
     significand = torch.where(borrow == 1, difference + (2 << m), difference + (1 << m))
     exp2 = da.exponent - db.exponent - borrow - m
     magnitude = _round_magnitude(significand, exp2, None, fmt, mode, leading=m)
-    nan = da.is_nan | db.is_nan | (da.is_zero & db.is_zero) | (da.is_inf & db.is_inf)
+    nan = _quotient_is_nan(da, db)
     inf = da.is_inf | db.is_zero
     zero = da.is_zero | db.is_inf
     return _assemble(negative, magnitude, fmt, nan=nan, inf=inf, zero=zero)
 
 
-def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
-    """d(a ⊡ b)/da = sign(b) · 2**(Eb + [Ma + Mb >= 1]), element-wise, in the operands' dtype.
-
-    The slope of the affine piece that contains ``a``: a signed power of two,
-    rounded once to the format (it can overflow, or be subnormal).  Special
-    cases, as the oracle's: NaN where the forward product is NaN (NaN in,
-    ±inf ⊡ ±0, ±0 ⊡ ±inf); b = ±0 → zero with b's sign (a ⊡ 0 is constant);
-    b = ±inf → ±inf with b's sign; a = ±0 or ±inf uses Ma = 0 (their fraction
-    field), i.e. sign(b) · 2**Eb.
-
-    >>> import torch
-    >>> pam_mul_grad(torch.tensor([1.5, 1.25]), torch.tensor([1.5, -1.5]))
-    tensor([ 2., -1.])
-    """
-    a, b, fmt = _binary_operands(a, b, "pam_mul_grad", fmt)
-    mode = check_mode(mode)
-    da, db = _decode(a, fmt, mode), _decode(b, fmt, mode)
-    a_fraction = torch.where(da.is_zero, 0, da.fraction)
-    carry = (a_fraction + db.fraction) >> fmt.mantissa_bits
-    exp2 = db.exponent + carry
-    negative = db.negative.expand(torch.broadcast_shapes(a.shape, b.shape))
-    magnitude = _round_magnitude(torch.ones_like(exp2), exp2, None, fmt, mode, leading=0)
-    nan = da.is_nan | db.is_nan | (da.is_inf & db.is_zero) | (da.is_zero & db.is_inf)
-    inf = db.is_inf
-    zero = db.is_zero
-    return _assemble(negative, magnitude, fmt, nan=nan, inf=inf, zero=zero)
-
-
-def pa_log2(x: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
-    """Piecewise-affine log2: E + M of |x| (the sign of x is ignored), in x's dtype, rounded once (RNE).
-
-    ±0 → −inf (−max-finite for formats without inf), ±inf → +inf, NaN → NaN.
-
-    >>> import torch
-    >>> pa_log2(torch.tensor([1.0, 3.0, 0.375]))
-    tensor([ 0.0000,  1.5000, -1.5000])
-    """
-    fmt = _format_of_tensor(x, "pa_log2: input", fmt)
-    mode = check_mode(mode)
+def _pa_log2_value(x: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
     m = fmt.mantissa_bits
     d = _decode(x, fmt, mode)
     fixed_point = (d.exponent << m) + d.fraction  # (E + M) · 2**m, exact
@@ -568,17 +549,7 @@ def pa_log2(x: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch
     return _assemble(negative, magnitude, fmt, nan=d.is_nan, inf=d.is_inf | d.is_zero)
 
 
-def pa_exp2(y: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
-    """Piecewise-affine exp2: 2**floor(y) · (1 + y − floor(y)), in y's dtype, rounded once (RNE).
-
-    −inf → +0, +inf → +inf, NaN → NaN; ±0 → 1.
-
-    >>> import torch
-    >>> pa_exp2(torch.tensor([0.0, 1.5, -0.5]))
-    tensor([1.0000, 3.0000, 0.7500])
-    """
-    fmt = _format_of_tensor(y, "pa_exp2: input", fmt)
-    mode = check_mode(mode)
+def _pa_exp2_value(y: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
     m = fmt.mantissa_bits
     d = _decode(y, fmt, mode)
     # Beyond |y| >= 2**12 every format over- or underflows; clamping keeps the shifts small.
@@ -602,6 +573,453 @@ def pa_exp2(y: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch
     zero = d.is_inf & d.negative
     inf = d.is_inf & ~d.negative
     return _assemble(positive, magnitude, fmt, nan=d.is_nan, inf=inf, zero=zero)
+
+
+def _quotient_is_nan(da: _Decoded, db: _Decoded) -> Tensor:
+    return da.is_nan | db.is_nan | (da.is_zero & db.is_zero) | (da.is_inf & db.is_inf)
+
+
+def _product_is_nan(da: _Decoded, db: _Decoded) -> Tensor:
+    return da.is_nan | db.is_nan | (da.is_inf & db.is_zero) | (da.is_zero & db.is_inf)
+
+
+# ---- slopes: exact derivatives, signed powers of two ------------------------------------------------------
+
+
+@dataclass
+class _Slope:
+    """A derivative that is a signed power of two per element, held exactly, or a special class.
+
+    ``(−1)**negative · 2**exponent`` where none of the masks is set; ``exponent`` may lie
+    outside the format's range (it is never rounded on its own: see :func:`_times_slope`).
+    """
+
+    negative: Tensor  # bool
+    exponent: Tensor  # int64
+    nan: Tensor
+    inf: Tensor
+    zero: Tensor
+
+    def decoded(self, fmt: FloatFormat) -> _Decoded:
+        """The slope as a decoded operand of ⊡ (fraction 0: a power of two)."""
+        return _Decoded(
+            self.negative,
+            self.exponent,
+            torch.zeros_like(self.exponent),
+            self.nan,
+            self.inf,
+            self.zero & ~self.nan,
+            fmt.mantissa_bits,
+        )
+
+
+def _fraction_or_zero(d: _Decoded) -> Tensor:
+    """The fraction, 0 for zeros and infinities (D2.5: a = ±0 or ±inf uses M = 0)."""
+    return torch.where(d.is_zero | d.is_inf, 0, d.fraction)
+
+
+def _mul_slope(da: _Decoded, db: _Decoded, fmt: FloatFormat) -> _Slope:
+    """d(a ⊡ b)/da = sign(b) · 2**(Eb + [Ma + Mb >= 1]) with the special cases of docs/spec.md D2.5."""
+    carry = (_fraction_or_zero(da) + db.fraction) >> fmt.mantissa_bits
+    shape = torch.broadcast_shapes(da.negative.shape, db.negative.shape)
+    exponent = (db.exponent + carry).expand(shape)
+    return _Slope(
+        db.negative.expand(shape),
+        exponent,
+        _product_is_nan(da, db).expand(shape),
+        db.is_inf.expand(shape),
+        db.is_zero.expand(shape),
+    )
+
+
+def _div_slopes(da: _Decoded, db: _Decoded, fmt: FloatFormat) -> tuple[_Slope, _Slope]:
+    """d(a ⊘ b)/da and d(a ⊘ b)/db (docs/spec.md D2.12).
+
+    With ``c = 1`` on the piece where ``|r| = 2**(Ea − Eb − 1)(2 + Ma − Mb)`` (``Ma < Mb``):
+    ``d/da = sign(b) · 2**(−Eb − c)`` and ``d/db = −sign(a) · 2**(Ea − 2 Eb − c)``.  At the
+    breakpoint ``Ma = Mb`` each takes the piece to the right in its own operand's magnitude
+    (as D2.5 does): ``c = [Ma < Mb]`` for ``d/da``, ``c = [Ma <= Mb]`` for ``d/db``.
+    """
+    a_fraction = _fraction_or_zero(da)
+    borrow_a = (a_fraction < db.fraction).to(torch.int64)
+    borrow_b = (a_fraction <= db.fraction).to(torch.int64)
+    shape = torch.broadcast_shapes(da.negative.shape, db.negative.shape)
+    nan = _quotient_is_nan(da, db).expand(shape)
+    slope_a = _Slope(
+        db.negative.expand(shape),
+        (-db.exponent - borrow_a).expand(shape),
+        nan,
+        db.is_zero.expand(shape),  # a ⊘ b grows without bound as b -> 0
+        db.is_inf.expand(shape),
+    )
+    slope_b = _Slope(
+        (~da.negative).expand(shape),
+        (da.exponent - 2 * db.exponent - borrow_b).expand(shape),
+        nan,
+        (da.is_inf | db.is_zero).expand(shape),
+        (da.is_zero | db.is_inf).expand(shape),  # 0 ⊘ b is constant
+    )
+    return slope_a, slope_b
+
+
+def _log2_slope(d: _Decoded) -> _Slope:
+    """d pa_log2(x)/dx = sign(x) · 2**−E; ±inf at ±0, ±0 at ±inf (docs/spec.md D2.12)."""
+    return _Slope(d.negative, -d.exponent, d.is_nan, d.is_zero, d.is_inf)
+
+
+# |floor(y)| beyond this gives a slope 2**floor(y) that over- or underflows every g of every format.
+_EXP2_FLOOR_LIMIT = 1 << 13
+
+
+def _exp2_slope(d: _Decoded, fmt: FloatFormat) -> _Slope:
+    """d pa_exp2(y)/dy = 2**floor(y); +0 at −inf, +inf at +inf, 1 at ±0 (docs/spec.md D2.12).
+
+    ``floor(y)`` by integer arithmetic on the fields (a float floor would read a
+    subnormal y as zero under a host DAZ flag).
+    """
+    m = fmt.mantissa_bits
+    finite = d.is_finite_nonzero
+    exponent = torch.where(finite, d.exponent, 0).clamp(max=14)  # |y| >= 2**14: saturated below
+    significand = torch.where(finite, d.fraction + (1 << m), 0)  # |y| = significand · 2**(E − m)
+    right = (m - exponent).clamp(min=0, max=62)
+    left = (exponent - m).clamp(min=0)
+    whole = torch.where(exponent >= m, significand << left, significand >> right)  # floor(|y|)
+    exact = (whole << right) == significand
+    floor_y = torch.where(d.negative, -whole - (~exact & (exponent < m)).to(torch.int64), whole)
+    floor_y = floor_y.clamp(-_EXP2_FLOOR_LIMIT, _EXP2_FLOOR_LIMIT)
+    positive = torch.zeros_like(d.negative)
+    return _Slope(positive, floor_y, d.is_nan, d.is_inf & ~d.negative, d.is_inf & d.negative)
+
+
+def _times_slope(g: Tensor, slope: _Slope, fmt: FloatFormat, mode: str) -> Tensor:
+    """``g ⊡ s`` for a slope ``s`` held exactly: ``g · s`` rounded once (RNE), no multiplication.
+
+    Where ``s`` is representable in the format this is ``pam_mul(g, s)`` (⊡ with a power of
+    two is exact, docs/spec.md F2.2); where ``s`` itself would over- or underflow, rounding
+    ``s`` first would lose what ``g · s`` keeps, so it is never materialised.
+    """
+    negative, magnitude, nan, inf, zero = _mul_fields(_decode(g, fmt, mode), slope.decoded(fmt), fmt, mode)
+    return _assemble(negative, magnitude, fmt, nan=nan, inf=inf, zero=zero)
+
+
+def _round_slope(slope: _Slope, fmt: FloatFormat, mode: str) -> Tensor:
+    """The slope rounded once to the format (it can overflow, or be subnormal)."""
+    ones = torch.ones_like(slope.exponent)
+    magnitude = _round_magnitude(ones, slope.exponent, None, fmt, mode, leading=0)
+    return _assemble(slope.negative, magnitude, fmt, nan=slope.nan, inf=slope.inf, zero=slope.zero)
+
+
+# ---- autograd --------------------------------------------------------------------------------------------
+
+
+def _needs_graph(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _negated(x: Tensor) -> Tensor:
+    """``−x`` by flipping the sign bit (every format, fp8 included; differentiable: the same flip)."""
+    return _Negate.apply(x) if _needs_graph(x) else _flip_sign(x)
+
+
+def _flip_sign(x: Tensor) -> Tensor:
+    fmt = formats.get(x.dtype)
+    bits = x.contiguous().view(_int_view_dtype(fmt))
+    if not fmt.has_negative_zero:
+        # fnuz: -(+0) is +0 (docs/spec.md D2.15) and the one NaN (the pattern of -0) stays NaN.
+        sign = torch.where((bits & fmt.magnitude_mask) == 0, 0, _int_sign_bit(fmt)).to(bits.dtype)
+        return (bits ^ sign).view(x.dtype)
+    return (bits ^ _int_sign_bit(fmt)).view(x.dtype)
+
+
+def _int_sign_bit(fmt: FloatFormat) -> int:
+    """The sign bit as a value of the signed container (the most negative one)."""
+    return -(1 << (fmt.width - 1))
+
+
+class _Negate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return _flip_sign(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return _negated(grad)
+
+
+class _TimesSlope(torch.autograd.Function):
+    """``g ⊡ s`` for a constant exact slope ``s``: linear in ``g``, so its backward is itself."""
+
+    @staticmethod
+    def forward(ctx: Any, g: Tensor, slope: _Slope, mode: str) -> Tensor:
+        ctx.slope, ctx.mode = slope, mode
+        return _times_slope(g, slope, formats.get(g.dtype), mode)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return _scaled_by_slope(grad, ctx.slope, ctx.mode), None, None
+
+
+def _scaled_by_slope(g: Tensor, slope: _Slope, mode: str) -> Tensor:
+    if _needs_graph(g):
+        return _TimesSlope.apply(g, slope, mode)
+    return _times_slope(g, slope, formats.get(g.dtype), mode)
+
+
+def _ln2(like: Tensor) -> Tensor:
+    """ln 2 rounded once to ``like``'s format, shaped like it (a constant of the approximate backward)."""
+    return torch.full_like(like, math.log(2), requires_grad=False)
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """One differentiable PA operation: its value and its two derivatives (docs/spec.md D2.11).
+
+    The entries below look their functions up when called, so each formula has one home
+    (a patched ``_div_slopes``, say, is what every caller sees).
+    """
+
+    name: str
+    value: Callable[..., Tensor]  # (*inputs, fmt, mode) -> output
+    exact_slopes: Callable[[Sequence[_Decoded], FloatFormat], tuple[_Slope, ...]]
+    approx_derivatives: Callable[[Sequence[Tensor], Tensor, str], tuple[Tensor, ...]]
+
+
+def _mul_exact(d: Sequence[_Decoded], fmt: FloatFormat) -> tuple[_Slope, ...]:
+    return _mul_slope(d[0], d[1], fmt), _mul_slope(d[1], d[0], fmt)
+
+
+def _div_approx(inputs: Sequence[Tensor], out: Tensor, mode: str) -> tuple[Tensor, ...]:
+    _, b = inputs
+    ones = torch.ones_like(b)
+    # d(a/b)/da = 1/b and d(a/b)/db = −(a/b)/b, with the forward's quotient for a/b
+    return pam_div(ones, b, mode=mode), pam_div(_negated(out), b, mode=mode)
+
+
+def _log2_approx(inputs: Sequence[Tensor], out: Tensor, mode: str) -> tuple[Tensor, ...]:
+    (x,) = inputs
+    return (pam_div(torch.ones_like(x), pam_mul(x, _ln2(x), mode=mode), mode=mode),)  # 1/(x ln 2)
+
+
+def _exp2_approx(inputs: Sequence[Tensor], out: Tensor, mode: str) -> tuple[Tensor, ...]:
+    return (pam_mul(out, _ln2(out), mode=mode),)  # 2^y ln 2, with the forward's 2^y
+
+
+_MUL = _Operation(
+    "pam_mul",
+    lambda a, b, fmt, mode, compiled=False: _pam_mul_value(a, b, fmt, mode, compiled),
+    lambda d, fmt: _mul_exact(d, fmt),
+    lambda inputs, out, mode: (inputs[1], inputs[0]),  # the product rule, products as ⊡
+)
+_DIV = _Operation(
+    "pam_div",
+    lambda a, b, fmt, mode, compiled=False: _pam_div_value(a, b, fmt, mode),
+    lambda d, fmt: _div_slopes(d[0], d[1], fmt),
+    lambda inputs, out, mode: _div_approx(inputs, out, mode),
+)
+_LOG2 = _Operation(
+    "pa_log2",
+    lambda x, fmt, mode, compiled=False: _pa_log2_value(x, fmt, mode),
+    lambda d, fmt: (_log2_slope(d[0]),),
+    lambda inputs, out, mode: _log2_approx(inputs, out, mode),
+)
+_EXP2 = _Operation(
+    "pa_exp2",
+    lambda y, fmt, mode, compiled=False: _pa_exp2_value(y, fmt, mode),
+    lambda d, fmt: (_exp2_slope(d[0], fmt),),
+    lambda inputs, out, mode: _exp2_approx(inputs, out, mode),
+)
+
+
+def _sum_to_shape(grad: Tensor, shape: torch.Size) -> Tensor:
+    """A broadcast operand's gradient: summed over the broadcast dimensions in the accumulator dtype."""
+    if grad.shape == shape:
+        return grad
+    return grad.to(accumulator_dtype(grad.dtype)).sum_to_size(shape).to(grad.dtype)
+
+
+class _Elementwise(torch.autograd.Function):
+    """A PA operation with the backward chosen by ``backward`` (module docstring)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, operation: _Operation, mode: str, backward: str, compiled: bool, *inputs: Tensor
+    ) -> Tensor:
+        fmt = formats.get(inputs[0].dtype)
+        out = operation.value(*inputs, fmt, mode, compiled)
+        ctx.operation, ctx.mode, ctx.backward = operation, mode, backward
+        ctx.save_for_backward(*inputs, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        *inputs, out = ctx.saved_tensors
+        operation: _Operation = ctx.operation
+        fmt = formats.get(out.dtype)
+        wanted = ctx.needs_input_grad[4:]
+        if ctx.backward == "exact":
+            # the slopes are piecewise constant: no graph through them, only through grad
+            decoded = [_decode(x.detach(), fmt, ctx.mode) for x in inputs]
+            slopes = operation.exact_slopes(decoded, fmt)
+            grads = [
+                _scaled_by_slope(grad, slope, ctx.mode) if want else None
+                for slope, want in zip(slopes, wanted, strict=True)
+            ]
+        else:
+            derivatives = operation.approx_derivatives(inputs, out, ctx.mode)
+            grads = [
+                pam_mul(grad, derivative, mode=ctx.mode) if want else None
+                for derivative, want in zip(derivatives, wanted, strict=True)
+            ]
+        reduced = [
+            None if g is None else _sum_to_shape(g, x.shape) for g, x in zip(grads, inputs, strict=True)
+        ]
+        return (None, None, None, None, *reduced)
+
+
+def _differentiable(
+    operation: _Operation,
+    inputs: tuple[Tensor, ...],
+    fmt: FloatFormat,
+    mode: str,
+    backward: str,
+    compiled: bool = False,
+) -> Tensor:
+    backward = check_backward(backward)
+    if _needs_graph(*inputs):  # float dtypes only: uint8 bit patterns (fp6, fp4) never require grad
+        return _Elementwise.apply(operation, mode, backward, compiled, *inputs)
+    return operation.value(*inputs, fmt, mode, compiled)
+
+
+# ---- public element-wise operations --------------------------------------------------------------------
+
+
+def pam_mul(
+    a: Tensor,
+    b: Tensor,
+    *,
+    mode: str = "ieee",
+    compiled: bool = False,
+    backward: str = "approx",
+    fmt: object = None,
+) -> Tensor:
+    """Piecewise-affine product a ⊡ b, element-wise with broadcasting, in the operands' dtype.
+
+    sign = sign(a) XOR sign(b); with |x| = 2**E (1 + M): if Ma + Mb < 1 then
+    |r| = 2**(Ea+Eb) (1 + Ma + Mb), else 2**(Ea+Eb+1) (Ma + Mb); rounded once (RNE).
+    NaN in → NaN; ±inf × 0 → NaN; ±inf × nonzero → ±inf; ±0 × finite → signed zero.
+
+    ``compiled=True`` (opt-in) runs the common case -- equal shapes, every input
+    and product normal -- as one ``torch.compile``-fused kernel (compiled once per
+    dtype and shape, seconds each: not for tests or one-off calls); anything else
+    takes the eager paths, so results are the same bits either way.
+
+    ``backward`` (used when an input requires grad): ``"approx"`` gives ``g ⊡ b`` and
+    ``g ⊡ a`` (the product rule, as :class:`~revcheck.nn.pam.PAMMatmul`'s ``"approx"``);
+    ``"exact"`` gives ``g ⊡ pam_mul_grad(a, b)`` and ``g ⊡ pam_mul_grad(b, a)``, the
+    slope held exactly (docs/spec.md D2.11).
+
+    ``fmt=`` names the format of ``uint8`` bit-pattern operands (fp6, fp4; docs/spec.md D1.10).
+
+    >>> import torch
+    >>> pam_mul(torch.tensor([1.5, -3.0]), torch.tensor([1.5, 2.0]))
+    tensor([ 2., -6.])
+    >>> a = torch.tensor([1.5], requires_grad=True)
+    >>> pam_mul(a, torch.tensor([1.5]), backward="exact").backward()
+    >>> a.grad  # the slope of the piece: 2**(0 + [0.5 + 0.5 >= 1])
+    tensor([2.])
+    """
+    a, b, fmt_ = _binary_operands(a, b, "pam_mul", fmt)
+    return _differentiable(_MUL, (a, b), fmt_, check_mode(mode), backward, compiled)
+
+
+def pam_div(
+    a: Tensor, b: Tensor, *, mode: str = "ieee", backward: str = "approx", fmt: object = None
+) -> Tensor:
+    """Piecewise-affine quotient a ⊘ b, element-wise with broadcasting, in the operands' dtype.
+
+    If Ma >= Mb: |r| = 2**(Ea−Eb) (1 + Ma − Mb), else 2**(Ea−Eb−1) (2 + Ma − Mb);
+    rounded once (RNE).  x/±0 → ±inf (x ≠ 0), 0/0 and inf/inf → NaN,
+    finite/inf → signed zero, inf/finite → ±inf.
+
+    ``backward``: ``"approx"`` gives ``g ⊡ (1 ⊘ b)`` and ``g ⊡ (−(a ⊘ b) ⊘ b)``;
+    ``"exact"`` gives ``g ⊡ sign(b)·2**(−Eb − c)`` and ``g ⊡ (−sign(a)·2**(Ea − 2Eb − c))``
+    with ``c = [Ma < Mb]`` (docs/spec.md D2.12).
+
+    >>> import torch
+    >>> pam_div(torch.tensor([2.0, 3.0]), torch.tensor([1.5, -1.0]))
+    tensor([ 1.5000, -3.0000])
+    """
+    a, b, fmt_ = _binary_operands(a, b, "pam_div", fmt)
+    return _differentiable(_DIV, (a, b), fmt_, check_mode(mode), backward)
+
+
+def pam_mul_grad(a: Tensor, b: Tensor, *, mode: str = "ieee", fmt: object = None) -> Tensor:
+    """d(a ⊡ b)/da = sign(b) · 2**(Eb + [Ma + Mb >= 1]), element-wise, in the operands' dtype.
+
+    The slope of the affine piece that contains ``a``: a signed power of two,
+    rounded once to the format (it can overflow, or be subnormal).  Special
+    cases, as the oracle's: NaN where the forward product is NaN (NaN in,
+    ±inf ⊡ ±0, ±0 ⊡ ±inf); b = ±0 → zero with b's sign (a ⊡ 0 is constant);
+    b = ±inf → ±inf with b's sign; a = ±0 or ±inf uses Ma = 0 (their fraction
+    field), i.e. sign(b) · 2**Eb.
+
+    No autograd: the slope is piecewise constant (zero derivative between breakpoints,
+    none at them), so an input that requires grad (with grad enabled) is refused
+    rather than silently detached; differentiate ``pam_mul(..., backward="exact")``,
+    whose gradient this is, or pass ``a.detach()``.
+
+    Raises
+    ------
+    UsageError
+        If grad is enabled and ``a`` or ``b`` requires grad.
+
+    >>> import torch
+    >>> pam_mul_grad(torch.tensor([1.5, 1.25]), torch.tensor([1.5, -1.5]))
+    tensor([ 2., -1.])
+    """
+    a, b, fmt = _binary_operands(a, b, "pam_mul_grad", fmt)
+    mode = check_mode(mode)
+    if _needs_graph(a, b):
+        raise UsageError(
+            "pam_mul_grad has no autograd: it is piecewise constant (its derivative is zero between "
+            "breakpoints and undefined at them), so its result would be silently detached. Pass detached "
+            "inputs (a.detach(), b.detach()), or differentiate pam_mul(a, b, backward='exact'), whose "
+            "gradient it is"
+        )
+    slope = _mul_slope(_decode(a, fmt, mode), _decode(b, fmt, mode), fmt)
+    return _round_slope(slope, fmt, mode)
+
+
+def pa_log2(x: Tensor, *, mode: str = "ieee", backward: str = "approx", fmt: object = None) -> Tensor:
+    """Piecewise-affine log2: E + M of |x| (the sign of x is ignored), in x's dtype, rounded once (RNE).
+
+    ±0 → −inf (−max-finite for formats without inf), ±inf → +inf, NaN → NaN.
+
+    ``backward``: ``"approx"`` gives ``g ⊡ (1 ⊘ (x ⊡ ln 2))``; ``"exact"`` gives
+    ``g ⊡ sign(x)·2**−E`` (±inf at x = ±0, ±0 at x = ±inf; docs/spec.md D2.12).
+
+    >>> import torch
+    >>> pa_log2(torch.tensor([1.0, 3.0, 0.375]))
+    tensor([ 0.0000,  1.5000, -1.5000])
+    """
+    fmt_ = _format_of_tensor(x, "pa_log2: input", fmt)
+    return _differentiable(_LOG2, (x,), fmt_, check_mode(mode), backward)
+
+
+def pa_exp2(y: Tensor, *, mode: str = "ieee", backward: str = "approx", fmt: object = None) -> Tensor:
+    """Piecewise-affine exp2: 2**floor(y) · (1 + y − floor(y)), in y's dtype, rounded once (RNE).
+
+    −inf → +0, +inf → +inf, NaN → NaN; ±0 → 1.
+
+    ``backward``: ``"approx"`` gives ``g ⊡ (pa_exp2(y) ⊡ ln 2)``; ``"exact"`` gives
+    ``g ⊡ 2**floor(y)`` (+0 at −inf, +inf at +inf; docs/spec.md D2.12).
+
+    >>> import torch
+    >>> pa_exp2(torch.tensor([0.0, 1.5, -0.5]))
+    tensor([1.0000, 3.0000, 0.7500])
+    """
+    fmt_ = _format_of_tensor(y, "pa_exp2: input", fmt)
+    return _differentiable(_EXP2, (y,), fmt_, check_mode(mode), backward)
 
 
 # ---- matrix product --------------------------------------------------------------------------------------
@@ -677,23 +1095,29 @@ class _ProductFactory:
 
     def _regular(self) -> bool:
         a, b, acc = self.a, self.b, self.acc
-        if bool((a.is_nan | a.is_inf).any()) or bool((b.is_nan | b.is_inf).any()):
-            return False
-        a_e = a.exponent[~a.is_zero]
-        b_e = b.exponent[~b.is_zero]
+        # Exponents of the finite nonzero operands: every nonzero finite product is at least
+        # 2**(low) (and a multiple of 2**(low - m)); infinite and NaN operands give inf/NaN products.
+        a_e = a.exponent[a.is_finite_nonzero]
+        b_e = b.exponent[b.is_finite_nonzero]
         if a_e.numel() == 0 or b_e.numel() == 0:
-            return True
+            self.min_product_exponent = acc.emax
+            return not (bool((a.is_nan | a.is_inf).any()) or bool((b.is_nan | b.is_inf).any()))
         low = int(a_e.min()) + int(b_e.min())
         high = int(a_e.max()) + int(b_e.max()) + 1
         self.min_product_exponent = low
+        if bool((a.is_nan | a.is_inf).any()) or bool((b.is_nan | b.is_inf).any()):
+            return False
         return acc.emin <= low and high <= acc.emax
 
-    def products_need_no_flush(self) -> bool:
-        """Whether every nonzero partial sum is provably normal (so ftz needs no flushing)."""
-        if not self.fast:
-            return False
-        # Partial sums are multiples of the smallest product's ulp, 2**(low − m).
-        return getattr(self, "min_product_exponent", self.acc.emax) - self.acc.mantissa_bits >= self.acc.emin
+    def sums_stay_normal(self) -> bool:
+        """Whether no product and no partial sum, in any order, can be subnormal (so no flag matters).
+
+        Every finite product is zero or a multiple of ``2**(low − m)``, and so is every partial
+        sum; if ``low − m >= emin`` each of them is zero, normal, infinite or NaN: float additions
+        then see no subnormal operand and make no subnormal result, so neither a host
+        flush-to-zero flag nor mode ``"ftz"``'s flushing can change them.
+        """
+        return self.min_product_exponent - self.acc.mantissa_bits >= self.acc.emin
 
     def product(self, k: int) -> torch.Tensor:
         if self.fast:
@@ -722,8 +1146,14 @@ def _canonical_nans(x: torch.Tensor, acc: FloatFormat) -> torch.Tensor:
 
 
 def pam_matmul(
-    a: torch.Tensor, b: torch.Tensor, *, order: str = "sequential", mode: str = "ieee", fmt: object = None
-) -> torch.Tensor:
+    a: Tensor,
+    b: Tensor,
+    *,
+    order: str = "sequential",
+    mode: str = "ieee",
+    backward: str = "approx",
+    fmt: object = None,
+) -> Tensor:
     """PAM matrix product C = A ⊡@ B of A (..., M, K) and B (..., K, N), batch dimensions broadcast.
 
     Returns a tensor of the accumulator dtype (float64 for float64 inputs, float32
@@ -735,7 +1165,19 @@ def pam_matmul(
     bit-exact, against the sequential definition.  In mode ``"ftz"`` subnormal
     inputs (in their own format), products and partial sums below the
     accumulator's smallest normal are signed zeros.  A NaN result is canonical.
-    ``fmt=`` names the format of ``uint8`` bit-pattern operands (fp6, fp4).
+    In ``"ieee"`` the result does not depend on the host's flush-to-zero flags
+    (docs/spec.md D2.14).  ``fmt=`` names the format of ``uint8`` bit-pattern operands
+    (fp6, fp4).
+
+    With grad enabled and an input that requires grad, this is
+    :class:`revcheck.nn.pam.PAMMatmul` (``backward``: ``"approx"`` or ``"exact"``, see
+    :mod:`revcheck.nn.pam`), which needs ``B`` to be a matrix and the sequential order.
+
+    Raises
+    ------
+    UsageError
+        For inputs that require grad with a batched ``B`` or ``order="pairwise"`` (no
+        autograd there: detach the inputs).
 
     >>> import torch
     >>> pam_matmul(torch.tensor([[1.5, 1.0]]), torch.tensor([[1.5], [2.0]]))
@@ -745,25 +1187,149 @@ def pam_matmul(
     mode = check_mode(mode)
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; accepted orders are {', '.join(map(repr, ORDERS))}")
+    backward = check_backward(backward)
+    if _needs_graph(a, b):
+        if order != "sequential" or b.dim() != 2:
+            raise UsageError(
+                f"pam_matmul has autograd only for order='sequential' and a matrix B (K, N); got "
+                f"order={order!r} and B of shape {tuple(b.shape)} with inputs that require grad. Detach "
+                "the inputs (the result would otherwise be silently detached) or use PAMMatmul's layout"
+            )
+        from revcheck.nn.pam import PAMMatmul  # the autograd layer above this one
+
+        return PAMMatmul.apply(a, b, mode, backward)  # type: ignore[no-any-return]
     factory = _ProductFactory(a, b, fmt, mode)
     acc = factory.acc
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     out_shape = (*batch, a.shape[-2], b.shape[-1])
-    flush = mode == "ftz" and not factory.products_need_no_flush()
+    add = _adder(acc, mode, factory.sums_stay_normal())
     total = torch.zeros(out_shape, dtype=_float_dtype(acc), device=a.device)
     depth = a.shape[-1]
     if order == "sequential":
         for k in range(depth):
-            total = total + factory.product(k)
-            if flush:
-                total = _flush_subnormal(total, acc)
+            total = add(total, factory.product(k))
     elif depth:
         level = [factory.product(k) for k in range(depth)]
         while len(level) > 1:
-            pairs = [level[i] + level[i + 1] for i in range(0, len(level) - 1, 2)]
-            if flush:
-                pairs = [_flush_subnormal(p, acc) for p in pairs]
+            pairs = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
             level = pairs + level[len(level) - len(level) % 2 :]
         # +0.0 + x, as the sequential order starts: it turns a −0 sum into +0.
-        total = total + level[0]
+        total = add(total, level[0])
     return _canonical_nans(total, acc)
+
+
+def _adder(acc: FloatFormat, mode: str, sums_stay_normal: bool) -> Callable[[Tensor, Tensor], Tensor]:
+    """``fl(x + y)`` in the accumulator format, immune to the host's FTZ/DAZ flags (docs/spec.md D2.14).
+
+    Float addition where no subnormal can occur; in ``"ftz"`` float addition and then the flush
+    (the operands are never subnormal there, and a subnormal sum is exact, so a host flag
+    flushing it gives the same signed zero); otherwise, in ``"ieee"``, integer arithmetic.
+    """
+    if sums_stay_normal:
+        return torch.add
+    if mode == "ftz":
+
+        def rounded(x: Tensor, y: Tensor) -> Tensor:
+            return _flush_subnormal(x + y, acc)
+
+    else:
+
+        def rounded(x: Tensor, y: Tensor) -> Tensor:
+            return _add_exact(x, y, acc, mode)
+
+    def add(x: Tensor, y: Tensor) -> Tensor:
+        return _RoundedAdd.apply(x, y, rounded) if _needs_graph(x, y) else rounded(x, y)
+
+    return add
+
+
+class _RoundedAdd(torch.autograd.Function):
+    """``fl(x + y)`` computed on bits, with the gradient of ``x + y`` (the rounding is ignored, as for
+    every derivative here), so that a backward built from these sums stays differentiable."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, y: Tensor, rounded: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        if x.shape != y.shape:
+            raise ValueError(
+                f"rounded addition of shapes {tuple(x.shape)} and {tuple(y.shape)}: equal shapes"
+            )
+        return rounded(x, y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        return grad, grad, None
+
+
+class _SequentialSum:
+    """``acc = +0.0; acc = fl(acc + t)`` for each term ``t`` in turn, immune to the host's FTZ/DAZ flags.
+
+    Float additions as long as every term seen so far is zero, infinite, NaN or at least
+    ``2**(emin + m)`` (then every partial sum is a multiple of ``2**emin``: never subnormal);
+    from the first smaller term on, the additions of :func:`_adder` (integer arithmetic in
+    ``"ieee"``).  ``"ftz"`` flushes partial sums below the smallest normal.
+    """
+
+    def __init__(self, fmt: FloatFormat, mode: str) -> None:
+        self.fmt, self.mode = fmt, mode
+        self.total: Tensor | None = None
+        self.stays_normal = True
+        self.smallest_safe = (fmt.emin + fmt.mantissa_bits + fmt.bias) << fmt.mantissa_bits
+
+    def add(self, term: Tensor) -> Tensor:
+        if self.stays_normal:
+            magnitude = term.detach().contiguous().view(_int_view_dtype(self.fmt)).to(torch.int64)
+            magnitude = magnitude & self.fmt.magnitude_mask
+            small = (magnitude != 0) & (magnitude < self.smallest_safe)
+            self.stays_normal = not bool(small.any())
+        total = torch.zeros_like(term) if self.total is None else self.total
+        self.total = _adder(self.fmt, self.mode, self.stays_normal)(total, term)
+        return self.total
+
+
+def _times_mul_grad(g: Tensor, a: Tensor, b: Tensor, mode: str) -> Tensor:
+    """``g ⊡ d(a ⊡ b)/da`` with the slope held exactly (one rounding; differentiable in ``g`` only)."""
+    fmt = formats.get(a.dtype)
+    slope = _mul_slope(_decode(a.detach(), fmt, mode), _decode(b.detach(), fmt, mode), fmt)
+    return _scaled_by_slope(g, slope, mode)
+
+
+# Exponent given to zeros in an addition: below every real exponent, so the other operand is the larger.
+_ZERO_EXPONENT = -(1 << 20)
+
+
+def _add_exact(x: Tensor, y: Tensor, fmt: FloatFormat, mode: str) -> Tensor:
+    """``fl(x + y)`` on bit patterns: the exact sum rounded once (RNE), IEEE special cases.
+
+    The algorithm of :func:`revcheck.oracle.rounding.add`: align the smaller operand to the
+    larger with three guard bits and a sticky bit, add or subtract the significands as
+    integers, round once.  An exact zero sum is +0 unless both addends are −0; NaN is
+    canonical.  No float operation is involved, so no host flag can change it.
+    """
+    m = fmt.mantissa_bits
+    dx, dy = _decode(x, fmt, mode), _decode(y, fmt, mode)
+
+    def significand_and_exponent(d: _Decoded) -> tuple[Tensor, Tensor]:
+        finite = d.is_finite_nonzero
+        return torch.where(finite, d.fraction + (1 << m), 0), torch.where(finite, d.exponent, _ZERO_EXPONENT)
+
+    x_significand, x_exponent = significand_and_exponent(dx)
+    y_significand, y_exponent = significand_and_exponent(dy)
+    x_is_bigger = (x_exponent > y_exponent) | ((x_exponent == y_exponent) & (x_significand >= y_significand))
+    big_exponent = torch.where(x_is_bigger, x_exponent, y_exponent)
+    small_exponent = torch.where(x_is_bigger, y_exponent, x_exponent)
+    big_negative = torch.where(x_is_bigger, dx.negative, dy.negative)
+    small_negative = torch.where(x_is_bigger, dy.negative, dx.negative)
+    guard = 3
+    big = torch.where(x_is_bigger, x_significand, y_significand) << guard
+    small_full = torch.where(x_is_bigger, y_significand, x_significand) << guard
+    distance = (big_exponent - small_exponent).clamp(max=62)
+    small = small_full >> distance
+    small = small | ((small << distance) != small_full).to(torch.int64)  # the sticky bit
+    total = torch.where(big_negative == small_negative, big + small, big - small)
+    magnitude = _round_magnitude(total, big_exponent - m - guard, None, fmt, mode)
+    exact_zero = total == 0
+    negative = torch.where(exact_zero, dx.negative & dy.negative, big_negative)
+    any_inf = dx.is_inf | dy.is_inf
+    negative = torch.where(any_inf, torch.where(dx.is_inf, dx.negative, dy.negative), negative)
+    nan = dx.is_nan | dy.is_nan | (dx.is_inf & dy.is_inf & (dx.negative != dy.negative))
+    return _assemble(negative, magnitude, fmt, nan=nan, inf=any_inf, zero=exact_zero & ~any_inf)

@@ -24,6 +24,14 @@ a time with a plain floating-point add, in order, so it can be bit-exact against
 the oracle.  There is no float multiply anywhere for the compiler to contract
 into an FMA, and the kernels are also compiled with ``enable_fp_fusion=False``.
 
+No autograd (docs/spec.md D2.13): an operand that requires grad (with grad enabled)
+is refused with :class:`~revcheck.errors.UsageError`, never silently detached; the
+torch kernels of :mod:`revcheck.kernels.pam` have the gradients.  The matmul's float
+additions run on the device: on CUDA the host's flush-to-zero flag does not apply;
+under the interpreter they run in the calling thread's float unit, so an ``"ieee"``
+matmul refuses to run while that thread flushes subnormals
+(``torch.set_flush_denormal(True)``, docs/spec.md D2.14).
+
 Devices: CUDA tensors, or CPU tensors under Triton's interpreter.  Triton reads
 ``TRITON_INTERPRET`` when a kernel is *defined*, i.e. when this module is
 imported: set ``TRITON_INTERPRET=1`` in the environment before the first
@@ -40,9 +48,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from revcheck import formats
+from revcheck.errors import UsageError
 from revcheck.formats import FloatFormat
 from revcheck.kernels.pam import _format_of_tensor
 from revcheck.modes import check_mode
@@ -96,7 +106,7 @@ def _msb_position(m):
     """floor(log2(m)) for 0 < m < 2**63 (binary search; Triton's interpreter has no clz)."""
     position = tl.zeros_like(m)
     for step in tl.static_range(6):
-        shift: tl.constexpr = 32 >> step
+        shift = 32 >> step  # constexpr already; re-annotating it in static_range does not compile
         upper = m >> shift
         found = upper != 0
         position += tl.where(found, shift, 0)
@@ -208,8 +218,8 @@ def _assemble(
 ):
     """Signed pattern (as a signed integer of the format's width) from classes and a finite magnitude.
 
-    FN 2 (fnuz): a zero result is +0 (docs/spec.md D2.11); FN 3 (no NaN): a NaN
-    result is the zero with the result's sign (D2.12).
+    FN 2 (fnuz): a zero result is +0 (docs/spec.md D2.15); FN 3 (no NaN): a NaN
+    result is the zero with the result's sign (D2.16).
     """
     magnitude = tl.where(is_zero, 0, magnitude)
     magnitude = tl.where(is_inf, OVERFLOW, magnitude)
@@ -618,12 +628,30 @@ def _check_device(*tensors: torch.Tensor) -> torch.device:
     return device
 
 
+def _refuse_grad(op: str, *tensors: torch.Tensor) -> None:
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise UsageError(
+            f"the Triton {op} has no autograd, and its result would be silently detached from an input "
+            f"that requires grad; use revcheck.kernels.pam.{op} (differentiable, same bits) or pass "
+            "detached inputs"
+        )
+
+
+def _host_flushes_subnormals() -> bool:
+    """Whether this thread's float unit flushes subnormal results or reads subnormal inputs as zero."""
+    smallest_normal = np.array([2.0**-126], dtype=np.float32)
+    flushed_result = (smallest_normal * np.float32(0.5))[0] == 0
+    flushed_input = (np.array([2.0**-149], dtype=np.float32) + np.float32(0.0))[0] == 0
+    return bool(flushed_result or flushed_input)
+
+
 def _launch_elementwise(
     op: str, operands: tuple[torch.Tensor, ...], mode: str, fmt_given: object = None
 ) -> torch.Tensor:
     ftz = check_mode(mode) == "ftz"
     fmt = _format_of(*operands, fmt=fmt_given)
     _check_device(*operands)
+    _refuse_grad(op, *operands)
     operands = tuple(torch.broadcast_tensors(*operands))
     out = torch.empty(operands[0].shape, dtype=operands[0].dtype, device=operands[0].device)
     n = out.numel()
@@ -694,7 +722,15 @@ def _launch_matmul(
     """Checks, batching and launch of a matmul kernel with :func:`_pam_matmul_kernel`'s signature."""
     ftz = check_mode(mode) == "ftz"
     fmt = _format_of(A, B, fmt=fmt_given)
-    _check_device(A, B)
+    device = _check_device(A, B)
+    _refuse_grad("pam_matmul", A, B)
+    if not ftz and device.type == "cpu" and _host_flushes_subnormals():
+        raise UsageError(
+            "the Triton interpreter adds with this thread's float unit, which flushes subnormals "
+            "(torch.set_flush_denormal(True)): an 'ieee' pam_matmul would be wrong there. Call "
+            "torch.set_flush_denormal(False), use mode='ftz', or revcheck.kernels.pam.pam_matmul "
+            "(immune to the flag)"
+        )
     if A.dim() < 2 or B.dim() < 2:
         raise ValueError(
             f"pam_matmul needs A of shape (..., M, K) and B of shape (..., K, N); got {tuple(A.shape)} "

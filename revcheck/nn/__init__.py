@@ -6,11 +6,13 @@ from typing import Any
 
 __all__ = [
     "BDIAStack",
+    "MemTransformerXL",
     "PAMLinear",
     "PAMMatmul",
     "PreNormTransformerBlock",
     "ReferenceTransformer",
     "TinyGPT",
+    "TwoPhaseTrainer",
     "TyingController",
 ]
 
@@ -22,6 +24,8 @@ _HOMES = {
     "TinyGPT": "revcheck.nn.transformer",
     "TyingController": "revcheck.nn.tying",
     "ReferenceTransformer": "revcheck.nn.expand",
+    "MemTransformerXL": "revcheck.nn.memxl",
+    "TwoPhaseTrainer": "revcheck.nn.memxl",
 }
 
 

@@ -15,13 +15,19 @@ Backward, chosen per call (``backward=``):
     ``sign(b) · 2^(Eb + [Ma + Mb >= 1])`` (:func:`~revcheck.kernels.pam.pam_mul_grad`),
     and symmetrically ``dB[k, n] = Σ_m G[m, n] · slope(B[k, n], A[m, k])``.
     Each term ``G · slope`` scales by a signed power of two, computed as the PAM
-    product ``G ⊡ slope``: PAM is exact when one operand is ±2^j, and the kernel
-    adds exponents as integers, so the term is the exact scaled value rounded
-    once (it is exact unless it over- or underflows).  ``torch.ldexp`` is not
-    used because it multiplies by a materialised ``2.0**e``, which overflows for
-    large ``e`` even when the scaled result is finite.  Terms are summed in the
-    accumulator format sequentially: ``acc = +0.0; acc = fl(acc + t_n)`` for
-    n = 0 … N−1 (dA) and m = 0 … M−1 (dB), round-to-nearest-even.
+    product ``G ⊡ slope`` with the slope held exactly (docs/spec.md D2.11): PAM is
+    exact when one operand is ±2^j, and the kernel adds exponents as integers, so
+    the term is the exact scaled value rounded once (it is exact unless it over- or
+    underflows), also where the slope alone would overflow the format.
+    ``torch.ldexp`` is not used because it multiplies by a materialised ``2.0**e``,
+    which overflows for large ``e`` even when the scaled result is finite.  Terms
+    are summed in the accumulator format sequentially: ``acc = +0.0;
+    acc = fl(acc + t_n)`` for n = 0 … N−1 (dA) and m = 0 … M−1 (dB),
+    round-to-nearest-even, with the kernels' flag-immune addition (docs/spec.md D2.14).
+
+Both backwards are differentiable again (``create_graph=True``): ``"approx"`` through
+PAM matrix products of the same kind, ``"exact"`` linearly in the upstream gradient
+(the slopes are piecewise constant).
 
 In both cases the gradient is computed in the accumulator dtype (operands are
 widened exactly to it) and then rounded once (RNE, ``Tensor.to``) to the input's
@@ -40,31 +46,22 @@ from torch import nn
 
 from revcheck import formats
 from revcheck.kernels import pam as kernels
+from revcheck.kernels.pam import BACKWARDS
+from revcheck.kernels.pam import check_backward as _check_backward
 from revcheck.modes import check_mode
 
 __all__ = ["BACKWARDS", "PAMLinear", "PAMMatmul", "pam_matmul_exact_grads"]
 
-BACKWARDS = ("approx", "exact")
 
-
-def _check_backward(backward: object) -> str:
-    if backward not in BACKWARDS:
-        raise ValueError(
-            f"unknown backward {backward!r}; accepted values are {', '.join(map(repr, BACKWARDS))}"
-        )
-    return str(backward)
-
-
-def _sequential_sum_of_scaled(
-    count: int, term_operands: Callable[[int], tuple[torch.Tensor, torch.Tensor]], mode: str
-) -> torch.Tensor:
-    """Σ_i fl(G_i ⊡ slope_i), i = 0 … count−1 in order, from +0.0, RNE (partial sums flushed in ftz)."""
+def _sequential_sum_of_scaled(count: int, term: Callable[[int], torch.Tensor], mode: str) -> torch.Tensor:
+    """Σ_i term(i), i = 0 … count−1 in order, from +0.0, RNE (partial sums flushed in ftz)."""
     total: torch.Tensor | None = None
+    summation: kernels._SequentialSum | None = None
     for index in range(count):
-        term = kernels.pam_mul(*term_operands(index), mode=mode)
-        total = torch.zeros_like(term) + term if total is None else total + term
-        if mode == "ftz":
-            total = kernels._flush_subnormal(total, formats.get(total.dtype))
+        value = term(index)
+        if summation is None:
+            summation = kernels._SequentialSum(formats.get(value.dtype), mode)
+        total = summation.add(value)
     assert total is not None
     return total
 
@@ -88,18 +85,22 @@ def pam_matmul_exact_grads(
     # dA[m, k] = Σ_n G[m, n] · slope(A[m, k], B[k, n]);  slope over (M, K) for one n.
     grad_a = _sequential_sum_of_scaled(
         cols,
-        lambda n: (
+        lambda n: kernels._times_mul_grad(
             grad[:, n : n + 1].expand(rows, depth),
-            kernels.pam_mul_grad(a_wide, b_wide[:, n].unsqueeze(0).expand(rows, depth), mode=mode),
+            a_wide,
+            b_wide[:, n].unsqueeze(0).expand(rows, depth),
+            mode,
         ),
         mode,
     )
     # dB[k, n] = Σ_m G[m, n] · slope(B[k, n], A[m, k]);  slope over (K, N) for one m.
     grad_b = _sequential_sum_of_scaled(
         rows,
-        lambda m: (
+        lambda m: kernels._times_mul_grad(
             grad[m : m + 1, :].expand(depth, cols),
-            kernels.pam_mul_grad(b_wide, a_wide[m, :].unsqueeze(1).expand(depth, cols), mode=mode),
+            b_wide,
+            a_wide[m, :].unsqueeze(1).expand(depth, cols),
+            mode,
         ),
         mode,
     )

@@ -10,11 +10,13 @@ pre-norm layer has two residual additions::
     out = x' + m
 
 so the branch of :class:`PreNormTransformerBlock` is ``h(x) = a + m`` with ``m`` computed
-from ``ln2(x + a)``.  Mathematically ``x + h(x) == out``.  In floating point
-``x + (a + m)`` and ``(x + a) + m`` are two different roundings and may differ in the last
-bit; the intermediate values ``a`` and ``m`` are bit-identical in both (``x + a`` is formed
-the same way), and :meth:`PreNormTransformerBlock.textbook_layer` gives the two-addition
-form for comparison.  ``tests/test_transformer.py`` checks exactly these facts.
+from ``ln2(x + a)``. Mathematically ``x + h(x) == out``. In floating point ``x + (a + m)``
+and ``(x + a) + m`` are two different roundings and may differ in the last bits, by at most
+``2·γ_2·(|x| + |a| + |m|)``, ``γ_2 = 2u / (1 − 2u)`` (docs/spec.md D3.12; fp32 reaches
+3.82·u·(|x| + |a| + |m|), two units in the last place); the intermediate values ``a`` and
+``m`` are bit-identical in both (``x + a`` is formed the same way), and
+:meth:`PreNormTransformerBlock.textbook_layer` gives the two-addition form for comparison.
+``tests/test_transformer.py`` checks exactly these facts.
 
 Only deterministic CPU operations are used: attention is an explicit matmul / masked
 softmax / matmul (no fused ``scaled_dot_product_attention``, whose backend choice may

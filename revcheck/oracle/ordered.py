@@ -44,15 +44,20 @@ import numpy.typing as npt
 __all__ = [
     "COMPUTE_DTYPES",
     "STORAGE_FORMATS",
+    "TRIG_MAX_ARGUMENT",
     "check_compute_array",
+    "cos",
     "erf",
     "exp",
     "expm1",
     "gelu",
     "gelu_tanh",
+    "layer_norm",
     "matmul",
+    "relu",
     "round_to_storage",
     "sequential_sum",
+    "sin",
     "softmax",
     "sqrt",
     "tanh",
@@ -453,3 +458,106 @@ def round_to_storage(x: object, fmt: str) -> FloatArray:
     narrow = rounding.decode(rounded.astype(target.uint_dtype), target, "ieee")
     back = rounding.encode_exact(narrow, target, source).view(np.float32)
     return np.where(decoded.is_nan, x, back).reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------- sin, cos, layer norm
+# Added for the Transformer-XL oracle (revcheck/oracle/memxl.py): its sinusoidal position table and its
+# layer norms.  Same rules as above: basic correctly rounded operations only, sums in index order.
+
+# fdlibm's three-part split of pi/2: each of _PIO2_1 and _PIO2_2 has 33 significant bits, so k * _PIO2_1
+# and k * _PIO2_2 are exact for |k| < 2**20; the reduced argument then carries ~2**-100 relative error.
+_PIO2_1 = float.fromhex("0x1.921fb54400000p+0")
+_PIO2_2 = float.fromhex("0x1.0b4611a600000p-34")
+_PIO2_3 = float.fromhex("0x1.3198a2e037073p-69")
+_INV_PIO2 = float.fromhex("0x1.45f306dc9c883p-1")
+TRIG_MAX_ARGUMENT = float(2**19)  # |x| beyond this: k no longer fits the exact-product condition
+# Taylor coefficients for |r| <= pi/4 (r**2 <= 0.617): sin to r**25, cos to r**26; truncation < 1e-26.
+_SIN = [(-1.0) ** n / float(np.prod(np.arange(1, 2 * n + 2, dtype=np.float64))) for n in range(12, -1, -1)]
+_COS = [(-1.0) ** n / float(np.prod(np.arange(1, 2 * n + 1, dtype=np.float64))) for n in range(13, -1, -1)]
+
+
+def _polynomial(coefficients: list[float], z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    p = np.full_like(z, coefficients[0])
+    for coefficient in coefficients[1:]:
+        p = p * z + coefficient
+    return p
+
+
+def _sin_cos64(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    if np.any(np.abs(x[np.isfinite(x)]) > TRIG_MAX_ARGUMENT):
+        raise ValueError(
+            f"sin/cos arguments must satisfy |x| <= {TRIG_MAX_ARGUMENT:g} (the declared range reduction is "
+            "exact only there); scale the argument down, e.g. clamp positional distances"
+        )
+    finite = np.isfinite(x)
+    safe = np.where(finite, x, 0.0)
+    k = np.rint(safe * _INV_PIO2)
+    r = ((safe - k * _PIO2_1) - k * _PIO2_2) - k * _PIO2_3
+    z = r * r
+    s = _polynomial(_SIN, z) * r
+    c = _polynomial(_COS, z)
+    quadrant = k.astype(np.int64) & 3
+    sine = np.select([quadrant == 0, quadrant == 1, quadrant == 2], [s, c, -s], -c)
+    cosine = np.select([quadrant == 0, quadrant == 1, quadrant == 2], [c, -s, -c], s)
+    nan = np.float64(np.nan)
+    return np.where(finite, sine, nan), np.where(finite, cosine, nan)
+
+
+def sin(x: object) -> FloatArray:
+    """``sin(x)``, position-independent and portable (Cody-Waite reduction by pi/2, Taylor polynomial).
+
+    binary64: a few ulps; binary32: the binary64 result rounded once more.  ``|x|`` must not exceed
+    :data:`TRIG_MAX_ARGUMENT` (``ValueError`` otherwise); inf and NaN give NaN.
+
+    Examples
+    --------
+    >>> sin(np.float64([0.0, np.pi / 2, 3.0]))
+    array([0.        , 1.        , 0.14112001])
+    """
+    x = check_compute_array(x)
+    return _sin_cos64(x.astype(np.float64, copy=False))[0].astype(x.dtype, copy=False)
+
+
+def cos(x: object) -> FloatArray:
+    """``cos(x)``, built like :func:`sin` (same range, same accuracy).
+
+    Examples
+    --------
+    >>> cos(np.float64([0.0, np.pi, 3.0]))
+    array([ 1.       , -1.       , -0.9899925])
+    """
+    x = check_compute_array(x)
+    return _sin_cos64(x.astype(np.float64, copy=False))[1].astype(x.dtype, copy=False)
+
+
+def relu(x: object) -> FloatArray:
+    """``max(x, 0)`` elementwise, exact; negative values and ``-0`` become ``+0``, NaN stays NaN."""
+    x = check_compute_array(x)
+    return np.where(x > 0, x, np.where(np.isnan(x), x, x.dtype.type(0)))
+
+
+def layer_norm(x: object, weight: object, bias: object, eps: float) -> FloatArray:
+    """Layer norm over the last axis in a declared order.
+
+    ``mean = sum(x) / n``; ``c = x - mean``; ``var = sum(c * c) / n`` (sequential sums, index order);
+    ``rstd = 1 / sqrt(var + eps)``; ``y = (c * rstd) * weight + bias`` -- every step one rounding, the
+    structure of ``torch.nn.functional.layer_norm`` (biased variance, ``eps`` inside the root).
+
+    Examples
+    --------
+    >>> layer_norm(np.float64([[1.0, 3.0]]), np.float64([1.0, 1.0]), np.float64([0.0, 0.0]), 0.0)
+    array([[-1.,  1.]])
+    """
+    x = check_compute_array(x)
+    weight = check_compute_array(weight, "weight")
+    bias = check_compute_array(bias, "bias")
+    if not (x.dtype == weight.dtype == bias.dtype):
+        raise TypeError(
+            f"x, weight and bias must have one dtype, got {x.dtype}, {weight.dtype}, {bias.dtype}"
+        )
+    n = x.dtype.type(x.shape[-1])
+    mean = sequential_sum(x) / n
+    centered = x - mean[..., None]
+    var = sequential_sum(centered * centered) / n
+    rstd = x.dtype.type(1) / np.sqrt(var + x.dtype.type(eps))
+    return (centered * rstd[..., None]) * weight + bias

@@ -16,12 +16,12 @@ Decisions (beyond the letter of docs/spec.md §2):
 * A format without infinity (fp8_e4m3fn, the fnuz, fp6 and fp4 formats):
   every result that would be ±inf (overflow, ``x ⊘ ±0``, ``pa_log2(0)``,
   ``pa_exp2`` overflow) is ±max_finite (saturation, like CUDA's
-  ``__NV_SATFINITE``; docs/spec.md D1.1, D2.13).
+  ``__NV_SATFINITE``; docs/spec.md D1.1, D2.17).
 * A computed NaN is always the format's canonical quiet NaN
   (``fmt.canonical_nan``, sign 0; fnuz: ``0x80``), whatever NaN came in.  In
   a format without NaN (fp6, fp4) the one NaN case that can arise, ``±0 ⊘ ±0``,
-  is the zero with the XOR sign (D2.12).
-* A zero result in a format without −0 (fnuz) is +0 (D2.11).
+  is the zero with the XOR sign (D2.16).
+* A zero result in a format without −0 (fnuz) is +0 (D2.15).
 * ``pa_log2`` and ``pa_exp2`` return the input's format, rounded once.
   ``pa_log2(±0) = -inf``, ``pa_log2(±inf) = +inf``, the sign of ``x`` is
   ignored, ``pa_log2(1) = +0``.  ``pa_exp2(±0) = 1``, ``pa_exp2(-inf) = +0``.

@@ -17,7 +17,7 @@ round-to-nearest-even, gradual underflow, overflow to ``±inf`` -- or to
 ``±max_finite`` for saturating formats (every format without infinity:
 fp8_e4m3fn, the fnuz and the fp6/fp4 formats; like CUDA's
 ``__NV_SATFINITE``).  A zero result in a format without −0 (fnuz) is +0
-(docs/spec.md D2.11): :func:`round_to_format`, :func:`special_bits` and
+(docs/spec.md D2.15): :func:`round_to_format`, :func:`special_bits` and
 :func:`signed_bits` drop the sign of a zero there.
 
 A ``significand`` may carry a *sticky bit* in its least significant position
@@ -174,7 +174,7 @@ def signed_bits(negative: BoolArray, magnitude: npt.NDArray[Any], fmt: FloatForm
     """Patterns with the sign of ``negative`` and the magnitudes ``magnitude`` (zeros +0 without −0)."""
     negative = np.asarray(negative, dtype=bool)
     magnitude = np.asarray(magnitude).astype(fmt.uint_dtype)
-    if not fmt.has_negative_zero:  # docs/spec.md D2.11: a zero result is +0
+    if not fmt.has_negative_zero:  # docs/spec.md D2.15: a zero result is +0
         negative = negative & (magnitude != 0)
     return np.where(negative, magnitude | fmt.uint_dtype.type(fmt.sign_mask), magnitude).astype(
         fmt.uint_dtype
@@ -183,7 +183,7 @@ def signed_bits(negative: BoolArray, magnitude: npt.NDArray[Any], fmt: FloatForm
 
 def nan_result(nan: BoolArray, negative: BoolArray, out: UIntArray, fmt: FloatFormat) -> UIntArray:
     """``out`` where ``nan`` is False; elsewhere the canonical NaN, or in a format without NaN the
-    zero with the sign of ``negative`` (the XOR sign of the operands: docs/spec.md D2.12)."""
+    zero with the sign of ``negative`` (the XOR sign of the operands: docs/spec.md D2.16)."""
     if fmt.has_nan:
         return np.where(nan, fmt.uint_dtype.type(fmt.canonical_nan), out)
     return np.where(nan, special_bits(negative, 0, fmt), out)
@@ -226,7 +226,7 @@ def round_to_format(
     if mode == "ftz":
         underflow_to_zero = underflow_to_zero | (biased < 1)
     code = np.where(underflow_to_zero, np.uint64(0), code)
-    if not fmt.has_negative_zero:  # docs/spec.md D2.11: a zero result is +0
+    if not fmt.has_negative_zero:  # docs/spec.md D2.15: a zero result is +0
         negative = negative & (code != 0)
     code = code | np.where(negative, np.uint64(fmt.sign_mask), np.uint64(0))
     return code.astype(fmt.uint_dtype)

@@ -1,20 +1,29 @@
 """The sweep's command line: ``revcheck sweep ...`` and ``python -m revcheck.sweep ...``.
 
 Exit status: 0 every checked input matched, 1 some did not, 2 bad usage
-(one line on stderr).
+(one line on stderr), 130 interrupted (Ctrl-C: the finished chunks are saved
+when ``--state-dir`` is given, and the message says how to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from revcheck.audit import registry
-from revcheck.cli import EXIT_COUNTEREXAMPLE, EXIT_OK, Parser, run_command
+from revcheck.cli import (
+    EXIT_COUNTEREXAMPLE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Parser,
+    attach_option_values,
+    run_command,
+)
 from revcheck.modes import MODES
 from revcheck.sweep.config import SweepConfig, small_formats, validate
-from revcheck.sweep.run import format_summary, run_sweep
+from revcheck.sweep.run import SweepInterrupted, format_summary, run_sweep
 
 __all__ = ["PROG", "add_arguments", "config_from", "main", "parse_args", "run_from"]
 
@@ -27,6 +36,12 @@ def _shard(text: str) -> tuple[int, int]:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--shard {text!r} is not I/N (e.g. 0/4)") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--shard {text}: N = {count} shards; use I/N with N >= 1")
+    if index < 0:
+        raise argparse.ArgumentTypeError(
+            f"--shard {text}: the shard index {index} is negative; use I/N with 0 <= I < N"
+        )
     if not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"--shard {text}: use I/N with 0 <= I < N")
     return index, count
@@ -71,12 +86,19 @@ def parse_args(argv: Sequence[str] | None = None) -> SweepConfig:
     """The :class:`SweepConfig` of a command line; raises :class:`~revcheck.errors.UsageError` if bad."""
     parser = Parser(prog=PROG, description=DESCRIPTION)
     add_arguments(parser)
-    return config_from(parser.parse_args(argv))
+    return config_from(parser.parse_args(attach_option_values(argv, ("--shard",))))
 
 
 def run_from(args: argparse.Namespace) -> int:
-    """Run the sweep of parsed arguments, print its summary; the exit status (0 clean, 1 mismatches)."""
-    result = run_sweep(config_from(args))
+    """Run the sweep of parsed arguments, print its summary; the exit status.
+
+    0 clean, 1 mismatches, 130 after Ctrl-C (with a line that says what was saved and how to resume).
+    """
+    try:
+        result = run_sweep(config_from(args))
+    except SweepInterrupted as interrupted:
+        print(f"{PROG if args.command is None else 'revcheck sweep'}: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(format_summary(result))
     return EXIT_COUNTEREXAMPLE if result.mismatches else EXIT_OK
 
@@ -87,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def command() -> int:
         parser = Parser(prog=PROG, description=DESCRIPTION)
         add_arguments(parser)
-        return run_from(parser.parse_args(argv))
+        parser.set_defaults(command=None)
+        return run_from(parser.parse_args(attach_option_values(argv, ("--shard",))))
 
     return run_command(PROG, command)

@@ -10,7 +10,9 @@ import numpy.typing as npt
 
 from revcheck import enumeration, formats
 from revcheck.audit import registry
+from revcheck.audit.arguments import check_device
 from revcheck.audit.spec import OpSpec
+from revcheck.cli import check_output_directory
 from revcheck.errors import UsageError
 from revcheck.formats import FloatFormat
 from revcheck.modes import check_mode
@@ -132,6 +134,10 @@ def validate(config: SweepConfig) -> None:
         raise UsageError(f"--limit-chunks {config.limit_chunks} must be at least 1")
     if config.workers < 0:
         raise UsageError(f"--workers {config.workers} must be >= 0 (0: one per CPU)")
+    if config.state_dir is not None:
+        # Before any work: a state dir that cannot hold the records would lose every finished chunk.
+        check_output_directory(config.state_dir, "--state-dir")
+    check_device(config.device)
     try:
         spec.implementation(config.impl)
     except ImportError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterator
 from multiprocessing.pool import Pool
 
@@ -22,6 +23,9 @@ def worker_count(config: SweepConfig, jobs: int) -> int:
 def _init_worker() -> None:
     import torch
 
+    # Ctrl-C reaches the whole process group: the parent saves the state and stops the pool;
+    # workers ignore it, so that none prints a KeyboardInterrupt traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
 
 

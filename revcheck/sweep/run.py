@@ -14,11 +14,36 @@ from revcheck.sweep.config import SweepConfig, total_chunks, validate
 from revcheck.sweep.pool import run_chunks
 from revcheck.sweep.progress import Progress
 
-__all__ = ["SUMMARY_EXAMPLES", "SweepResult", "format_summary", "run_sweep"]
+__all__ = ["SUMMARY_EXAMPLES", "SweepInterrupted", "SweepResult", "format_summary", "run_sweep"]
 
 SUMMARY_EXAMPLES = 5
 # Seconds between state-file writes while chunks finish.
 SAVE_INTERVAL = 2.0
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_sweep`, after the finished chunks were saved; ``str()`` says how to resume.
+
+    A ``KeyboardInterrupt``, so code that does not know it still stops.
+    """
+
+    def __init__(self, config: SweepConfig, chunks_done: int, chunks_in_shard: int, run_now: int) -> None:
+        self.config = config
+        self.chunks_done = chunks_done
+        self.chunks_in_shard = chunks_in_shard
+        self.run_now = run_now
+        path = state.state_path(config)
+        if path is None:
+            text = (
+                f"interrupted after {run_now} chunk(s) of {chunks_in_shard}; nothing was recorded (no "
+                "--state-dir): add --state-dir DIR to make the sweep resumable"
+            )
+        else:
+            text = (
+                f"interrupted: {chunks_done} of {chunks_in_shard} chunks of this shard are recorded in "
+                f"{path} ({run_now} finished in this run); run the same command again to resume"
+            )
+        super().__init__(text)
 
 
 @dataclass
@@ -71,6 +96,11 @@ def run_sweep(config: SweepConfig, *, progress_stream: TextIO | None = None) -> 
             if time.perf_counter() - last_save > SAVE_INTERVAL or run_now == len(todo):
                 state.save(config, mine.values())
                 last_save = time.perf_counter()
+    except KeyboardInterrupt:
+        state.save(config, mine.values())
+        if not config.quiet:
+            progress.stream.write("\n")
+        raise SweepInterrupted(config, len(mine), len(shard), run_now) from None
     finally:
         state.save(config, mine.values())
     if todo:

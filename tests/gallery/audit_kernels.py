@@ -257,6 +257,35 @@ def pa_exp2(y: Tensor, *, mode: str = "ieee") -> Tensor:
     return assemble(torch.zeros_like(d.negative), magnitude, fmt, y.dtype)
 
 
+def _fp32_only(x: Tensor, name: str) -> None:
+    if x.dtype != torch.float32:
+        raise TypeError(f"{name} supports float32 only, got {x.dtype}")
+
+
+def pa_exp2_flushes_last_binade(y: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG (fp32 only): every y below emin - m (= -149) gives +0.
+
+    "Below the smallest subnormal is zero" forgets that 2**floor(y) (1 + f) for y in (-150, -149)
+    rounds UP to the smallest subnormal: wrong only in the last binade above the underflow threshold.
+    """
+    _fp32_only(y, "pa_exp2_flushes_last_binade")
+    fmt = formats.get(y.dtype)
+    result = pa_exp2(y, mode=mode)
+    below = (y < fmt.emin - fmt.mantissa_bits) & torch.isfinite(y)
+    return torch.where(below, torch.zeros_like(result), result)
+
+
+def pa_log2_near_one_shortcut(x: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG (fp32 only): returns +0 when |x| is within 4 ULPs of 1, so that pa_log2(1) is "surely" +0.
+
+    pa_log2(1 + k ulp) is k · 2**-23, exactly: the tolerance throws away the results a few ULPs from 1.
+    """
+    _fp32_only(x, "pa_log2_near_one_shortcut")
+    result = pa_log2(x, mode=mode)
+    near_one = (x.abs() - 1).abs() < 4 * torch.finfo(torch.float32).eps
+    return torch.where(near_one, torch.zeros_like(result), result)
+
+
 # ---- PAM matrix product ----------------------------------------------------------------------
 
 
@@ -332,6 +361,86 @@ def pam_matmul_input_dtype_accumulator(A: Tensor, B: Tensor, *, mode: str = "iee
     for k in range(products.shape[1]):
         total = total + products[:, k, :]
     return total.to(_accumulator_dtype(A.dtype))
+
+
+def pam_matmul_inf_times_finite_is_nan(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG: an emulation of the PAM paper's CUDA matmul, whose product of inf and a finite value is NaN.
+
+    The product guard tests "either operand not finite -> NaN" instead of "inf with zero, or NaN":
+    ``inf ⊡ 1`` is NaN inside the product, so a row with an infinity sums to NaN, not ±inf.
+    """
+    products = _products(A, B, mode)
+    infinite = torch.isinf(A.to(products.dtype))[:, :, None] | torch.isinf(B.to(products.dtype))[None, :, :]
+    products = torch.where(infinite, torch.full_like(products, float("nan")), products)
+    total = torch.zeros(products.shape[0], products.shape[2], dtype=products.dtype, device=products.device)
+    for k in range(products.shape[1]):
+        total = total + products[:, k, :]
+        if mode == "ftz":
+            total = _flush_tiny_sum(total)
+    return total
+
+
+SPLIT_K_BLOCK = 32
+
+
+def pam_matmul_split_k_low_precision(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG even for pam_matmul_any_order: split-K with bf16 partial sums once K > 32.
+
+    Each block of 32 products is summed in the accumulator dtype, but the partial sums are
+    stored in bf16 (to halve the workspace) before the final reduction; with one block (K <= 32)
+    nothing is stored and the result is exact, so only reductions longer than a block leave the bound.
+    """
+    products = _products(A, B, mode)
+    blocks = products.split(SPLIT_K_BLOCK, dim=1)
+    partials = []
+    for block in blocks:
+        partial = torch.zeros(products.shape[0], products.shape[2], dtype=products.dtype, device=A.device)
+        for k in range(block.shape[1]):
+            partial = partial + block[:, k, :]
+        partials.append(partial)
+    if len(partials) == 1:
+        return partials[0]
+    total = torch.zeros_like(partials[0])
+    for partial in partials:
+        total = total + partial.to(torch.bfloat16).to(products.dtype)
+    return total
+
+
+def pam_matmul_flushes_subnormal_products(A: Tensor, B: Tensor, *, mode: str = "ieee") -> Tensor:
+    """WRONG in mode "ieee": products below the accumulator's smallest normal are flushed to zero.
+
+    (A product kernel compiled with flush-to-zero.)  fp16 and fp8 products are never subnormal in
+    fp32 (docs/spec.md F2.10): the bug shows only for fp32, bf16 and fp64 inputs.
+    """
+    products = _flush_tiny_sum(_products(A, B, mode))
+    total = torch.zeros(products.shape[0], products.shape[2], dtype=products.dtype, device=products.device)
+    for k in range(products.shape[1]):
+        total = total + products[:, k, :]
+        if mode == "ftz":
+            total = _flush_tiny_sum(total)
+    return total
+
+
+def pam_matmul_backward_approx(
+    A: Tensor, B: Tensor, G: Tensor, *, mode: str = "ieee"
+) -> tuple[Tensor, Tensor]:
+    """Correct approximate backward: dA = G ⊡@ Bᵀ, dB = Aᵀ ⊡@ G in the accumulator, rounded to A's dtype."""
+    accumulator = _accumulator_dtype(A.dtype)
+    grad_a = pam_matmul(G, B.to(accumulator).T.contiguous(), mode=mode)
+    grad_b = pam_matmul(A.to(accumulator).T.contiguous(), G, mode=mode)
+    return grad_a.to(A.dtype), grad_b.to(B.dtype)
+
+
+def pam_matmul_backward_narrow_gradient(
+    A: Tensor, B: Tensor, G: Tensor, *, mode: str = "ieee"
+) -> tuple[Tensor, Tensor]:
+    """WRONG: the upstream gradient is cast to the parameters' dtype first (to "save memory").
+
+    For fp32 and fp64 that cast is the identity; for bf16, fp16 and fp8 it rounds G before the
+    products, so the gradients differ from the backward PAMMatmul defines.
+    """
+    narrow = G.to(A.dtype).to(G.dtype)
+    return pam_matmul_backward_approx(A, B, narrow, mode=mode)
 
 
 # ---- planted PAM bugs ------------------------------------------------------------------------
@@ -509,6 +618,43 @@ def bdia_inverse_step_ignores_side_bit(
     return _inverse(X_next, X_cur, h, gamma, s_prev, grid_bits, compute_dtype, subtract_side=False)
 
 
+def bdia_forward_step_through_float64(
+    X_prev: Tensor,
+    X_cur: Tensor,
+    h: Tensor,
+    gamma: Tensor,
+    grid_bits: int,
+    *,
+    compute_dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """WRONG above 2**53: x = X * 2**-l converted int64 -> float64 -> fp32, which rounds twice.
+
+    Exact while float64 holds the code (|X| <= 2**53); above, the first rounding can leave a tie
+    that the second rounds to even, where one rounding of X rounds up.
+    """
+    x = (X_cur.to(torch.float64) * 2.0**-grid_bits).to(compute_dtype)
+    g = _gamma_column(gamma, x)
+    y = (1 - g) * x + (1 + g) * h.to(compute_dtype)
+    side = X_prev & 1
+    half = (X_prev + side) >> 1
+    return torch.where(g > 0, half, -half) + bdia_quantize(y, grid_bits), side.to(torch.uint8)
+
+
+def bdia_inference_step(
+    X_cur: Tensor, h: Tensor, grid_bits: int, *, compute_dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Correct BDIA inference step (gamma = 0): X_next = X_cur + R(h)."""
+    return X_cur + bdia_quantize(h.to(compute_dtype), grid_bits)
+
+
+def bdia_inference_step_rounds_sum(
+    X_cur: Tensor, h: Tensor, grid_bits: int, *, compute_dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """WRONG: the public BDIA ViT's inference rule R(fl(x + h)), which rounds twice (docs/spec.md D3.1)."""
+    x = X_cur.to(compute_dtype) * 2.0**-grid_bits
+    return bdia_quantize(x + h.to(compute_dtype), grid_bits)
+
+
 # ---- the catalogue ---------------------------------------------------------------------------------
 
 CORRECT_KERNELS: dict[str, Any] = {
@@ -519,9 +665,11 @@ CORRECT_KERNELS: dict[str, Any] = {
     "pa_exp2": pa_exp2,
     "pam_matmul": pam_matmul,
     "pam_matmul_any_order": pam_matmul_pairwise,
+    "pam_matmul_backward_approx": pam_matmul_backward_approx,
     "bdia_quantize": bdia_quantize,
     "bdia_forward_step": bdia_forward_step,
     "bdia_inverse_step": bdia_inverse_step,
+    "bdia_inference_step": bdia_inference_step,
 }
 
 
@@ -562,6 +710,12 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
     ),
     "float log2 route": PlantedBug(pa_log2_float_route, "pa_log2", ("fp32",), ("input:subnormal",)),
     "float exp2 route": PlantedBug(pa_exp2_float_route, "pa_exp2", ("bf16",), ("input:normal",)),
+    "exp2 flushes its last binade (fp32 only)": PlantedBug(
+        pa_exp2_flushes_last_binade, "pa_exp2", ("fp32",), ("expected:subnormal", "actual:+zero")
+    ),
+    "log2 near one shortcut (fp32 only)": PlantedBug(
+        pa_log2_near_one_shortcut, "pa_log2", ("fp32",), ("input:normal", "actual:+zero")
+    ),
     "round half up": PlantedBug(bdia_quantize_half_up, "bdia_quantize", ("fp32",), ("label:tie",)),
     "FMA-contracted y_k": PlantedBug(
         bdia_forward_step_fma, "bdia_forward_step", ("fp32",), ("label:X_next differs", "label:s_prev agrees")
@@ -572,9 +726,33 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
     "inverse ignores the side bit": PlantedBug(
         bdia_inverse_step_ignores_side_bit, "bdia_inverse_step", ("fp32",), ("label:s_prev=1",)
     ),
+    "x through float64 (double rounding above 2^53)": PlantedBug(
+        bdia_forward_step_through_float64,
+        "bdia_forward_step",
+        ("fp32",),
+        ("input:X_cur: |code| ≥ 2^53", "label:X_next differs"),
+    ),
+    "inference as R(x + h) (public BDIA ViT)": PlantedBug(
+        bdia_inference_step_rounds_sum, "bdia_inference_step", ("fp32",), ("label:X_next differs",)
+    ),
     "pairwise summation order": PlantedBug(pam_matmul_pairwise, "pam_matmul", ("fp32",), ("input:normal",)),
     "accumulator in the input dtype": PlantedBug(
         pam_matmul_input_dtype_accumulator, "pam_matmul_any_order", ("bf16",), ("input:normal",)
+    ),
+    "PAM paper's CUDA matmul: inf ⊡ finite is NaN": PlantedBug(
+        pam_matmul_inf_times_finite_is_nan,
+        "pam_matmul",
+        ("fp32",),
+        ("input:inf", "expected:inf", "actual:nan"),
+    ),
+    "split-K with bf16 partial sums (K > 32)": PlantedBug(
+        pam_matmul_split_k_low_precision, "pam_matmul_any_order", ("fp32",), ("input:normal",)
+    ),
+    "flushed subnormal products (fp32 only)": PlantedBug(
+        pam_matmul_flushes_subnormal_products, "pam_matmul", ("fp32",), ("input:products: underflow edge",)
+    ),
+    "gradient cast to the input dtype first": PlantedBug(
+        pam_matmul_backward_narrow_gradient, "pam_matmul_backward_approx", ("bf16",), ("label:dA",)
     ),
     "random summation order": PlantedBug(
         pam_matmul_random_order,

@@ -1,11 +1,11 @@
-"""Planted bugs of the formats added in issue 14 (fnuz, fp6, fp4; docs/spec.md D1.6-D1.13, D2.11-D2.14).
+"""Planted bugs of the formats added in issue 14 (fnuz, fp6, fp4; docs/spec.md D1.6-D1.13, D2.15-D2.18).
 
 Each is a mistake a kernel or cast author makes with these encodings, and each is
 caught by a check of revcheck's own suites with :class:`BitMismatchError`:
 
 * reading the fnuz NaN (``0x80``, the pattern of −0 elsewhere) as a zero;
 * writing a zero result with the XOR sign in a fnuz format (``0x80``: a NaN);
-* giving ``0 ⊘ 0`` the saturated ``max`` in fp4 instead of the zero of D2.12;
+* giving ``0 ⊘ 0`` the saturated ``max`` in fp4 instead of the zero of D2.16;
 * casts that round ties away from zero, round twice (through fp32), or do not
   saturate (NaN on overflow, as ml_dtypes does: D1.13).
 """
@@ -104,7 +104,7 @@ def _signed_zero_product(a: torch.Tensor, b: torch.Tensor, **keywords: Any) -> t
 
 
 def _zero_over_zero_saturates(a: torch.Tensor, b: torch.Tensor, **keywords: Any) -> torch.Tensor:
-    """pam_div that treats 0 ⊘ 0 in a format without NaN like x ⊘ 0: ±max (not D2.12's zero)."""
+    """pam_div that treats 0 ⊘ 0 in a format without NaN like x ⊘ 0: ±max (not D2.16's zero)."""
     out = kernels.pam_div(a, b, **keywords).clone()
     fmt = formats.get(keywords.get("fmt") or a.dtype)
     if fmt.has_nan:
@@ -153,7 +153,7 @@ PLANTED_BUGS = [
     ),
     PlantedBug(
         name="fnuz_zero_product_keeps_the_sign",
-        mistake="writes a zero product with the XOR sign in fnuz: 0x80, a NaN (docs/spec.md D2.11)",
+        mistake="writes a zero product with the XOR sign in fnuz: 0x80, a NaN (docs/spec.md D2.15)",
         check=fnuz_kernels_agree_on_testfloat_pairs,
         wrong=_with(pam_mul=_signed_zero_product),
         right=kernels,
@@ -163,7 +163,7 @@ PLANTED_BUGS = [
     ),
     PlantedBug(
         name="fp4_zero_over_zero_saturates",
-        mistake="gives 0 ⊘ 0 the saturated max in fp4 instead of the XOR-signed zero (docs/spec.md D2.12)",
+        mistake="gives 0 ⊘ 0 the saturated max in fp4 instead of the XOR-signed zero (docs/spec.md D2.16)",
         check=fp4_kernels_agree_on_every_input,
         wrong=_with(pam_div=_zero_over_zero_saturates),
         right=kernels,

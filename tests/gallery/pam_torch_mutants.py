@@ -9,6 +9,7 @@ each in and runs those properties.  Mutants call the real kernels
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ REAL: dict[str, Callable[..., Any]] = {
     for name in ("pam_mul", "pam_div", "pam_mul_grad", "pa_log2", "pa_exp2", "pam_matmul")
 }
 REAL_SEQUENTIAL_SUM = nn_pam._sequential_sum_of_scaled
+REAL_MUL_SLOPE = kernels._mul_slope
 
 
 def _int_dtype(fmt: formats.FloatFormat) -> torch.dtype:
@@ -109,13 +111,14 @@ def exp2_true_exponential(y: torch.Tensor, *, mode: str = "ieee") -> torch.Tenso
     return torch.exp2(y.double()).to(y.dtype)
 
 
-def grad_without_carry(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
-    """sign(b) · 2**Eb: forgets the piece where Ma + Mb >= 1 doubles the slope."""
-    fmt = formats.get(a.dtype)
-    bits = _bits(a)
-    # Clearing a's fraction (NaNs kept) makes Ma = 0, so the carry never happens.
-    cleared = torch.where(torch.isnan(a.double()), bits, bits & ~fmt.mantissa_mask)
-    return REAL["pam_mul_grad"](_with_bits(cleared, a.dtype), b, mode=mode)
+def slope_without_carry(da: Any, db: Any, fmt: formats.FloatFormat) -> Any:
+    """sign(b) · 2**Eb: forgets the piece where Ma + Mb >= 1 doubles the slope.
+
+    Patched into the one home of the slope (``kernels._mul_slope``), so ``pam_mul_grad``,
+    the exact backward of ``pam_mul`` and that of ``PAMMatmul`` all inherit it.
+    """
+    cleared = dataclasses.replace(da, fraction=torch.zeros_like(da.fraction))  # Ma = 0: no carry
+    return REAL_MUL_SLOPE(cleared, db, fmt)
 
 
 def matmul_pairwise_always(
@@ -167,6 +170,34 @@ def approx_backward_float_matmul(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...
     return grad_a, grad_b, None, None
 
 
+REAL_ADDER = kernels._adder
+REAL_DIV_SLOPES = kernels._div_slopes
+REAL_DIV_APPROX = kernels._div_approx
+
+
+def matmul_float_adds_always(acc: formats.FloatFormat, mode: str, sums_stay_normal: bool) -> Any:
+    """Plain float additions in "ieee" even where subnormals occur: right until the host flushes them."""
+    return torch.add if mode == "ieee" else REAL_ADDER(acc, mode, sums_stay_normal)
+
+
+def slope_rounded_first(g: torch.Tensor, slope: Any, fmt: formats.FloatFormat, mode: str) -> torch.Tensor:
+    """``g ⊡ fl(s)``: the slope rounded to the format before scaling (loses what overflows alone)."""
+    return REAL["pam_mul"](g, kernels._round_slope(slope, fmt, mode), mode=mode)
+
+
+def div_slope_left_piece(da: Any, db: Any, fmt: formats.FloatFormat) -> Any:
+    """d(a ⊘ b)/db with the piece to the left in |b| at the breakpoint Ma = Mb."""
+    slope_a, slope_b = REAL_DIV_SLOPES(da, db, fmt)
+    at_breakpoint = (kernels._fraction_or_zero(da) == db.fraction).to(torch.int64)
+    return slope_a, dataclasses.replace(slope_b, exponent=slope_b.exponent + at_breakpoint)
+
+
+def div_approx_float_reciprocal(inputs: Any, out: torch.Tensor, mode: str) -> tuple[torch.Tensor, ...]:
+    """The approximate d(a ⊘ b)/da as the float reciprocal 1/b instead of 1 ⊘ b."""
+    b = inputs[1]
+    return ((1.0 / b.double()).to(b.dtype), REAL_DIV_APPROX(inputs, out, mode)[1])
+
+
 @dataclass(frozen=True)
 class Mutant:
     """A wrong implementation, where it goes, and the properties (module, test, kwargs) that must fail."""
@@ -180,6 +211,8 @@ class Mutant:
 KERNELS = "test_pam_kernels"
 MATMUL = "test_pam_matmul"
 AUTOGRAD = "test_pam_autograd"
+ELEMENTWISE_AUTOGRAD = "test_pam_elementwise_autograd"
+FPENV = "test_pam_fpenv"
 
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
@@ -235,8 +268,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "slope ignores the [Ma + Mb >= 1] piece",
-        (kernels, "pam_mul_grad"),
-        grad_without_carry,
+        (kernels, "_mul_slope"),
+        slope_without_carry,
         (
             (KERNELS, "test_binary_kernel_equals_oracle", {"op": "pam_mul_grad"}),
             (AUTOGRAD, "test_exact_backward_is_the_slope_of_the_affine_piece", {}),
@@ -271,5 +304,29 @@ MUTANTS: tuple[Mutant, ...] = (
         (nn_pam.PAMMatmul, "backward"),
         staticmethod(approx_backward_float_matmul),
         ((AUTOGRAD, "test_approx_backward_is_the_pam_matmuls_it_claims", {}),),
+    ),
+    Mutant(
+        "matmul adds subnormals with the host's float unit",
+        (kernels, "_adder"),
+        matmul_float_adds_always,
+        ((FPENV, "test_matmul_is_the_same_with_and_without_the_flush_flag", {}),),
+    ),
+    Mutant(
+        "exact backward rounds the slope before scaling",
+        (kernels, "_times_slope"),
+        slope_rounded_first,
+        ((ELEMENTWISE_AUTOGRAD, "test_exact_backward_is_g_times_the_slope_rounded_once", {}),),
+    ),
+    Mutant(
+        "d(a ⊘ b)/db takes the left piece at Ma = Mb",
+        (kernels, "_div_slopes"),
+        div_slope_left_piece,
+        ((ELEMENTWISE_AUTOGRAD, "test_exact_backward_is_g_times_the_slope_rounded_once", {}),),
+    ),
+    Mutant(
+        "approx d(a ⊘ b)/da is the float reciprocal",
+        (kernels, "_div_approx"),
+        div_approx_float_reciprocal,
+        ((ELEMENTWISE_AUTOGRAD, "test_approx_backward_is_the_pa_composition_it_claims", {}),),
     ),
 )

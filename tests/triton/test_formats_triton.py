@@ -88,7 +88,7 @@ def test_triton_rejects_patterns_with_padding_bits(device: str) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_triton_decision(case: Case, device: str) -> None:
-    """Each special-case decision of tests/test_formats_new.py (D2.11 to D2.14), on the Triton kernels."""
+    """Each special-case decision of tests/test_formats_new.py (D2.15 to D2.18), on the Triton kernels."""
     fmt = formats.get(case.fmt)
     tensors = [bits.to_torch(np.array([x], dtype=fmt.uint_dtype), fmt, device) for x in case.inputs]
     got = int(bits.to_bits(getattr(triton_pam, case.op)(*tensors, mode=case.mode, fmt=fmt), fmt)[0])

@@ -50,7 +50,10 @@ dtype) and free of side effects (BatchNorm running statistics would be updated
 twice).  A block whose recomputation differs is reported in backward by name.
 Values that cannot be reconstructed (NaN/inf in ``h``/``y``, codes with
 ``|X| >= 2**62``) raise ``BDIARangeError`` at the end of the forward, naming the
-first offending block.
+first offending block.  Double backward (``create_graph=True``, e.g. a gradient
+penalty) exists only in ``mode="stored"``: the reversible backward raises
+``BDIADoubleBackwardError`` instead of returning gradients without their
+second-order terms (docs/spec.md D3.16).
 
 Layout (one concept per module; the public names are re-exported here):
 
@@ -62,7 +65,7 @@ Layout (one concept per module; the public names are re-exported here):
 * ``_recompute``: the RNG and autocast states a recomputation restores;
 * ``_checksums``: reconstruction checks (:class:`BDIAReconstructionError`);
 * ``_ranges``: the range flags of a forward (:class:`BDIARangeError`);
-* ``_errors``: the two exceptions.
+* ``_errors``: the exceptions.
 
 The limits and dtypes (``MAX_L``, ``CODE_LIMIT``, the compute formats, the
 default ``l``) are the oracle's, :mod:`revcheck.oracle.bdia`.
@@ -71,10 +74,11 @@ default ``l``) are the oracle's, :mod:`revcheck.oracle.bdia`.
 from __future__ import annotations
 
 from revcheck.nn.bdia._bitpack import pack_bits, unpack_bits
-from revcheck.nn.bdia._errors import BDIARangeError, BDIAReconstructionError
+from revcheck.nn.bdia._errors import BDIADoubleBackwardError, BDIARangeError, BDIAReconstructionError
 from revcheck.nn.bdia._stack import BDIAStack, BDIAStackTrace, Mode
 
 __all__ = [
+    "BDIADoubleBackwardError",
     "BDIARangeError",
     "BDIAReconstructionError",
     "BDIAStack",
@@ -85,6 +89,14 @@ __all__ = [
 ]
 
 # The public names live here (reprs, pickles and docs name revcheck.nn.bdia, not the private module).
-for _public in (BDIARangeError, BDIAReconstructionError, BDIAStack, BDIAStackTrace, pack_bits, unpack_bits):
+for _public in (
+    BDIADoubleBackwardError,
+    BDIARangeError,
+    BDIAReconstructionError,
+    BDIAStack,
+    BDIAStackTrace,
+    pack_bits,
+    unpack_bits,
+):
     _public.__module__ = __name__
 del _public

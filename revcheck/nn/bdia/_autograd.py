@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from revcheck.nn.bdia._bitpack import pack_bits_unchecked, unpack_bits_unchecked
-from revcheck.nn.bdia._checksums import checksum, raise_mismatch
+from revcheck.nn.bdia._checksums import raise_mismatch
+from revcheck.nn.bdia._errors import BDIADoubleBackwardError
 from revcheck.nn.bdia._recompute import RNGStates, autocast_state
 
 if TYPE_CHECKING:
@@ -89,13 +89,13 @@ class ReversibleBDIA(torch.autograd.Function):
                 rng.capture()
 
         def keep(index: int, X_prev: Tensor, X_cur: Tensor, step: Step) -> None:
-            if step.side_bits is not None:  # blocks 1 .. K-1
-                packed[index - 1] = pack_bits_unchecked(step.side_bits)
-                if verify:
-                    checks[index - 1] = checksum(X_prev)
+            if step.packed is not None:  # blocks 1 .. K-1
+                packed[index - 1] = step.packed
+                if step.checksum is not None:
+                    checks[index - 1] = step.checksum
 
         x_top, X_top, X_below = stack._run_blocks(
-            x, table, dtypes=dtypes, before_block=before_block, after_step=keep
+            x, table, dtypes=dtypes, before_block=before_block, after_step=keep, keep=True
         )
         ctx.stack = stack
         ctx.rng = rng
@@ -108,6 +108,17 @@ class ReversibleBDIA(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():
+            # Autograd runs a backward with grad enabled exactly when create_graph=True.  The
+            # gradients below come from per-block recomputations whose graphs start at fresh
+            # leaves, so a graph built from them would lack every second-order term that passes
+            # through the states: refuse rather than return a silently different gradient.
+            raise BDIADoubleBackwardError(
+                "BDIAStack(mode='reversible') cannot differentiate its backward (create_graph=True, "
+                "e.g. a gradient penalty): it reconstructs activations instead of keeping a graph, so "
+                "second-order terms would be missing. Use BDIAStack(..., mode='stored') for double "
+                "backward (same forward and first-order gradients, bit for bit, with activations kept)"
+            )
         stack: BDIAStack = ctx.stack
         X_top, X_cur, packed, signs, checks, *rng_states = ctx.saved_tensors
         # rebuilt from the saved signs (a few tiny ops) so that everything kept is in saved_tensors
@@ -124,13 +135,15 @@ class ReversibleBDIA(torch.autograd.Function):
         g_input: Tensor | None = None
         first_block_differs: Tensor | None = None
         replay = stack.preserve_rng_state
+        previous_codes = stack._fused("previous", stack._previous_codes)
+        x_cur = stack._dequantize(X_cur)
         with torch.random.fork_rng(devices=ctx.rng.devices(), enabled=replay), torch.autocast(**ctx.autocast):
             for index in range(depth - 1, -1, -1):
                 block_params = ctx.block_params[index]
                 if replay:
                     ctx.rng.restore(index, rng_states)
                 with torch.enable_grad():
-                    x_leaf = stack._dequantize(X_cur).requires_grad_(True)
+                    x_leaf = x_cur.requires_grad_(True)
                     h = stack._block_output(index, x_leaf, ctx.dtypes[index])
                     quantized = stack._residual_value(index, x_leaf, h, table)  # y_k, or h_0 for block 0
                     # block 0's state is x_0 + h_0(x_0); above it, the gamma path is handed on by hand
@@ -140,17 +153,15 @@ class ReversibleBDIA(torch.autograd.Function):
                     if any(extra is not None for extra in extras):
                         expression = Inject.apply(expression, extras, *targets)
                 with torch.no_grad():
-                    # R(.) again; the forward already checked its range
-                    code = stack._rounded_codes(quantized.detach()).to(torch.int64)
+                    # R(.) again (the forward already checked its range), then the inverse step
                     if index > 0:
-                        s_prev = unpack_bits_unchecked(packed[index - 1], ctx.shape)
-                        # X_{k-1} = (X_{k+1} - R(y_k)) / gamma_k - s_{k-1}; 1/gamma = 2 sign, exact in int64
-                        X_prev = X_top - code
-                        X_prev *= table.twice_sign[index - 1]  # in place: one fresh int64 buffer per step
-                        X_prev -= s_prev
-                        if verify:
-                            reconstructed_sums.append(checksum(X_prev))
+                        X_prev, x_cur, check = previous_codes(
+                            quantized.detach(), X_top, packed[index - 1], table.twice_sign[index - 1], verify
+                        )
+                        if check is not None:
+                            reconstructed_sums.append(check)
                     else:
+                        code = stack._rounded_codes(quantized.detach()).to(torch.int64)
                         first_block_differs = (X_top - X_cur != code).any()
                 grads = torch.autograd.grad(expression, targets, grad_outputs=g_top, allow_unused=True)
                 for p, g in zip(block_params, grads[1:], strict=True):

@@ -32,6 +32,14 @@ def pack_bits_unchecked(bits: Tensor) -> Tensor:
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
+    if torch.compiler.is_compiling():
+        # One pointwise pass that inductor fuses with the code update (the word trick below needs a
+        # dtype view; a reduction over 8 elements compiles to a slow masked loop).
+        columns = flat.view(-1, 8)
+        packed = columns[:, 0].clone()
+        for bit in range(1, 8):
+            packed = packed | (columns[:, bit] << bit)
+        return packed
     if sys.byteorder != "little":
         shifts = torch.arange(8, device=flat.device, dtype=torch.uint8)
         return (flat.view(-1, 8) << shifts).sum(dim=1, dtype=torch.uint8)

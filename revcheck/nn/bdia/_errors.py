@@ -1,8 +1,10 @@
-"""The two ways a BDIA stack refuses to give a silently wrong answer."""
+"""The ways a BDIA stack refuses to give a silently wrong answer."""
 
 from __future__ import annotations
 
-__all__ = ["BDIARangeError", "BDIAReconstructionError"]
+from revcheck.errors import UsageError
+
+__all__ = ["BDIADoubleBackwardError", "BDIARangeError", "BDIAReconstructionError"]
 
 
 class BDIARangeError(ValueError):
@@ -11,3 +13,7 @@ class BDIARangeError(ValueError):
 
 class BDIAReconstructionError(RuntimeError):
     """Backward reconstructed a state that differs from the forward's (a block is not deterministic)."""
+
+
+class BDIADoubleBackwardError(UsageError):
+    """A reversible backward was asked to build a graph (``create_graph=True``): use ``mode="stored"``."""

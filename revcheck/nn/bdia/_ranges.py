@@ -1,7 +1,8 @@
 """Range checks of a forward pass: every code must stay inside ``|X| < CODE_LIMIT`` (docs/spec.md §3).
 
-The checks are 0-dim device flags, gathered while the forward runs and looked at
-once at its end (one host synchronisation per forward, not one per block).
+Each check is the pair ``(min, max)`` of 0-dim device tensors (one ``aminmax`` pass over the
+values, no other per-block work); the comparisons with the limit are made for all checks at
+once at the end of the forward (one host synchronisation per forward, not one per block).
 """
 
 from __future__ import annotations
@@ -12,37 +13,61 @@ from torch import Tensor
 from revcheck.nn.bdia._errors import BDIARangeError
 from revcheck.oracle.bdia import CODE_LIMIT
 
-__all__ = ["RangeFlags", "within_code_limit"]
+__all__ = ["RangeFlags", "extremes", "within_code_limit"]
 
 
-def within_code_limit(values: Tensor) -> Tensor:
-    """0-dim flag: every value finite with ``|value| < 2**62`` (one pass: min and max, no temporaries)."""
+def extremes(values: Tensor) -> tuple[Tensor, Tensor]:
+    """``(min, max)`` of ``values`` as 0-dim tensors (zeros for an empty tensor); NaN propagates."""
     if values.numel() == 0:
-        return torch.ones((), dtype=torch.bool, device=values.device)
+        zero = torch.zeros((), dtype=values.dtype, device=values.device)
+        return zero, zero
     low, high = torch.aminmax(values)
-    limit = CODE_LIMIT if not values.is_floating_point() else float(CODE_LIMIT)
+    return low, high
+
+
+def _within(low: Tensor, high: Tensor) -> Tensor:
+    limit = CODE_LIMIT if not low.is_floating_point() else float(CODE_LIMIT)
     return (low > -limit) & (high < limit)  # NaN compares False
 
 
+def within_code_limit(values: Tensor) -> Tensor:
+    """0-dim flag: every value finite with ``|value| < 2**62``."""
+    return _within(*extremes(values))
+
+
 class RangeFlags:
-    """The range flags of one forward, each with the block it belongs to and what it checks."""
+    """The range checks of one forward, each with the block it belongs to and what it checks."""
 
     def __init__(self) -> None:
-        self._flags: list[tuple[int, str, Tensor]] = []
+        self._checks: list[tuple[int, str, Tensor, Tensor]] = []
 
-    def add(self, index: int, what: str, ok: Tensor) -> None:
-        """Record the 0-dim flag ``ok`` of block ``index`` (-1: the input)."""
-        self._flags.append((index, what, ok))
+    def add(self, index: int, what: str, values_extremes: tuple[Tensor, Tensor]) -> None:
+        """Record the ``(min, max)`` of the values of block ``index`` (-1: the input).
+
+        ``what`` may name the block as ``{k}`` (and ``{k_next}`` for ``k + 1``): it is formatted
+        only if this check fails.
+        """
+        low, high = values_extremes
+        self._checks.append((index, what, low, high))
 
     def raise_first(self) -> None:
-        """Raise :class:`BDIARangeError` naming the first flag that is False, if any."""
-        if not self._flags:
+        """Raise :class:`BDIARangeError` naming the first check outside the limit, if any."""
+        if not self._checks:
             return
-        ok = torch.stack([flag for _, _, flag in self._flags])
+        ok = torch.empty(len(self._checks), dtype=torch.bool, device=self._checks[0][2].device)
+        for floating in (False, True):
+            positions = [
+                i for i, check in enumerate(self._checks) if check[2].is_floating_point() == floating
+            ]
+            if positions:
+                low = torch.stack([self._checks[i][2] for i in positions])
+                high = torch.stack([self._checks[i][3] for i in positions])
+                ok[positions] = _within(low, high)
         if bool(ok.all()):
             return
         first = int((~ok).nonzero()[0, 0])
-        index, what, _ = self._flags[first]
+        index, template, _, _ = self._checks[first]
+        what = template.format(k=index, k_next=index + 1)
         where = "input" if index < 0 else f"block {index}"
         raise BDIARangeError(
             f"BDIAStack {where}: {what} -- this value cannot be reconstructed exactly. Codes must be "
