@@ -307,6 +307,6 @@ def test_ln2_constant_is_ln_2_rounded_once() -> None:
     # The kernels' ln 2 (torch.full_like(x, math.log(2))) against ln 2 to 80 bits, rounded once.
     assert abs(LN2 - Fraction(math.log(2))) < Fraction(1, 2**53)
     for fmt in formats.FORMATS.values():
-        dtype = getattr(torch, fmt.torch_dtype_name)
+        dtype = bits.torch_dtype(fmt)
         got = bits.to_bits(kernels._ln2(torch.zeros(1, dtype=dtype)), fmt)
         assert int(got[0]) == exact.round_fraction(False, LN2, fmt), fmt.name

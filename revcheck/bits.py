@@ -45,6 +45,7 @@ __all__ = [
     "to_bits",
     "to_fraction",
     "to_torch",
+    "torch_dtype",
     "ulp_distance",
 ]
 
@@ -195,6 +196,30 @@ def from_bits(bits: npt.ArrayLike, fmt: object) -> np.ndarray[Any, Any]:
     return array.view(numpy_dtype(fmt_))
 
 
+def torch_dtype(fmt: object) -> torch.dtype:
+    """The torch dtype of ``fmt``'s values.
+
+    Raises
+    ------
+    TypeError
+        For a format torch has no dtype of (fp6, fp4): torch code carries those as
+        ``uint8`` bit patterns with ``fmt=`` (:func:`to_torch`, docs/spec.md D1.10).
+
+    >>> torch_dtype("fp8_e4m3fnuz")
+    torch.float8_e4m3fnuz
+    """
+    import torch
+
+    fmt_ = formats.get(fmt)
+    if fmt_.torch_dtype_name is None:
+        raise TypeError(
+            f"torch has no dtype of {fmt_.name}; carry it as torch.uint8 bit patterns with fmt= "
+            f"(revcheck.bits.to_torch, docs/spec.md D1.10)"
+        )
+    dtype: torch.dtype = getattr(torch, fmt_.torch_dtype_name)
+    return dtype
+
+
 def to_torch(bits: npt.ArrayLike, fmt: object, device: object = "cpu") -> torch.Tensor:
     """torch tensor of ``fmt``'s dtype holding the given bit patterns, on ``device``.
 
@@ -209,7 +234,7 @@ def to_torch(bits: npt.ArrayLike, fmt: object, device: object = "cpu") -> torch.
     if fmt_.torch_dtype_name is None:
         return torch.from_numpy(np.ascontiguousarray(patterns).copy()).to(device)  # type: ignore[arg-type,call-overload]
     array = np.ascontiguousarray(patterns.view(fmt_.int_dtype))
-    tensor = torch.from_numpy(array.copy()).view(getattr(torch, fmt_.torch_dtype_name))
+    tensor = torch.from_numpy(array.copy()).view(torch_dtype(fmt_))
     return tensor.to(device)  # type: ignore[arg-type,call-overload]
 
 

@@ -333,7 +333,7 @@ def test_pam_matmul_backward_approx_is_what_pammatmul_computes() -> None:
 
 
 def _values(patterns: np.ndarray, fmt: FloatFormat) -> np.ndarray:
-    """The float64 values of patterns (exact: every format here widens exactly; fp6/fp4 have no torch dtype)."""
+    """The float64 values of patterns (exact for every format; fp6/fp4 have no torch dtype)."""
     return np.array([float(bits.to_fraction(int(p), fmt)) for p in patterns.ravel()])
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from revcheck import formats
+from revcheck import bits, formats
 from revcheck.formats import FloatFormat, UnsupportedFormatError
 
 ALL_FORMATS = [formats.get(name) for name in formats.names()]
@@ -33,7 +33,7 @@ SPEC_TABLE = {
 
 def torch_dtype(fmt: FloatFormat) -> torch.dtype:
     assert fmt.torch_dtype_name is not None, f"{fmt.name} has no torch dtype"
-    return getattr(torch, fmt.torch_dtype_name)  # type: ignore[no-any-return]
+    return bits.torch_dtype(fmt)
 
 
 def torch_bits(value: float, fmt: FloatFormat) -> int:
@@ -220,8 +220,8 @@ def test_accumulator_holds_every_value_exactly(fmt: FloatFormat) -> None:
     accumulator = formats.accumulator_format(fmt)
     assert accumulator.holds_exactly(fmt) and accumulator.holds_exactly(accumulator)
     finfo, acc_finfo = (
-        torch.finfo(getattr(torch, fmt.torch_dtype_name)),
-        torch.finfo(getattr(torch, accumulator.torch_dtype_name)),
+        torch.finfo(bits.torch_dtype(fmt)),
+        torch.finfo(bits.torch_dtype(accumulator)),
     )
     assert acc_finfo.max >= finfo.max and acc_finfo.smallest_normal * acc_finfo.eps <= finfo.tiny * finfo.eps
 

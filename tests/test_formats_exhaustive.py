@@ -53,7 +53,7 @@ def every_pair(fmt: FloatFormat) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, 
     return np.repeat(patterns, patterns.size), np.tile(patterns, patterns.size)
 
 
-def tensor_keywords(fmt: FloatFormat) -> dict[str, object]:
+def tensor_keywords(fmt: FloatFormat) -> dict[str, Any]:
     """``fmt=`` for the formats that travel as uint8 bit patterns (docs/spec.md D1.10)."""
     return {} if fmt.torch_dtype_name else {"fmt": fmt}
 

@@ -84,6 +84,7 @@ __all__ = [
     "pam_matmul",
     "pam_mul",
     "pam_mul_grad",
+    "round_to_dtype",
 ]
 
 ORDERS = ("sequential", "pairwise")
@@ -171,6 +172,33 @@ def check_backward(backward: object) -> str:
             f"unknown backward {backward!r}; accepted values are {', '.join(map(repr, BACKWARDS))}"
         )
     return str(backward)
+
+
+def round_to_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``x`` rounded once (RNE, torch's cast) to ``dtype``, saturating where the format has no infinity.
+
+    torch's cast gives NaN on overflow in the fnuz formats; revcheck's results saturate to
+    ±max finite there (docs/spec.md D1.1, D2.17), so the cast is clamped first (the values between
+    max finite and the overflow threshold round to max finite either way; NaN stays NaN).
+    Differentiable like the cast (zero gradient where it saturates).
+
+    >>> import torch
+    >>> round_to_dtype(torch.tensor([1e6, -250.0, 1.0]), torch.float8_e4m3fnuz).view(torch.uint8).tolist()
+    [127, 255, 64]
+    """
+    if x.dtype == dtype:
+        return x
+    fmt = formats.get(dtype)
+    if not fmt.has_inf:
+        limit = float(_max_finite_value(fmt))
+        x = x.clamp(-limit, limit)
+    return x.to(dtype)
+
+
+def _max_finite_value(fmt: FloatFormat) -> float:
+    exponent = (fmt.max_finite >> fmt.mantissa_bits) - fmt.bias
+    significand = (fmt.max_finite & fmt.mantissa_mask) | (1 << fmt.mantissa_bits)
+    return math.ldexp(significand, exponent - fmt.mantissa_bits)
 
 
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -834,7 +862,7 @@ def _sum_to_shape(grad: Tensor, shape: torch.Size) -> Tensor:
     """A broadcast operand's gradient: summed over the broadcast dimensions in the accumulator dtype."""
     if grad.shape == shape:
         return grad
-    return grad.to(accumulator_dtype(grad.dtype)).sum_to_size(shape).to(grad.dtype)
+    return round_to_dtype(grad.to(accumulator_dtype(grad.dtype)).sum_to_size(shape), grad.dtype)
 
 
 class _Elementwise(torch.autograd.Function):

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from revcheck import bits as _bits
 from revcheck import formats
 from revcheck.errors import UsageError
 from revcheck.formats import FloatFormat
@@ -745,7 +746,7 @@ def _launch_matmul(
     batches = batch_shape.numel()
     A3 = A.expand(*batch_shape, M, K).reshape(batches, M, K).contiguous()
     B3 = B.expand(*batch_shape, K, N).reshape(batches, K, N).contiguous()
-    acc_dtype = getattr(torch, acc.torch_dtype_name)
+    acc_dtype = _bits.torch_dtype(acc)
     C3 = torch.empty((batches, M, N), dtype=acc_dtype, device=A.device)
     if C3.numel() == 0 or K == 0:
         return C3.zero_().reshape(*batch_shape, M, N)

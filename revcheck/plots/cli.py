@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from revcheck.cli import EXIT_OK
 from revcheck.errors import UsageError
@@ -105,7 +107,7 @@ def _draw_one(args: argparse.Namespace, out: Path) -> Path:
     return out
 
 
-def _load(target: str) -> object:
+def _load(target: str) -> Callable[..., Any]:
     from revcheck.audit.target import load_target
 
     return load_target(target)

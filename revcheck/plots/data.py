@@ -133,8 +133,8 @@ def pam_error_data(fmt: object = "bf16", op: str = "pam_mul") -> PamErrorData:
     return PamErrorData(
         fmt_.name,
         op,
-        fields * float(scale),
-        fields * float(scale),
+        (fields * float(scale)).astype(np.float64),
+        (fields * float(scale)).astype(np.float64),
         error,
         (got - true) / true,
         ma,

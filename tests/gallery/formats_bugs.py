@@ -7,7 +7,10 @@ caught by a check of revcheck's own suites with :class:`BitMismatchError`:
 * writing a zero result with the XOR sign in a fnuz format (``0x80``: a NaN);
 * giving ``0 ⊘ 0`` the saturated ``max`` in fp4 instead of the zero of D2.16;
 * casts that round ties away from zero, round twice (through fp32), or do not
-  saturate (NaN on overflow, as ml_dtypes does: D1.13).
+  saturate (NaN on overflow, as ml_dtypes does: D1.13);
+* a PAM matmul backward that rounds its fp32 gradients with torch's own cast,
+  which gives NaN on overflow in fnuz (D2.17), caught by the audit
+  (:class:`~revcheck.audit.AuditFailure`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from hypothesis import strategies as st
 
 from revcheck import bits, formats
+from revcheck.audit import AuditFailure
 from revcheck.kernels import pam as kernels
 from revcheck.oracle import rounding
 from revcheck.strategies import testfloat_pairs
@@ -140,6 +144,38 @@ def _nan_on_overflow(x_bits: np.ndarray, source: object, target: object, **keywo
     return np.where(saturated & beyond, np.uint8(fmt.canonical_nan), out).astype(fmt.uint_dtype)
 
 
+def fnuz_matmul_backward_audit(implementation: Any) -> None:
+    """``revcheck audit`` of a matmul backward as ``pam_matmul_backward_approx`` in both fnuz formats."""
+    __tracebackhide__ = True
+    from revcheck.audit import audit
+
+    audit(
+        implementation, "pam_matmul_backward_approx", formats=[f.name for f in FNUZ], max_examples=5, seed=0
+    ).raise_for_failures()
+
+
+def _approx_backward(rounding_to: Any) -> Any:
+    """dA = G ⊡@ Bᵀ, dB = Aᵀ ⊡@ G in fp32 (as PAMMatmul), rounded to the inputs' dtype by ``rounding_to``."""
+
+    def backward(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, *, mode: str) -> tuple[torch.Tensor, ...]:
+        a_wide, b_wide = a.to(g.dtype), b.to(g.dtype)
+        grad_a = kernels.pam_matmul(g, b_wide.t().contiguous(), mode=mode)
+        grad_b = kernels.pam_matmul(a_wide.t().contiguous(), g, mode=mode)
+        return rounding_to(grad_a, a.dtype), rounding_to(grad_b, b.dtype)
+
+    return backward
+
+
+def _pam_matmul_autograd(
+    a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, *, mode: str
+) -> tuple[torch.Tensor, ...]:
+    """The real backward: :class:`revcheck.nn.pam.PAMMatmul` (``backward="approx"``) under autograd."""
+    from revcheck.nn.pam import PAMMatmul
+
+    a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
+    return torch.autograd.grad(PAMMatmul.apply(a, b, mode, "approx"), (a, b), g)
+
+
 PLANTED_BUGS = [
     PlantedBug(
         name="fnuz_nan_read_as_negative_zero",
@@ -168,6 +204,16 @@ PLANTED_BUGS = [
         wrong=_with(pam_div=_zero_over_zero_saturates),
         right=kernels,
         error=BitMismatchError,
+        family="formats",
+        hypothesis=False,
+    ),
+    PlantedBug(
+        name="fnuz_backward_cast_gives_nan_on_overflow",
+        mistake="rounds the fp32 gradients to fnuz with Tensor.to, NaN on overflow (docs/spec.md D2.17)",
+        check=fnuz_matmul_backward_audit,
+        wrong=_approx_backward(lambda x, dtype: x.to(dtype)),
+        right=_pam_matmul_autograd,
+        error=AuditFailure,
         family="formats",
         hypothesis=False,
     ),

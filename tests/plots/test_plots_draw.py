@@ -15,10 +15,10 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'revcheck[plots]')")
 
-from revcheck import plots  # noqa: E402
-from revcheck.cli import EXIT_OK, EXIT_USAGE, main  # noqa: E402
-from revcheck.errors import UsageError  # noqa: E402
-from revcheck.kernels import pam as kernels  # noqa: E402
+from revcheck import plots
+from revcheck.cli import EXIT_OK, EXIT_USAGE, main
+from revcheck.errors import UsageError
+from revcheck.kernels import pam as kernels
 
 
 def _texts(figure: object) -> list[str]:
@@ -37,7 +37,7 @@ def test_pam_error_map_draws_the_error_array_and_marks_the_worst_case(tmp_path: 
         np.testing.assert_array_equal(np.asarray(image.get_array()), panel.error)
         assert image.get_clim() == (float(panel.bounds[0]), float(panel.bounds[1]))
     marker = figure.axes[0].lines[0]
-    assert (marker.get_xdata()[0], marker.get_ydata()[0]) == (0.5, 0.5)
+    assert (np.asarray(marker.get_xdata())[0], np.asarray(marker.get_ydata())[0]) == (0.5, 0.5)
     assert any("worst -1/9 at Ma=1/2, Mb=1/2" in text for text in _texts(figure))
 
 

@@ -156,7 +156,7 @@ def test_matmul_batched_noncontiguous_equals_oracle(fmt_name: str, device: str) 
     B = bits.to_torch(Bt_bits, fmt, device).T  # (4, 5), not contiguous
     actual = triton_pam.pam_matmul(bits.to_torch(A_bits, fmt, device), B)
     expected = oracle.pam_matmul(A_bits, Bt_bits.T, fmt)
-    assert actual.dtype == getattr(torch, oracle.accumulator_format(fmt).torch_dtype_name)
+    assert actual.dtype == bits.torch_dtype(oracle.accumulator_format(fmt))
     assert_bit_exact(actual, expected, fmt=oracle.accumulator_format(fmt), nan="bits")
 
 
