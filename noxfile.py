@@ -94,14 +94,14 @@ def _up_to_date(session: nox.Session, requirements: tuple[str, ...]) -> bool:
 
 @nox.session(python=PYTHON, reuse_venv=True, default=False)
 def env(session: nox.Session) -> None:
-    """The shared environment: torch, triton, revcheck[test,dev,triton] (used by most sessions)."""
+    """The shared environment: torch, triton, revcheck[test,dev,triton,ml_dtypes,plots] (most sessions)."""
     _check_location(session)
-    requirements = (TORCH_REQUIREMENT, TRITON_REQUIREMENT, "-e", ".[test,dev,triton]")
+    requirements = (TORCH_REQUIREMENT, TRITON_REQUIREMENT, "-e", ".[test,dev,triton,ml_dtypes,plots]")
     if _up_to_date(session, requirements):
         return
     session.install(TORCH_REQUIREMENT)  # first and alone: nothing else may choose the torch build
     session.install(TRITON_REQUIREMENT)
-    session.install("-e", ".[test,dev,triton]")
+    session.install("-e", ".[test,dev,triton,ml_dtypes,plots]")
     _stamp_file(session).write_text(_stamp_text(requirements))
 
 

@@ -259,3 +259,12 @@ def test_elementwise_autograd_in_fnuz_keeps_zero_and_nan(fmt: formats.FloatForma
     # d/da = 1 ⊘ b (approx: a does not enter, so 1 at a = NaN too) or sign(b) 2^(-Eb - c) (exact: NaN there).
     at_nan = fmt.one if backward == "approx" else 0x80
     assert_bit_exact(a.grad, np.array([fmt.one, fmt.one, at_nan], np.uint8), fmt=fmt, nan="bits")
+
+
+def test_a_broadcast_gradient_that_overflows_in_fnuz_saturates() -> None:
+    # d(a ⊡ b)/da summed over the broadcast b: 3 · 240 overflows fp8_e4m3fnuz, saturates (D2.17), not NaN.
+    a = bits.to_torch(np.array([E4M3FNUZ.one], np.uint8), E4M3FNUZ).requires_grad_(True)
+    b = bits.to_torch(np.full(3, E4M3FNUZ.max_finite, np.uint8), E4M3FNUZ)
+    kernels.pam_mul(a, b).backward(torch.ones(3, dtype=a.dtype))
+    assert a.grad is not None
+    assert_bit_exact(a.grad, np.array([E4M3FNUZ.max_finite], np.uint8), fmt=E4M3FNUZ, nan="bits")

@@ -190,3 +190,17 @@ def test_preservation_data_from_a_real_quick_measurement() -> None:
     data = plots.preservation_data(quick=True)
     assert data.level.shape == (12, 1) and (data.level >= 0).all()
     assert plots.LEVELS[int(data.level[data.rows.index("expand_mlp x4"), 0])] == "K bit-exact"
+
+
+# ---- the README's pictures ---------------------------------------------------------------------------------
+
+
+def test_the_readme_shows_every_picture_that_plot_all_writes() -> None:
+    from revcheck.plots.cli import README_PICTURES
+
+    readme = (ROOT / "README.md").read_text()
+    assert "revcheck plot all --out docs/images" in readme
+    for stem in README_PICTURES:
+        picture = ROOT / "docs" / "images" / f"{stem}.png"
+        assert picture.stat().st_size < 200_000, f"{picture} is larger than 200 kB: keep the pictures small"
+        assert f"](docs/images/{stem}.png)" in readme, f"the README does not show {stem}.png"
