@@ -258,7 +258,11 @@ def test_exact_pam_mul_backward_is_g_times_the_oracle_pam_mul_grad(data: st.Data
 
 
 def _neg(x_bits: np.ndarray, fmt: formats.FloatFormat) -> np.ndarray:
-    return (x_bits ^ fmt.uint_dtype.type(fmt.sign_mask)).astype(fmt.uint_dtype)
+    flipped = (x_bits ^ fmt.uint_dtype.type(fmt.sign_mask)).astype(fmt.uint_dtype)
+    if fmt.has_negative_zero:
+        return flipped
+    # fnuz: -(+0) is +0 (docs/spec.md D2.15) and the NaN, the pattern of -0, stays the NaN.
+    return np.where((x_bits & fmt.uint_dtype.type(fmt.magnitude_mask)) == 0, x_bits, flipped)
 
 
 def _ln2_bits(fmt: formats.FloatFormat, shape: tuple[int, ...]) -> np.ndarray:
