@@ -3,7 +3,7 @@
 One environment, many sessions.  A torch install is about 2 GB, so sessions with
 the same needs share one environment instead of building one each: the
 ``env`` session builds (or reuses) ``.nox/env`` with torch, triton and
-``revcheck[test,dev,triton]``; ``tests``, ``properties``, ``lint``, ``slow``,
+``revcheck[test,dev,triton,dask]``; ``tests``, ``properties``, ``lint``, ``slow``,
 ``bench`` and ``sweep`` require it and run its executables.  The one necessary
 second environment is ``.nox/env_without_triton`` (torch and ``revcheck[test]``,
 no triton), for ``tests_without_triton``: the suites must pass there with the
@@ -94,14 +94,14 @@ def _up_to_date(session: nox.Session, requirements: tuple[str, ...]) -> bool:
 
 @nox.session(python=PYTHON, reuse_venv=True, default=False)
 def env(session: nox.Session) -> None:
-    """The shared environment: torch, triton, revcheck[test,dev,triton,ml_dtypes,plots] (most sessions)."""
+    """The shared environment: torch, triton, revcheck[test,dev,triton,dask,ml_dtypes,plots]."""
     _check_location(session)
-    requirements = (TORCH_REQUIREMENT, TRITON_REQUIREMENT, "-e", ".[test,dev,triton,ml_dtypes,plots]")
+    requirements = (TORCH_REQUIREMENT, TRITON_REQUIREMENT, "-e", ".[test,dev,triton,dask,ml_dtypes,plots]")
     if _up_to_date(session, requirements):
         return
     session.install(TORCH_REQUIREMENT)  # first and alone: nothing else may choose the torch build
     session.install(TRITON_REQUIREMENT)
-    session.install("-e", ".[test,dev,triton,ml_dtypes,plots]")
+    session.install("-e", ".[test,dev,triton,dask,ml_dtypes,plots]")
     _stamp_file(session).write_text(_stamp_text(requirements))
 
 
@@ -211,6 +211,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=False, requires=["env"], default=False)
 def sweep(session: nox.Session) -> None:
-    """Exhaustive PAM sweeps: ``nox -s sweep -- --op pam_mul --format bf16 --shard 0/2``."""
+    """Exhaustive PAM sweeps: ``nox -s sweep -- --op pam_mul --format bf16 --shard 0/2``;
+    ``nox -s sweep -- campaign --state-dir sweeps`` runs every 2**32 sweep, with a report."""
     interpret_triton_without_gpu(session)
     run_in(session, "env", "python", "-m", "revcheck.sweep", *session.posargs)

@@ -1,7 +1,9 @@
 """Properties of the BDIA oracle (revcheck.oracle.bdia), checked against an exact Fraction model.
 
 The ``check_*`` functions hold each property's body; the tests wrap them, and
-tests/test_bdia_properties_catch.py runs the same bodies against planted bugs.
+tests/gallery/bdia_bugs.py runs the same bodies against planted bugs.  Integer
+codes that differ raise :class:`CodeMismatchError`, floats that differ
+:class:`~revcheck.testing.BitMismatchError`.
 """
 
 # ruff: noqa: E741  (``l``, the grid exponent, is the name docs/spec.md §3 and the API contract use)
@@ -19,9 +21,35 @@ from hypothesis import strategies as st
 
 from revcheck import formats
 from revcheck.oracle import bdia
+from revcheck.testing import assert_bit_exact
 
 ORACLE: Any = bdia
 """The implementation under test; the catch tests hand a module of planted bugs in its place."""
+
+
+class CodeMismatchError(AssertionError):
+    """Integer codes (grid states X_k, side bits, quantized values) differ from what a property requires."""
+
+
+def assert_codes_equal(got: Any, want: Any, message: str, *, dtype: type | None = None) -> None:
+    """``got`` equals ``want`` (integer codes: same shape and values; ``dtype`` too if given).
+
+    Raises :class:`CodeMismatchError` with the count and the first differing index.
+    """
+    __tracebackhide__ = True
+    got_array, want_array = np.asarray(got), np.asarray(want)
+    if (dtype is not None and got_array.dtype != dtype) or got_array.shape != want_array.shape:
+        raise CodeMismatchError(
+            f"{message}: got {got_array.dtype} codes of shape {got_array.shape}, "
+            f"expected {np.dtype(dtype or want_array.dtype)} of shape {want_array.shape}"
+        )
+    if not np.array_equal(got_array, want_array):
+        differ = np.argwhere(got_array != want_array)
+        raise CodeMismatchError(
+            f"{message}: {len(differ)} of {got_array.size} codes differ, first at {differ[0].tolist()}; "
+            f"got {got_array.tolist()}, expected {want_array.tolist()}"
+        )
+
 
 _FLOAT_DTYPES = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64}
 _COMPUTE = {"fp32": np.float32, "fp64": np.float64}
@@ -94,11 +122,8 @@ def check_quantize_is_round_half_even(data: st.DataObject, oracle: ModuleType = 
     finite = [float(v) for v in array if np.isfinite(v)]
     assume(len(finite) == array.size)
     got = oracle.quantize(array, l)
-    expected = [exact_quantize(v, l) for v in finite]
-    assert got.dtype == np.int64, f"quantize returned dtype {got.dtype}, expected int64"
-    assert got.tolist() == expected, (
-        f"quantize(l={l}) of {finite} gave {got.tolist()}, exact RNE gives {expected}"
-    )
+    expected = np.array([exact_quantize(v, l) for v in finite], dtype=np.int64)
+    assert_codes_equal(got, expected, f"quantize(l={l}) of {finite} vs exact RNE", dtype=np.int64)
 
 
 def check_mix_is_three_rounded_operations(data: st.DataObject, oracle: ModuleType = ORACLE) -> None:
@@ -113,9 +138,10 @@ def check_mix_is_three_rounded_operations(data: st.DataObject, oracle: ModuleTyp
     got = oracle.mix(x, np.asarray(hs, dtype=dtype), np.asarray(gamma), dtype)
     for i in range(size):
         want = exact_mix(float(x[i]), hs[i], gamma[i], fmt_name)
-        assert np.asarray(got[i]).tobytes() == np.asarray(want, dtype=dtype).tobytes(), (
-            f"y for x={float(x[i])!r}, h={hs[i]!r}, gamma={gamma[i]} is {float(got[i])!r}; "
-            f"fl(fl((1-g)x) + fl((1+g)h)) is {want!r}"
+        assert_bit_exact(
+            np.asarray(got[i], dtype=dtype),
+            np.asarray(want, dtype=dtype),
+            msg=f"y for x={float(x[i])!r}, h={hs[i]!r}, gamma={gamma[i]} vs fl(fl((1-g)x) + fl((1+g)h))",
         )
 
 
@@ -166,9 +192,7 @@ def check_inverse_of_forward(data: st.DataObject, oracle: ModuleType = ORACLE) -
         trace.codes[-1], trace.codes[-2], blocks, gammas, trace.side_bits, l, compute_dtype=dtype
     )
     for k, (got, want) in enumerate(zip(rebuilt, trace.codes, strict=True)):
-        assert np.array_equal(got, want), (
-            f"X_{k} reconstructed as {got.tolist()}, forward had {want.tolist()}"
-        )
+        assert_codes_equal(got, want, f"X_{k} reconstructed vs forward")
 
 
 def check_inverse_near_code_limits(data: st.DataObject, oracle: ModuleType = ORACLE) -> None:
@@ -200,9 +224,7 @@ def check_inverse_near_code_limits(data: st.DataObject, oracle: ModuleType = ORA
         trace.codes[-1], trace.codes[-2], blocks, gammas, trace.side_bits, l, compute_dtype=dtype
     )
     for k, (got, want) in enumerate(zip(rebuilt, trace.codes, strict=True)):
-        assert np.array_equal(got, want), (
-            f"X_{k} near the limit reconstructed as {got.tolist()}, was {want.tolist()}"
-        )
+        assert_codes_equal(got, want, f"X_{k} near the limit reconstructed vs forward")
 
 
 def check_single_step_inverse(data: st.DataObject, oracle: ModuleType = ORACLE) -> None:
@@ -228,9 +250,9 @@ def check_single_step_inverse(data: st.DataObject, oracle: ModuleType = ORACLE) 
     except ValueError:
         assume(False)
         raise
-    assert np.array_equal(s_prev, X_prev & 1), f"side bits {s_prev.tolist()} are not X_prev mod 2"
+    assert_codes_equal(s_prev, X_prev & 1, "side bits vs X_prev mod 2")
     back = oracle.inverse_step(X_next, X_cur, h, gamma, s_prev, l, compute_dtype=dtype)
-    assert np.array_equal(back, X_prev), f"inverse_step gave {back.tolist()}, X_prev was {X_prev.tolist()}"
+    assert_codes_equal(back, X_prev, "inverse_step(forward_step(X_prev)) vs X_prev")
 
 
 # ----------------------------------------------------------------------------- the tests

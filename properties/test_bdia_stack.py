@@ -1,7 +1,9 @@
 """Properties of revcheck.nn.bdia.BDIAStack: bit-exact against the NumPy oracle, reversible == stored.
 
-Each ``check_*`` body takes the stack class under test; tests/test_bdia_properties_catch.py
-runs the same bodies against the planted bugs of tests/gallery/bdia_bugs.py.
+Each ``check_*`` body takes the stack class under test; tests/test_gallery.py
+runs the same bodies against the planted bugs of tests/gallery/bdia_bugs.py.  Codes
+that differ raise :class:`~properties.test_bdia_oracle.CodeMismatchError`, floats
+:class:`~revcheck.testing.BitMismatchError`, RNG misuse :class:`RNGUseError`.
 """
 
 # ruff: noqa: E741  (``l``, the grid exponent, is the name docs/spec.md §3 and the API contract use)
@@ -18,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from properties.test_bdia_oracle import assert_codes_equal
 from revcheck.nn.bdia import BDIAStack, Mode
 from revcheck.oracle import bdia as oracle
 from revcheck.testing import assert_bit_exact
@@ -25,6 +28,10 @@ from revcheck.testing import assert_bit_exact
 _BLOCK_DTYPES = {"fp64": torch.float64, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _COMPUTE_DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+class RNGUseError(AssertionError):
+    """The stack used a random number generator it must not (the global one), or failed to restore it."""
 
 
 class Scale(nn.Module):
@@ -202,13 +209,9 @@ def check_forward_and_reconstruction_match_oracle(
     gammas = case.gamma_signs.numpy() * 0.5
     expected = oracle.forward(X0, outputs, gammas, case.l, compute_dtype=dtype)
     for k, (got, want) in enumerate(zip(trace.codes, expected.codes, strict=True)):
-        assert np.array_equal(got.cpu().numpy(), want), (
-            f"X_{k}: torch {got.tolist()} != oracle {want.tolist()}"
-        )
+        assert_codes_equal(got.cpu().numpy(), want, f"X_{k}: torch vs oracle")
     for k, (got, want) in enumerate(zip(trace.side_bits, expected.side_bits, strict=True)):
-        assert np.array_equal(got.cpu().numpy(), want), (
-            f"s_{k}: torch {got.tolist()} != oracle {want.tolist()}"
-        )
+        assert_codes_equal(got.cpu().numpy(), want, f"s_{k}: torch vs oracle")
     assert_bit_exact(
         out.cpu().numpy(), oracle.dequantize(expected.codes[-1], case.l, dtype), msg="output x_K"
     )
@@ -225,11 +228,9 @@ def check_forward_and_reconstruction_match_oracle(
     for k, (torch_codes, oracle_codes, want) in enumerate(
         zip(stack.last_reconstruction, rebuilt, expected.codes, strict=True)
     ):
-        assert np.array_equal(oracle_codes, want), (
-            f"oracle inverse: X_{k} = {oracle_codes.tolist()} != {want.tolist()}"
-        )
-        assert np.array_equal(torch_codes.cpu().numpy(), want), (
-            f"reversible backward reconstructed X_{k} = {torch_codes.tolist()}, forward had {want.tolist()}"
+        assert_codes_equal(oracle_codes, want, f"oracle inverse: X_{k} vs forward")
+        assert_codes_equal(
+            torch_codes.cpu().numpy(), want, f"reversible backward reconstructed X_{k} vs forward"
         )
 
 
@@ -356,11 +357,10 @@ def check_backward_leaves_global_rng_unchanged(
     before = torch.get_rng_state()
     cuda_before = torch.cuda.get_rng_state() if device == "cuda" else None
     (out * case.loss_weights).sum().backward()
-    assert torch.equal(torch.get_rng_state(), before), "a reversible backward changed torch.get_rng_state()"
-    if cuda_before is not None:
-        assert torch.equal(torch.cuda.get_rng_state(), cuda_before), (
-            "a reversible backward changed the CUDA RNG"
-        )
+    if not torch.equal(torch.get_rng_state(), before):
+        raise RNGUseError("a reversible backward changed torch.get_rng_state()")
+    if cuda_before is not None and not torch.equal(torch.cuda.get_rng_state(), cuda_before):
+        raise RNGUseError("a reversible backward changed the CUDA RNG")
 
 
 def check_gammas_come_from_the_stack_generator(
@@ -374,12 +374,12 @@ def check_gammas_come_from_the_stack_generator(
         torch.manual_seed(global_seed)
         before = torch.get_rng_state()
         stack(case.x.clone().requires_grad_(True))
-        assert torch.equal(torch.get_rng_state(), before), "a forward without dropout consumed the global RNG"
+        if not torch.equal(torch.get_rng_state(), before):
+            raise RNGUseError("a forward without dropout consumed the global RNG")
         drawn.append(stack.last_gamma_signs)
     assert drawn[0] is not None and drawn[1] is not None
-    assert torch.equal(drawn[0], drawn[1]), (
-        "the gammas depend on the global RNG, not only on the stack's seed"
-    )
+    if not torch.equal(drawn[0], drawn[1]):
+        raise RNGUseError("the gammas depend on the global RNG, not only on the stack's seed")
 
 
 # ----------------------------------------------------------------------------- the tests

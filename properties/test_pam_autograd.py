@@ -8,6 +8,10 @@ principles: the difference quotient of the exact piecewise-affine product (in
 ``"approx"``: dA = G ⊡@ Bᵀ and dB = Aᵀ ⊡@ G, compared with the oracle's
 ``pam_matmul`` of exactly those operands (B widened exactly to the accumulator
 format), then rounded to the input format as the layer documents.
+
+Each ``check_*`` body takes the autograd function under test (``matmul=``,
+:class:`~revcheck.nn.pam.PAMMatmul` by default); tests/gallery/pam_torch_mutants.py
+runs the same bodies against planted bugs.
 """
 
 from __future__ import annotations
@@ -56,21 +60,6 @@ def measured_slope(a: Fraction, b: Fraction) -> Fraction:
     return (exact_pam(a + step, b) - exact_pam(a, b)) / step
 
 
-def normal_near_one(fmt: formats.FloatFormat, shape: tuple[int, ...]) -> st.SearchStrategy[np.ndarray]:
-    size = int(np.prod(shape))
-    element = st.builds(
-        lambda negative, exponent, significand: (
-            (fmt.sign_mask if negative else 0) | (exponent + fmt.bias) << fmt.mantissa_bits | significand
-        ),
-        st.booleans(),
-        st.integers(-3, 3),
-        st.integers(0, fmt.mantissa_mask),
-    )
-    return st.lists(element, min_size=size, max_size=size).map(
-        lambda values: np.array(values, dtype=np.uint64).astype(fmt.uint_dtype).reshape(shape)
-    )
-
-
 def numpy_float(fmt: formats.FloatFormat) -> np.dtype:
     assert fmt.numpy_float is not None, f"{fmt.name} has no NumPy dtype"
     return fmt.numpy_float
@@ -90,18 +79,28 @@ def sequential_sum(terms: list[Fraction], acc: formats.FloatFormat) -> np.floati
     return total
 
 
-@given(data=st.data())
-def test_exact_backward_is_the_slope_of_the_affine_piece(data: st.DataObject, device: str) -> None:
+def check_exact_backward_is_the_slope_of_the_affine_piece(
+    data: st.DataObject, device: str = "cpu", matmul: type[PAMMatmul] = PAMMatmul
+) -> None:
     fmt = formats.get(data.draw(st.sampled_from(NUMPY_FORMATS), label="format"))
     mode = data.draw(st.sampled_from(MODES), label="mode")
     acc = oracle.accumulator_format(fmt)
     m, k, n = (data.draw(st.integers(1, 3), label=name) for name in "MKN")
-    a_bits = data.draw(normal_near_one(fmt, (m, k)), label="A bits")
-    b_bits = data.draw(normal_near_one(fmt, (k, n)), label="B bits")
-    g_bits = data.draw(normal_near_one(acc, (m, n)), label="upstream gradient G bits")
+    a_bits = data.draw(
+        rst.bit_arrays(fmt, (m, k), elements=rst.normals_near_one(fmt, binades=3), fill=st.nothing()),
+        label="A bits",
+    )
+    b_bits = data.draw(
+        rst.bit_arrays(fmt, (k, n), elements=rst.normals_near_one(fmt, binades=3), fill=st.nothing()),
+        label="B bits",
+    )
+    g_bits = data.draw(
+        rst.bit_arrays(acc, (m, n), elements=rst.normals_near_one(acc, binades=3), fill=st.nothing()),
+        label="upstream gradient G bits",
+    )
     a = bits.to_torch(a_bits, fmt, device).requires_grad_(True)
     b = bits.to_torch(b_bits, fmt, device).requires_grad_(True)
-    PAMMatmul.apply(a, b, mode, "exact").backward(bits.to_torch(g_bits, acc, device))
+    matmul.apply(a, b, mode, "exact").backward(bits.to_torch(g_bits, acc, device))
     A = [[bits.to_fraction(int(v), fmt) for v in row] for row in a_bits]
     B = [[bits.to_fraction(int(v), fmt) for v in row] for row in b_bits]
     G = [[bits.to_fraction(int(v), acc) for v in row] for row in g_bits]
@@ -128,8 +127,9 @@ def test_exact_backward_is_the_slope_of_the_affine_piece(data: st.DataObject, de
     assert_bit_exact(b.grad, expected_b, msg=f"dB of the exact backward (mode={mode!r}) vs measured slopes")
 
 
-@given(data=st.data())
-def test_approx_backward_is_the_pam_matmuls_it_claims(data: st.DataObject, device: str) -> None:
+def check_approx_backward_is_the_pam_matmuls_it_claims(
+    data: st.DataObject, device: str = "cpu", matmul: type[PAMMatmul] = PAMMatmul
+) -> None:
     fmt = formats.get(data.draw(st.sampled_from(NUMPY_FORMATS), label="format"))
     mode = data.draw(st.sampled_from(MODES), label="mode")
     acc = oracle.accumulator_format(fmt)
@@ -139,7 +139,7 @@ def test_approx_backward_is_the_pam_matmuls_it_claims(data: st.DataObject, devic
     g_bits = data.draw(rst.bit_arrays(acc, (m, n)), label="upstream gradient G bits")
     a = bits.to_torch(a_bits, fmt, device).requires_grad_(True)
     b = bits.to_torch(b_bits, fmt, device).requires_grad_(True)
-    PAMMatmul.apply(a, b, mode, "approx").backward(bits.to_torch(g_bits, acc, device))
+    matmul.apply(a, b, mode, "approx").backward(bits.to_torch(g_bits, acc, device))
 
     def widened(bit_array: np.ndarray) -> np.ndarray:
         return numpy_floats(bit_array, fmt).astype(numpy_float(acc)).view(acc.uint_dtype)
@@ -153,3 +153,13 @@ def test_approx_backward_is_the_pam_matmuls_it_claims(data: st.DataObject, devic
     assert a.grad is not None and b.grad is not None
     assert_bit_exact(a.grad, rounded_to_input(expected_a), msg=f"dA = G ⊡@ Bᵀ ({mode}) vs oracle")
     assert_bit_exact(b.grad, rounded_to_input(expected_b), msg=f"dB = Aᵀ ⊡@ G ({mode}) vs oracle")
+
+
+@given(data=st.data())
+def test_exact_backward_is_the_slope_of_the_affine_piece(data: st.DataObject, device: str) -> None:
+    check_exact_backward_is_the_slope_of_the_affine_piece(data, device)
+
+
+@given(data=st.data())
+def test_approx_backward_is_the_pam_matmuls_it_claims(data: st.DataObject, device: str) -> None:
+    check_approx_backward_is_the_pam_matmuls_it_claims(data, device)

@@ -27,6 +27,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from properties.pam_suite import TORCH, PamKernels
 from revcheck import bits, formats
 from revcheck import strategies as rst
 from revcheck.exact import rounding as exact
@@ -175,11 +176,16 @@ def operands(data: st.DataObject, fmt: formats.FloatFormat, arity: int) -> list[
     shape = (data.draw(st.integers(1, 6), label="size"),)
     names = ("a", "b") if arity == 2 else ("x",)
     arrays = [data.draw(rst.bit_arrays(fmt, shape), label=f"{name} bits") for name in names]
-    if arity == 2 and data.draw(st.booleans(), label="b on a's breakpoint (Mb = Ma)"):
-        # The pieces of ⊡ and ⊘ meet where the significand fields meet (Ma = Mb for ⊘): drawn as often
-        # in every format, however many formats there are, instead of once in 2**m pairs.
-        fraction = fmt.uint_dtype.type(fmt.mantissa_mask)
-        arrays[1] = (arrays[1] & ~fraction) | (arrays[0] & fraction)
+    # The breakpoints of ⊘'s pieces (Ma = Mb) and of ⊡'s (Ma + Mb = 1) are a corner random fractions
+    # almost never meet: put b's fractions there often.
+    if arity == 2 and data.draw(st.booleans(), label="b's fractions at a's breakpoint"):
+        a, b = arrays
+        mask = fmt.uint_dtype.type(fmt.mantissa_mask)
+        target = data.draw(st.sampled_from(("Ma = Mb", "Ma + Mb = 1")), label="breakpoint")
+        fraction = (
+            a & mask if target == "Ma = Mb" else (-(a & mask).astype(np.int64) % (1 << fmt.mantissa_bits))
+        )
+        arrays[1] = ((b & ~mask) | fraction.astype(fmt.uint_dtype)).astype(fmt.uint_dtype)
     return arrays
 
 
@@ -191,22 +197,24 @@ def kernel_gradients(
     mode: str,
     backward: str,
     device: str,
+    implementation: PamKernels = TORCH,
 ) -> list[torch.Tensor]:
     inputs = [bits.to_torch(array, fmt, device).requires_grad_(True) for array in arrays]
-    out = getattr(kernels, op)(*inputs, mode=mode, backward=backward)
+    out = implementation.function(op)(*inputs, mode=mode, backward=backward)
     out.backward(bits.to_torch(g_bits, fmt, device))
     assert all(x.grad is not None for x in inputs), f"{op}: a gradient is missing"
     return [x.grad for x in inputs]  # type: ignore[misc]
 
 
-@given(data=st.data())
-def test_exact_backward_is_g_times_the_slope_rounded_once(data: st.DataObject, device: str) -> None:
+def check_exact_backward_is_g_times_the_slope_rounded_once(
+    data: st.DataObject, device: str = "cpu", implementation: PamKernels = TORCH
+) -> None:
     fmt = data.draw(rst.formats(names=TORCH_FORMATS), label="format")
     mode = data.draw(st.sampled_from(MODES), label="mode")
     op = data.draw(st.sampled_from(BINARY + UNARY), label="op")
     arrays = operands(data, fmt, 2 if op in BINARY else 1)
     g_bits = data.draw(rst.bit_arrays(fmt, arrays[0].shape), label="upstream gradient g bits")
-    grads = kernel_gradients(op, arrays, g_bits, fmt, mode, "exact", device)
+    grads = kernel_gradients(op, arrays, g_bits, fmt, mode, "exact", device, implementation)
     for wrt, grad in enumerate(grads):
         expected = []
         for i in range(arrays[0].size):
@@ -222,14 +230,17 @@ def test_exact_backward_is_g_times_the_slope_rounded_once(data: st.DataObject, d
         )
 
 
-@given(data=st.data())
-def test_exact_pam_mul_backward_is_g_times_the_oracle_pam_mul_grad(data: st.DataObject, device: str) -> None:
+def check_exact_pam_mul_backward_is_g_times_the_oracle_pam_mul_grad(
+    data: st.DataObject, device: str = "cpu", implementation: PamKernels = TORCH
+) -> None:
     # Where the oracle's pam_mul_grad holds the slope exactly, the gradient is g ⊡ pam_mul_grad(a, b).
     fmt = data.draw(rst.formats(names=TORCH_FORMATS), label="format")
     mode = data.draw(st.sampled_from(MODES), label="mode")
     a_bits, b_bits = operands(data, fmt, 2)
     g_bits = data.draw(rst.bit_arrays(fmt, a_bits.shape), label="upstream gradient g bits")
-    grad_a, grad_b = kernel_gradients("pam_mul", [a_bits, b_bits], g_bits, fmt, mode, "exact", device)
+    grad_a, grad_b = kernel_gradients(
+        "pam_mul", [a_bits, b_bits], g_bits, fmt, mode, "exact", device, implementation
+    )
     for grad, (x, y) in ((grad_a, (a_bits, b_bits)), (grad_b, (b_bits, a_bits))):
         slope = oracle.pam_mul_grad(x, y, fmt, mode=mode)
         held = np.array(
@@ -296,14 +307,15 @@ def approx_derivatives(
     return [oracle.pam_mul(oracle.pa_exp2(x, fmt, mode=mode), ln2, fmt, mode=mode)]
 
 
-@given(data=st.data())
-def test_approx_backward_is_the_pa_composition_it_claims(data: st.DataObject, device: str) -> None:
+def check_approx_backward_is_the_pa_composition_it_claims(
+    data: st.DataObject, device: str = "cpu", implementation: PamKernels = TORCH
+) -> None:
     fmt = data.draw(rst.formats(names=TORCH_FORMATS), label="format")
     mode = data.draw(st.sampled_from(MODES), label="mode")
     op = data.draw(st.sampled_from(BINARY + UNARY), label="op")
     arrays = operands(data, fmt, 2 if op in BINARY else 1)
     g_bits = data.draw(rst.bit_arrays(fmt, arrays[0].shape), label="upstream gradient g bits")
-    grads = kernel_gradients(op, arrays, g_bits, fmt, mode, "approx", device)
+    grads = kernel_gradients(op, arrays, g_bits, fmt, mode, "approx", device, implementation)
     for wrt, (grad, derivative) in enumerate(
         zip(grads, approx_derivatives(op, arrays, fmt, mode), strict=True)
     ):
@@ -314,6 +326,25 @@ def test_approx_backward_is_the_pa_composition_it_claims(data: st.DataObject, de
             nan="bits",
             msg=f"d {op} / d operand {wrt} (approx, mode={mode!r}) vs the oracle's g ⊡ D",
         )
+
+
+# The tests: the check bodies on the torch kernels (the planted-bug gallery,
+# tests/gallery/pam_torch_mutants.py, runs the same bodies on wrong ones).
+
+
+@given(data=st.data())
+def test_exact_backward_is_g_times_the_slope_rounded_once(data: st.DataObject, device: str) -> None:
+    check_exact_backward_is_g_times_the_slope_rounded_once(data, device)
+
+
+@given(data=st.data())
+def test_exact_pam_mul_backward_is_g_times_the_oracle_pam_mul_grad(data: st.DataObject, device: str) -> None:
+    check_exact_pam_mul_backward_is_g_times_the_oracle_pam_mul_grad(data, device)
+
+
+@given(data=st.data())
+def test_approx_backward_is_the_pa_composition_it_claims(data: st.DataObject, device: str) -> None:
+    check_approx_backward_is_the_pa_composition_it_claims(data, device)
 
 
 def test_ln2_constant_is_ln_2_rounded_once() -> None:

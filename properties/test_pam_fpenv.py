@@ -18,6 +18,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from properties.pam_suite import TORCH, PamKernels
 from revcheck import bits, formats
 from revcheck import strategies as rst
 from revcheck.kernels import pam as kernels
@@ -62,9 +63,11 @@ def low_patterns(fmt: formats.FloatFormat) -> st.SearchStrategy[int]:
     return st.one_of(normal, rst.bit_patterns(fmt, classes=("subnormal", "zero")))
 
 
-@needs_flag
-@given(data=st.data())
-def test_matmul_is_the_same_with_and_without_the_flush_flag(data: st.DataObject, device: str) -> None:
+def check_matmul_is_the_same_with_and_without_the_flush_flag(
+    data: st.DataObject, device: str = "cpu", implementation: PamKernels = TORCH
+) -> None:
+    if not FLAG_SUPPORTED:
+        pytest.skip("this CPU has no flush-to-zero flag")
     if device != "cpu":
         pytest.skip("torch.set_flush_denormal is a CPU flag")
     fmt = data.draw(
@@ -80,11 +83,17 @@ def test_matmul_is_the_same_with_and_without_the_flush_flag(data: st.DataObject,
     results = {}
     for enabled in (False, True):
         with flush_denormal(enabled):
-            results[enabled] = kernels.pam_matmul(a, b, order=order)
+            results[enabled] = implementation.matmul(a, b, mode="ieee", order=order)
     assert_bit_exact(results[True], results[False], msg=f"order={order!r}: the flush flag changed the result")
     if order == "sequential":
         acc = oracle.accumulator_format(fmt)
         assert_bit_exact(results[True], oracle.pam_matmul(a_bits, b_bits, fmt), fmt=acc, nan="bits")
+
+
+@needs_flag
+@given(data=st.data())
+def test_matmul_is_the_same_with_and_without_the_flush_flag(data: st.DataObject, device: str) -> None:
+    check_matmul_is_the_same_with_and_without_the_flush_flag(data, device)
 
 
 @given(data=st.data())

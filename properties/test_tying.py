@@ -180,6 +180,12 @@ def draw_tie(data: st.DataObject, case: Case, modes: tuple[str, ...], label: str
     case.ties_made += 1
 
 
+def draw_aliasing_tie_often(data: st.DataObject, case: Case) -> None:
+    """Often (a drawn flag) a last share or stopgrad tie: what a state dict must carry, drawn early."""
+    if data.draw(st.booleans(), label="ends with a share or stopgrad tie"):
+        draw_tie(data, case, ("share", "stopgrad"), "last tie")
+
+
 def draw_actions(data: st.DataObject, case: Case, modes: tuple[str, ...] = TIE_MODES) -> None:
     """A sequence of ties, unties and training steps (unties only of declared ties)."""
     for index in range(data.draw(st.integers(0, 6), label="actions")):
@@ -345,6 +351,7 @@ def check_checkpoint_round_trip(data: st.DataObject, impl: Checkpointing) -> Non
     """Saved and restored (through torch.save): same ties, values, and the next AdamW step (K, CPU)."""
     case = draw_case(data, real_tying)
     draw_actions(data, case)
+    draw_aliasing_tie_often(data, case)
     saved = _through_bytes(impl.save(case.model, case.tying, case.optimizer))
     depth, dtype = len(case.model.blocks), case.model.head.weight.dtype
     restored = new_model(depth, dtype, seed=12345)  # other initial values: everything must come from the file
@@ -365,6 +372,7 @@ def check_plain_state_dict_untie_detected(
     """A plain state dict of a model with share or stopgrad ties, loaded into a fresh model, is detected."""
     case = draw_case(data, real_tying)
     draw_actions(data, case)
+    draw_aliasing_tie_often(data, case)
     plain = _through_bytes(case.model.state_dict())
     fresh = new_model(len(case.model.blocks), case.model.head.weight.dtype, seed=1)
     aliasing = [i for i, (_, mode) in case.declared.items() if mode in ("share", "stopgrad")]

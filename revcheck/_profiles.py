@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
 __all__ = [
     "CI_PROFILE",
@@ -73,8 +73,6 @@ def register() -> None:
         settings.get_profile("default"),
         max_examples=DEFAULT_MAX_EXAMPLES,
         deadline=None,
-        # Bit-pattern strategies and whole-array draws are legitimately slow to generate.
-        suppress_health_check=[HealthCheck.too_slow],
     )
     settings.register_profile(DEFAULT_PROFILE, base)
     settings.register_profile(CI_PROFILE, base, derandomize=True, database=None, print_blob=True)

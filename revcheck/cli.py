@@ -6,6 +6,7 @@
     revcheck audit-stack MODULE:FORWARD --reconstruct MODULE:F  # audit a whole BDIA stack
     revcheck ops                                                # the ops and their signatures
     revcheck sweep --op pam_mul --format bf16                   # = python -m revcheck.sweep ...
+    revcheck sweep campaign --state-dir sweeps                  # every 2**32 sweep, with a report
     revcheck plot all --out docs/images                         # the pictures (revcheck.plots.cli)
 
 Exit status: 0 when every check passed, 1 when a counterexample was found,
@@ -224,7 +225,9 @@ def _parser() -> Parser:
     stack.add_argument("--json", dest="json_path", metavar="PATH", help="also write the report as JSON here")
     commands.add_parser("ops", help="list the operations an audit knows, with the candidate signatures")
     sweep = commands.add_parser(
-        "sweep", help="check every input of an 8/16-bit format", description=sweep_cli.DESCRIPTION
+        "sweep",
+        help="check every input of a small format (`revcheck sweep campaign`: every 2^32 sweep)",
+        description=sweep_cli.DESCRIPTION,
     )
     sweep_cli.add_arguments(sweep)
     from revcheck.plots import cli as plots_cli
@@ -313,8 +316,14 @@ def _ops() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
 
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:2] == ["sweep", "campaign"]:  # its own command line (revcheck.sweep.campaign)
+        from revcheck.sweep import campaign
+
+        return campaign.main(arguments[2:])
+
     def command() -> int:
-        args = _parser().parse_args(attach_option_values(argv, ("--shard",)))
+        args = _parser().parse_args(attach_option_values(arguments, ("--shard",)))
         if args.command == "audit":
             return _audit(args)
         if args.command == "audit-stack":

@@ -13,6 +13,11 @@ Chunks.  Chunk ``c`` of size ``2**chunk_bits`` holds the flat indices
 ``[c * 2**chunk_bits, (c + 1) * 2**chunk_bits)``; a chunk of ``2**chunk_bits >= 2**w``
 pairs is a block of consecutive ``a`` values against every ``b``.
 
+Blocks.  A chunk is the unit of bookkeeping (a sweep records finished chunks); a
+*block* is the unit of evaluation: chunk ``c`` at ``chunk_bits`` is the blocks
+``c * 2**(chunk_bits - block_bits) + j`` at ``block_bits`` (:func:`blocks`), so an
+implementation can be called on cache-sized pieces of a chunk in the same order.
+
 Shards.  Shard ``I`` of ``N`` takes the chunks ``c`` with ``c % N == I``, so the
 ``N`` shards together cover every chunk exactly once; a shard runs its chunks in
 bit-reversed order (:func:`run_order`), so that any prefix samples the whole space.
@@ -33,6 +38,7 @@ from revcheck.errors import UsageError
 
 __all__ = [
     "all_patterns",
+    "blocks",
     "chunk",
     "chunk_bits_for",
     "chunks",
@@ -67,13 +73,42 @@ def chunk(fmt: object, arity: int, chunk_bits: int, index: int) -> list[npt.NDAr
     if not 0 <= index < total_chunks(fmt_, arity, chunk_bits):
         raise ValueError(f"chunk {index} does not exist; there are {total_chunks(fmt_, arity, chunk_bits)}")
     size = 1 << chunk_bits
-    # uint64 holds every flat index of a space up to 2**64 (the widest: a unary op on fp64).
-    flat = np.arange(index * size, (index + 1) * size, dtype=np.uint64)
-    digit = np.uint64((1 << fmt_.width) - 1)
+    width = fmt_.width
+    # Operand p (0 = least significant) is (i >> p*w) mod 2**w over i in [start, start + size): a run
+    # of consecutive digits, each repeated 2**(p*w) times, which np.repeat builds directly in the
+    # operand's dtype (no flat uint64 index array and no 64-bit shifts over the whole chunk).
+    start = index * size
     operands = []
     for position in reversed(range(arity)):
-        operands.append(((flat >> np.uint64(position * fmt_.width)) & digit).astype(fmt_.uint_dtype))
+        shift = position * width
+        # Chunks are aligned to their power-of-two size, so a chunk holds size / 2**shift whole runs
+        # of one digit value each (or lies inside one run when 2**shift >= size).
+        runs = max(size >> shift, 1)
+        first = start >> shift
+        digits = (np.arange(first, first + runs, dtype=np.uint64) & np.uint64((1 << width) - 1)).astype(
+            fmt_.uint_dtype
+        )
+        operands.append(np.repeat(digits, size // runs) if runs < size else digits)
     return operands
+
+
+def blocks(
+    fmt: object, arity: int, chunk_bits: int, index: int, block_bits: int
+) -> Iterator[tuple[int, list[npt.NDArray[Any]]]]:
+    """The blocks of ``2**block_bits`` inputs of chunk ``index``, in order: ``(offset, operands)``.
+
+    ``block_bits >= chunk_bits`` gives the whole chunk as one block.
+    """
+    if block_bits >= chunk_bits:
+        yield 0, chunk(fmt, arity, chunk_bits, index)
+        return
+    if block_bits < 0:
+        raise ValueError(f"block_bits={block_bits} must be >= 0")
+    per_chunk = 1 << (chunk_bits - block_bits)
+    if not 0 <= index < total_chunks(fmt, arity, chunk_bits):
+        raise ValueError(f"chunk {index} does not exist; there are {total_chunks(fmt, arity, chunk_bits)}")
+    for j in range(per_chunk):
+        yield j << block_bits, chunk(fmt, arity, block_bits, index * per_chunk + j)
 
 
 def chunks(fmt: object, arity: int, chunk_bits: int) -> Iterator[list[npt.NDArray[Any]]]:

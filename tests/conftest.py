@@ -7,12 +7,9 @@ Hypothesis profile: ``revcheck`` (``revcheck-ci`` on CI) unless
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from revcheck.pytest_plugin import ensure_registered, load_revcheck_profile
-from tests.mutation import hunting_profile
 
 # pytester runs pytest inside tests, to test revcheck's pytest plugin.
 pytest_plugins = ["pytester"]
@@ -27,10 +24,3 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     load_revcheck_profile(config)
-
-
-@pytest.fixture(name="hunting_profile")
-def _hunting_profile() -> Iterator[None]:
-    """See :func:`tests.mutation.hunting_profile`."""
-    with hunting_profile():
-        yield

@@ -1,8 +1,11 @@
-"""The audit against its gallery: every planted bug is flagged with the right class, no false alarms.
+"""The audit against its gallery: no false alarms, catches under every seed, the README's table.
 
-Runs with the audit's DEFAULT settings (100 Hypothesis examples per check,
-derandomized, exhaustive where cheap).  The number of examples each bug needed
-is printed by ``python -m tests.test_audit_gallery`` (a Markdown table).
+That every planted bug is flagged with the right class (and the audit of the
+correct kernel passes) is a record of the one harness (tests/test_gallery.py,
+tests/gallery/audit_kernels.py's ``PLANTED_BUGS``).  Runs with the audit's
+DEFAULT settings (100 Hypothesis examples per check, derandomized, exhaustive
+where cheap).  The number of examples each bug needed is printed by
+``python -m tests.test_audit_gallery`` (a Markdown table).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 from revcheck.audit import Counterexample, audit
 from revcheck.audit.registry import REGISTRY
 from revcheck.audit.report import CAUGHT_UNITS
-from tests.gallery.audit_kernels import CORRECT_KERNELS, PLANTED_BUGS, PlantedBug, pam_matmul
+from tests.gallery.audit_kernels import AUDIT_BUGS, CORRECT_KERNELS, AuditBug, pam_matmul
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,31 +31,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def meets(counterexample: Counterexample, condition: str) -> bool:
-    """Whether the counterexample satisfies one ``kind:value`` condition of a PlantedBug."""
-    kind, _, value = condition.partition(":")
-    if kind == "input":
-        return counterexample.involves(value)
-    if kind == "label":
-        return value in counterexample.labels
-    observed = counterexample.expected_label if kind == "expected" else counterexample.actual_label
-    return observed == value or observed.lstrip("+-") == value
-
-
-def audit_bug(bug: PlantedBug) -> tuple[Counterexample, int]:
+def audit_bug(bug: AuditBug) -> tuple[Counterexample, int]:
     report = audit(bug.kernel, bug.op, formats=bug.formats, determinism=bug.determinism)
     assert not report.passed, f"the audit missed the planted bug:\n{report}"
     (failed,) = report.failures
     assert failed.counterexample is not None and failed.caught_after is not None
     return failed.counterexample, failed.caught_after
-
-
-@pytest.mark.parametrize("name", list(PLANTED_BUGS))
-def test_planted_bug_is_flagged_with_the_right_class(name: str) -> None:
-    bug = PLANTED_BUGS[name]
-    counterexample, _ = audit_bug(bug)
-    unmet = [condition for condition in bug.expect if not meets(counterexample, condition)]
-    assert not unmet, f"{name}: counterexample does not show {unmet}:\n{counterexample.text()}"
 
 
 # One format whose inputs are all enumerated and one where only Hypothesis runs, per op; every
@@ -101,7 +85,7 @@ def test_correct_kernel_passes_in_every_format_and_mode(op: str) -> None:
 def test_matmul_special_values_are_caught_under_every_seed() -> None:
     # Issue 9: the PAM paper's CUDA matmul (inf ⊡ finite is NaN) took 76 examples under the default
     # run and was missed under one of nine seeds.  The counted cases run first, whatever the seed.
-    bug = PLANTED_BUGS["PAM paper's CUDA matmul: inf ⊡ finite is NaN"]
+    bug = AUDIT_BUGS["PAM paper's CUDA matmul: inf ⊡ finite is NaN"]
     needed = {}
     for seed in range(20):
         report = audit(bug.kernel, bug.op, formats=bug.formats, seed=seed, max_examples=10)
@@ -117,7 +101,7 @@ def catch_table() -> str:
         "| planted bug | op | format | caught after | stage | counterexample class |",
         "|---|---|---|---|---|---|",
     ]
-    for name, bug in PLANTED_BUGS.items():
+    for name, bug in AUDIT_BUGS.items():
         counterexample, caught_after = audit_bug(bug)
         unit = CAUGHT_UNITS[counterexample.stage]
         unit = unit.removesuffix("s") if caught_after == 1 else unit

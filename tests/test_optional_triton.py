@@ -54,3 +54,15 @@ def test_doctest_collection_skips_the_triton_module_with_the_reason() -> None:
         "SKIPPED [1] revcheck/kernels/triton_pam.py: triton is not installed (pip install 'revcheck[triton]')"
         in result.stdout
     ), result.stdout[-2000:]
+
+
+def test_gallery_imports_without_triton_and_its_triton_records_skip_with_the_reason() -> None:
+    code = (
+        "import pytest\n"
+        "sys.exit(pytest.main(['-q', '-ra', '-p', 'no:cacheprovider', 'tests/test_gallery.py',\n"
+        "                      '-k', 'pam_triton and nan_keeps_sign']))\n"
+    )
+    result = _run_python(code)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "needs triton (not installed)" in result.stdout, result.stdout[-2000:]
+    assert " passed" not in result.stdout, result.stdout[-2000:]

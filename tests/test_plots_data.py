@@ -122,11 +122,12 @@ def test_sweep_coverage_reads_a_state_directory(tmp_path: Path) -> None:
     )
     assert (data.checked > 0).all()  # every pair of classes reached
     # A recorded counterexample (as a sweep of a wrong kernel writes it) lands in its classes' cell.
-    state_file = next(tmp_path.glob("*.json"))
-    state = json.loads(state_file.read_text())
-    state["chunks"][0]["mismatches"] = 7
-    state["chunks"][0]["examples"] = [[0x3, 0x9, 0x0, 0x1]]
-    state_file.write_text(json.dumps(state))
+    state_file = next(tmp_path.glob("*.jsonl"))
+    header, record, *rest = state_file.read_text().splitlines()
+    chunk = json.loads(record)
+    chunk["mismatches"] = 7
+    chunk["examples"] = [[0x3, 0x9, 0x0, 0x1]]
+    state_file.write_text("\n".join([header, json.dumps(chunk), *rest]) + "\n")
     marked = plots.coverage_from_sweep(tmp_path)
     assert marked.total_mismatches == 7 and marked.mismatches.sum() == 1
     assert marked.mismatches[marked.classes.index("+normal"), marked.classes.index("-subnormal")] == 1

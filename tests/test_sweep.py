@@ -92,11 +92,21 @@ def test_chunks_enumerate_every_pair_once() -> None:
     assert np.array_equal(np.sort(codes), np.arange(1 << 16)), "some (a, b) pair is missing or repeated"
 
 
+def _journal_lines(path: Path) -> list[dict[str, Any]]:
+    """The whole lines of a journal (one being written right now is left out)."""
+    text = path.read_text()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+
+
 def _recorded(state_dir: Path) -> dict[int, dict[str, object]]:
-    """Chunk records of every state file: a chunk that is re-run gets a new record (new timings)."""
+    """Chunk records of every journal; each chunk is recorded once (a re-run would add a second line)."""
     records: dict[int, dict[str, object]] = {}
-    for path in state_dir.glob("*.json"):
-        records.update({record["chunk"]: record for record in json.loads(path.read_text())["chunks"]})
+    for path in state_dir.glob("*.jsonl"):
+        header, *lines = _journal_lines(path)
+        assert set(header) == {"sweep", "shard"}, header
+        for record in lines:
+            assert record["chunk"] not in records, f"chunk {record['chunk']} was recorded twice"
+            records[record["chunk"]] = record
     return records
 
 
@@ -150,7 +160,9 @@ def test_planted_mismatch_is_reported_with_exit_code_1(
     ("argv", "reason"),
     [
         (["--op", "pam_pow", "--format", "bf16"], "invalid choice: 'pam_pow'"),
-        (["--op", "pam_mul", "--format", "fp32"], "invalid choice: 'fp32'"),
+        (["--op", "pam_mul", "--format", "fp32"], "has 2^64 inputs, too many to enumerate"),
+        (["--op", "pam_mul", "--format", "fp64"], "invalid choice: 'fp64'"),
+        (["--op", "pam_mul", "--format", "bf16", "--scheduler", "udp:x"], "neither 'local' nor"),
         (["--op", "pam_mul", "--format", "bf16", "--shard", "2/2"], "0 <= I < N"),
         (["--op", "pam_mul", "--format", "bf16", "--shard", "half"], "is not I/N"),
         (["--op", "pam_mul", "--format", "bf16", "--chunk-bits", "40"], "use 1..32"),
@@ -244,43 +256,59 @@ def test_state_dir_that_is_or_lies_under_a_file_exits_2_before_any_work(
 
 def _state_file(tmp_path: Path) -> Path:
     run_sweep(_config(chunk_bits=12, state_dir=tmp_path, limit_chunks=2))
-    (path,) = tmp_path.glob("*.json")
+    (path,) = tmp_path.glob("*.jsonl")
     return path
 
 
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
-        (lambda s: s["chunks"][0].update(extra=1), "chunks[0] has unknown field(s) 'extra'"),
-        (
-            lambda s: s["chunks"][0].update(mismatches=-3),
-            "chunks[0] field 'mismatches' is -3, a negative count",
-        ),
-        (
-            lambda s: s["chunks"][0].update(inputs="4096"),
-            "chunks[0] field 'inputs' is '4096', not an integer",
-        ),
-        (lambda s: s["chunks"][0].update(chunk=99), "chunks[0] field 'chunk' is 99, expected 0..15"),
-        (lambda s: s["chunks"][0].update(seconds=-1.0), "field 'seconds' is -1.0, a negative time"),
-        (lambda s: s["chunks"][0].pop("examples"), "chunks[0] lacks field(s) 'examples'"),
-        (lambda s: s.update(chunks={}), "field 'chunks' is a dict, not a list"),
-        (lambda s: s.update(owner="me"), "the record has unknown field(s) 'owner'"),
-        (lambda s: s.update(sweep="pam_div-x"), "field 'sweep' is 'pam_div-x'"),
+        (lambda h, r: r[0].update(extra=1), "line 2 has unknown field(s) 'extra'"),
+        (lambda h, r: r[0].update(mismatches=-3), "line 2 field 'mismatches' is -3, a negative count"),
+        (lambda h, r: r[1].update(inputs="4096"), "line 3 field 'inputs' is '4096', not an integer"),
+        (lambda h, r: r[0].update(chunk=99), "line 2 field 'chunk' is 99, expected 0..15"),
+        (lambda h, r: r[0].update(seconds=-1.0), "field 'seconds' is -1.0, a negative time"),
+        (lambda h, r: r[0].pop("examples"), "line 2 lacks field(s) 'examples'"),
+        (lambda h, r: h.update(owner="me"), "the header (line 1) has unknown field(s) 'owner'"),
+        (lambda h, r: h.update(sweep="pam_div-x"), "field 'sweep' is 'pam_div-x'"),
+        (lambda h, r: r.insert(0, [1, 2]), "line 2 is a list, not a chunk record"),
     ],
 )
 def test_state_record_is_validated_on_load(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, corrupt: Any, message: str
 ) -> None:
     path = _state_file(tmp_path)
-    state = json.loads(path.read_text())
-    corrupt(state)
-    path.write_text(json.dumps(state))
+    header, *records = _journal_lines(path)
+    corrupt(header, records)
+    path.write_text("".join(json.dumps(line) + "\n" for line in [header, *records]))
     with pytest.raises(errors.UsageError) as raised:
         run_sweep(_config(chunk_bits=12, state_dir=tmp_path))
     assert str(path) in str(raised.value) and message in str(raised.value), raised.value
     argv = ["--op", "pam_mul", "--format", "fp8_e4m3fn", "--chunk-bits", "12", "--workers", "1", "--quiet"]
     status, out, err = _sweep_cli(capsys, *argv, "--state-dir", str(tmp_path))
     assert status == 2 and out == "" and message in err and err.count("\n") == 1, err
+
+
+def test_a_torn_last_line_is_no_record_and_is_cut_off(tmp_path: Path) -> None:
+    path = _state_file(tmp_path)
+    whole = path.read_text()
+    path.write_text(whole + whole.splitlines()[-1][:25])  # a crash in the middle of writing a record
+    resumed = run_sweep(_config(chunk_bits=12, state_dir=tmp_path, limit_chunks=1))
+    assert (resumed.chunks_done, resumed.chunks_run_now) == (3, 1)
+    assert path.read_text().startswith(whole) and path.read_text().endswith("\n")
+    assert len(_recorded(tmp_path)) == 3
+
+
+def test_a_whole_file_state_of_the_earlier_format_is_read_and_validated(tmp_path: Path) -> None:
+    path = _state_file(tmp_path)
+    header, *records = _journal_lines(path)
+    legacy = tmp_path / path.name.replace(".jsonl", ".json")
+    legacy.write_text(json.dumps({**header, "chunks": records}))
+    path.unlink()
+    assert run_sweep(_config(chunk_bits=12, state_dir=tmp_path, limit_chunks=1)).chunks_done == 3
+    legacy.write_text(json.dumps({**header, "chunks": {}}))
+    with pytest.raises(errors.UsageError, match="field 'chunks' is a dict, not a list"):
+        run_sweep(_config(chunk_bits=12, state_dir=tmp_path))
 
 
 @pytest.mark.parametrize("argv", [["--shard", "-1/2"], ["--shard=-1/2"]])
@@ -298,14 +326,26 @@ def test_ctrl_c_saves_reports_and_exits_130(tmp_path: Path) -> None:
     command += ["--chunk-bits", "14", "--state-dir", str(tmp_path), "--workers", "1", "--quiet"]
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A pytest-xdist worker ignores SIGINT, and an ignored SIGINT is inherited: Python then installs
+        # no KeyboardInterrupt handler (as for a background job of a shell). A terminal's Ctrl-C is wanted.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)  # the state file appears once the first chunks are recorded
-    assert list(tmp_path.glob("*.json")), "no chunk was recorded in time"
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_recorded(tmp_path)) < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)  # records appear as chunks finish
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # never leave a 2**32 sweep running behind a failed test
+            process.kill()
+            process.wait()
     assert process.returncode == 130, out + err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "chunks of this shard are recorded in" in err and "run the same command again to resume" in err

@@ -13,9 +13,8 @@ stack keeps.  This counts what is packed for backward (which is what ``torch.uti
 and ``ctx.save_for_backward`` go through); on CUDA the allocator's peak during a whole training
 step is reported as well.
 
-Step time is forward plus backward of the whole model's loss, and every ratio is between
-timings taken in this run: the candidates alternate within each of several rounds, and a
-ratio is reported as the median of the per-round ratios with their range.  With one
+Step time is forward plus backward of the whole model's loss; every ratio is measured in
+interleaved rounds and printed with its spread (:mod:`revcheck.bench._harness`).  With one
 intra-op thread (``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)``) the clock is the
 process's CPU time, which load from other processes does not inflate; a loaded machine
 should be measured that way.  ``bdia-compiled`` is the reversible stack with
@@ -27,13 +26,21 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from revcheck.bench._harness import Row
+from revcheck.bench._harness import (
+    DEFAULT_PAIRS,
+    QUICK_PAIRS,
+    Row,
+    interleaved,
+    load_average,
+    progress,
+    ratio_rows,
+)
 from revcheck.nn.bdia import BDIAStack
 from revcheck.nn.transformer import TinyGPT
 
@@ -74,8 +81,8 @@ FULL = BenchShape(
     vocab=64,
     depths=(6, 12, 24, 48),
     timed_depths=(24,),
-    repeat=9,  # median of 9 interleaved rounds (and their spread): robust to load from other processes
-    min_time=0.3,
+    repeat=DEFAULT_PAIRS,  # interleaved rounds: the median ratio and its spread
+    min_time=0.1,
 )
 QUICK = BenchShape(
     d_model=32,
@@ -85,7 +92,7 @@ QUICK = BenchShape(
     vocab=16,
     depths=(6, 12, 24),
     timed_depths=(24,),
-    repeat=2,
+    repeat=QUICK_PAIRS,
     min_time=0.02,
 )
 
@@ -168,54 +175,6 @@ def training_step(model: nn.Module, idx: Tensor, targets: Tensor) -> Callable[[]
     return step
 
 
-def interleaved_samples(
-    candidates: Mapping[str, Callable[[], object]], *, repeat: int, min_time: float
-) -> dict[str, list[float]]:
-    """Seconds per call of each candidate in each of ``repeat`` rounds, timed in alternating rounds.
-
-    Alternating the candidates within every round (rather than timing one after the other)
-    keeps a change in machine load from favouring whichever candidate ran during a quiet spell.
-    With one intra-op thread the clock is the process's CPU time (``time.process_time``), which
-    other processes on a loaded machine do not inflate; otherwise wall-clock time.
-    """
-    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
-    loops: dict[str, int] = {}
-    for name, fn in candidates.items():
-        fn()  # warm-up: allocation, caches (and compilation, for a compiled candidate)
-        fn()
-        count = 1
-        while True:
-            start = clock()
-            for _ in range(count):
-                fn()
-            if clock() - start >= min_time or count >= 1 << 20:
-                break
-            count *= 2
-        loops[name] = count
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeat):
-        for name, fn in candidates.items():
-            start = clock()
-            for _ in range(loops[name]):
-                fn()
-            samples[name].append((clock() - start) / loops[name])
-    return samples
-
-
-def interleaved_times(
-    candidates: Mapping[str, Callable[[], object]], *, repeat: int, min_time: float
-) -> dict[str, float]:
-    """Median seconds per call of each candidate (:func:`interleaved_samples`)."""
-    samples = interleaved_samples(candidates, repeat=repeat, min_time=min_time)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def ratio_spread(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
-    """Median, min and max of the per-round ratios ``numerator[i] / denominator[i]``."""
-    ratios = sorted(a / b for a, b in zip(numerator, denominator, strict=True))
-    return statistics.median(ratios), ratios[0], ratios[-1]
-
-
 def slope(xs: Iterable[float], ys: Iterable[float]) -> float:
     """Least-squares slope of ``ys`` against ``xs``."""
     xs, ys = list(xs), list(ys)
@@ -254,7 +213,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     ]
 
     saved: dict[str, dict[int, SavedForBackward]] = {kind: {} for kind in MEMORY_KINDS}
-    for depth in shape.depths:
+    for depth in progress(shape.depths, "BDIA saved-for-backward bytes"):
         for kind in MEMORY_KINDS:
             model = _model(shape, depth, kind, device)
             x = model.embed(idx).detach().requires_grad_(True)
@@ -323,21 +282,29 @@ def run(args: argparse.Namespace) -> list[Row]:
             kind: training_step(_timed_model(shape, depth, kind, device), idx, targets)
             for kind in TIMED_KINDS
         }
-        samples = interleaved_samples(steps, repeat=shape.repeat, min_time=shape.min_time)
-        clock = "CPU time" if torch.get_num_threads() == 1 else "wall time"
+        for step in progress(steps.values(), f"BDIA warm-up, depth {depth} (compiles bdia-compiled)"):
+            step()  # a compiled candidate compiles on its first calls: untimed
+        # CPU time with one intra-op thread (other processes' load does not inflate it), else wall time.
+        single = torch.get_num_threads() == 1
+        loads = [load_average()]
+        samples = interleaved(
+            steps,
+            pairs=shape.repeat,
+            min_time=shape.min_time,
+            clock=time.process_time if single else time.perf_counter,
+            desc=f"BDIA step, depth {depth}",
+        )
+        loads.append(load_average())
         plain_seconds = statistics.median(samples["plain"])
+        clock = "CPU time" if single else "wall time"
         rows.append(Row(f"step time depth {depth}, plain ({clock})", f"{plain_seconds * 1e3:.1f} ms"))
-        for kind in TIMED_KINDS[1:]:
-            median, low, high = ratio_spread(samples[kind], samples["plain"])
-            targeted = kind in ("bdia", "bdia-compiled")
-            rows.append(
-                Row(
-                    f"step time depth {depth}, {kind} / plain",
-                    f"{median:.2f}x [{low:.2f}, {high:.2f}] over {shape.repeat} rounds",
-                    f"<= {TARGET_STEP_TIME_RATIO:g}x" if targeted else "",
-                    median <= TARGET_STEP_TIME_RATIO if targeted else None,
-                )
-            )
+        rows += ratio_rows(
+            samples,
+            "plain",
+            {kind: f"step time depth {depth}, {kind} / plain" for kind in TIMED_KINDS[1:]},
+            targets={"bdia": TARGET_STEP_TIME_RATIO, "bdia-compiled": TARGET_STEP_TIME_RATIO},
+            loads=loads,
+        )
     return rows
 
 

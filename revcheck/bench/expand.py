@@ -206,12 +206,7 @@ def measure(
     progress: bool = True,
 ) -> Iterator[Cell]:
     """Measure every row (tqdm progress on stderr)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress is optional (pip install revcheck[progress])
-
-        def tqdm(iterable: Any, **_: Any) -> Any:  # type: ignore[no-redef]
-            return iterable
+    from tqdm import tqdm
 
     from revcheck.expand import GrowthCertificate
     from revcheck.nn.expand import DTYPES
@@ -311,7 +306,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             f"{c.growth.name} {c.growth.ratio}, {c.dtype}, {c.size} {c.attention}",
             f"{c.reached} (K {c.k_diff[0]}/{c.k_diff[1]}, O {c.o_diff[0]}/{c.o_diff[1]} differ)",
         )
-        for c in measure(progress=False, **options)
+        for c in measure(progress=True, **options)
     ]
 
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from revcheck.bench._harness import Row
+from revcheck.bench._harness import DEFAULT_PAIRS, QUICK_PAIRS, Row, interleaved, load_average, ratio_rows
 from revcheck.bench.bdia import saved_for_backward
 from revcheck.nn.memxl import Memory, MemTransformerXL, skip_probabilities
 
@@ -61,10 +60,28 @@ class BenchShape:
 
 
 FULL = BenchShape(
-    n_layer=12, d_model=128, n_head=4, segment=64, mem_len=64, batch=8, vocab=64, draws=12, repeat=9, loops=2
+    n_layer=12,
+    d_model=128,
+    n_head=4,
+    segment=64,
+    mem_len=64,
+    batch=8,
+    vocab=64,
+    draws=12,
+    repeat=DEFAULT_PAIRS,
+    loops=2,
 )
 QUICK = BenchShape(
-    n_layer=4, d_model=16, n_head=2, segment=8, mem_len=8, batch=2, vocab=16, draws=4, repeat=3, loops=1
+    n_layer=4,
+    d_model=16,
+    n_head=2,
+    segment=8,
+    mem_len=8,
+    batch=2,
+    vocab=16,
+    draws=4,
+    repeat=QUICK_PAIRS,
+    loops=1,
 )
 
 
@@ -115,22 +132,6 @@ def training_step(model: MemTransformerXL, mems: Memory, x: Tensor, y: Tensor) -
             torch.cuda.synchronize()
 
     return step
-
-
-def interleaved_rounds(
-    steps: dict[str, Callable[[], None]], *, repeat: int, loops: int
-) -> dict[str, list[float]]:
-    """Seconds per step of each variant in each of ``repeat`` alternating rounds (after one warm-up each)."""
-    for step in steps.values():
-        step()
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeat):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(loops):
-                step()
-            samples[name].append((time.perf_counter() - start) / loops)
-    return samples
 
 
 def _kib(nbytes: float) -> str:
@@ -202,7 +203,9 @@ def run(args: argparse.Namespace) -> list[Row]:
         )
 
     steps = {name: training_step(model, memories[name], x, y) for name, model in models.items()}
-    samples = interleaved_rounds(steps, repeat=shape.repeat, loops=shape.loops)
+    loads = [load_average()]
+    samples = interleaved(steps, pairs=shape.repeat, loops=shape.loops, desc="memxl: step time")
+    loads.append(load_average())
     base = samples["plain"]
     rows.append(
         Row(
@@ -211,12 +214,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             f"{max(base) * 1e3:.1f}, {shape.repeat} rounds)",
         )
     )
-    for name in list(VARIANTS)[1:]:
-        ratios = [a / b for a, b in zip(samples[name], base, strict=True)]
-        rows.append(
-            Row(
-                f"step time, {name} / plain",
-                f"{statistics.median(ratios):.3f}x (min-max {min(ratios):.3f}-{max(ratios):.3f})",
-            )
-        )
+    rows += ratio_rows(
+        samples, "plain", {name: f"step time, {name} / plain" for name in list(VARIANTS)[1:]}, loads=loads
+    )
     return rows

@@ -14,49 +14,36 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-from revcheck.bench._harness import Row
+from revcheck.bench._harness import DEFAULT_PAIRS, QUICK_PAIRS, Row, interleaved, load_average, ratio_rows
 
 TITLE = "multiplication-free training (CPU)"
 
 
-def interleaved_ratio(
-    candidate: Callable[[], object], baseline: Callable[[], object], *, rounds: int, loops: int = 1
-) -> tuple[float, float, float, float, float]:
-    """(median ratio, min ratio, max ratio, median candidate s, median baseline s) over interleaved rounds."""
-    candidate()
-    baseline()  # warm-up: allocation, first-call dispatch
-    ratios, cand, base = [], [], []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(loops):
-            candidate()
-        t_candidate = (time.perf_counter() - start) / loops
-        start = time.perf_counter()
-        for _ in range(loops):
-            baseline()
-        t_baseline = (time.perf_counter() - start) / loops
-        ratios.append(t_candidate / t_baseline)
-        cand.append(t_candidate)
-        base.append(t_baseline)
-    return (
-        statistics.median(ratios),
-        min(ratios),
-        max(ratios),
-        statistics.median(cand),
-        statistics.median(base),
+def _row(
+    case: str,
+    candidate: Callable[[], object],
+    baseline: Callable[[], object],
+    *,
+    rounds: int,
+    loops: int = 1,
+) -> Row:
+    """The interleaved ratio candidate / baseline with its spread, and both median step times."""
+    loads = [load_average()]
+    samples = interleaved(
+        {"candidate": candidate, "baseline": baseline},
+        pairs=rounds,
+        loops=loops,
+        desc=f"mulfree: {case[:30]}",
     )
-
-
-def _row(case: str, figures: tuple[float, float, float, float, float]) -> Row:
-    median, low, high, t_candidate, t_baseline = figures
-    return Row(
-        case, f"{median:.2f}x ({low:.2f}-{high:.2f}); {1e3 * t_candidate:.1f} vs {1e3 * t_baseline:.1f} ms"
-    )
+    loads.append(load_average())
+    (row,) = ratio_rows(samples, "baseline", {"candidate": case}, loads=loads)
+    t_candidate, t_baseline = (statistics.median(samples[k]) for k in ("candidate", "baseline"))
+    row.figure += f"; {1e3 * t_candidate:.1f} vs {1e3 * t_baseline:.1f} ms"
+    return row
 
 
 def run(args: argparse.Namespace) -> list[Row]:
@@ -66,7 +53,7 @@ def run(args: argparse.Namespace) -> list[Row]:
 
     quick = bool(getattr(args, "quick", False))
     vocab, d_model, heads, depth, seq_len, batch = (71, 16, 1, 1, 8, 4) if quick else (71, 32, 2, 2, 16, 8)
-    rounds = 3 if quick else 7
+    rounds = QUICK_PAIRS if quick else DEFAULT_PAIRS
     torch.manual_seed(0)
     standard = TinyTransformer(vocab, d_model, heads, depth, seq_len, arithmetic="standard", dropout=0.1)
     pa = TinyTransformer(
@@ -104,17 +91,24 @@ def run(args: argparse.Namespace) -> list[Row]:
         return run_under_mode
 
     return [
-        _row(f"PA step / standard step ({shape})", interleaved_ratio(pa_step, standard_step, rounds=rounds)),
+        _row(f"PA step / standard step ({shape})", pa_step, standard_step, rounds=rounds),
         _row(
             "PA step under MulFreeMode (strict, descending into PA ops) / PA step",
-            interleaved_ratio(certified(pa_step), pa_step, rounds=rounds),
+            certified(pa_step),
+            pa_step,
+            rounds=rounds,
         ),
         _row(
             "PA step under MulFreeMode (strict, PA ops by name) / PA step",
-            interleaved_ratio(certified(pa_step, descend=False), pa_step, rounds=rounds),
+            certified(pa_step, descend=False),
+            pa_step,
+            rounds=rounds,
         ),
         _row(
             "standard step under MulFreeMode (record) / standard step",
-            interleaved_ratio(certified(standard_step, record=True), standard_step, rounds=rounds, loops=3),
+            certified(standard_step, record=True),
+            standard_step,
+            rounds=rounds,
+            loops=3,
         ),
     ]

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from revcheck.audit.ops_tying import MemoryReport, count_parameters, measure_training_step
-from revcheck.bench._harness import Row
+from revcheck.bench._harness import DEFAULT_PAIRS, QUICK_PAIRS, Row, interleaved, load_average, ratio_rows
 from revcheck.nn.transformer import TinyGPT
 from revcheck.nn.tying import TyingAgent, TyingController, heldout_loss, train_with_agent
 
@@ -48,8 +47,8 @@ class BenchShape:
     min_time: float
 
 
-FULL = BenchShape(128, 4, 64, 8, 64, depth=12, agent_depth=6, episodes=10, repeat=5, min_time=0.3)
-QUICK = BenchShape(32, 2, 16, 2, 16, depth=6, agent_depth=4, episodes=3, repeat=2, min_time=0.02)
+FULL = BenchShape(128, 4, 64, 8, 64, depth=12, agent_depth=6, episodes=10, repeat=DEFAULT_PAIRS, min_time=0.1)
+QUICK = BenchShape(32, 2, 16, 2, 16, depth=6, agent_depth=4, episodes=3, repeat=QUICK_PAIRS, min_time=0.02)
 
 
 def independent_counts(depth: int) -> list[int]:
@@ -83,32 +82,6 @@ def measure(shape: BenchShape, independent: int, mode: str) -> MemoryReport:
     model, optimizer = tied_model(shape, independent, mode)
     idx, targets = _batch(shape)
     return measure_training_step(model, optimizer, lambda: model.loss(idx, targets), inputs=[idx, targets])
-
-
-def interleaved_samples(
-    candidates: dict[str, Callable[[], object]], *, repeat: int, min_time: float
-) -> dict[str, list[float]]:
-    """Seconds per call of each candidate, one sample per round, candidates alternating within a round."""
-    loops = {}
-    for name, fn in candidates.items():
-        fn()
-        count = 1
-        while True:
-            start = time.perf_counter()
-            for _ in range(count):
-                fn()
-            if time.perf_counter() - start >= min_time or count >= 1 << 16:
-                break
-            count *= 2
-        loops[name] = count
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeat):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            for _ in range(loops[name]):
-                fn()
-            samples[name].append((time.perf_counter() - start) / loops[name])
-    return samples
 
 
 def _step(
@@ -208,20 +181,17 @@ def run(args: argparse.Namespace) -> list[Row]:
 
     idx, targets = _batch(shape)
     models = {"untied": tied_model(shape, shape.depth, "share"), "fully tied": tied_model(shape, 1, "share")}
-    samples = interleaved_samples(
+    loads = [load_average()]
+    samples = interleaved(
         {name: _step(m, o, idx, targets) for name, (m, o) in models.items()},
-        repeat=shape.repeat,
+        pairs=shape.repeat,
         min_time=shape.min_time,
+        desc="tying: step time",
     )
-    ratios = [t / u for t, u in zip(samples["fully tied"], samples["untied"], strict=True)]
-    rows.append(
-        Row(
-            "step time, fully tied / untied",
-            f"{statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f}, "
-            f"{shape.repeat} rounds; "
-            f"untied {1e3 * statistics.median(samples['untied']):.1f} ms)",
-        )
-    )
+    loads.append(load_average())
+    (row,) = ratio_rows(samples, "untied", {"fully tied": "step time, fully tied / untied"}, loads=loads)
+    row.figure += f"; untied {1e3 * statistics.median(samples['untied']):.1f} ms"
+    rows.append(row)
     counts = agent_episodes(shape)
     rows.append(
         Row(

@@ -19,7 +19,6 @@ is a view of a real result, and the tests check these arrays (never pixels):
 # ruff: noqa: E741  (``l``, BDIA's grid exponent, is the name docs/spec.md §3 and the BDIA API use)
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -365,10 +364,12 @@ def coverage_from_sweep(state_dir: str | Path, key: str | None = None) -> Covera
         sweep of a unary op (this picture is of pairs).
     """
     from revcheck.audit import registry
+    from revcheck.sweep.config import SweepConfig
+    from revcheck.sweep.state import load_done
 
     directory = Path(state_dir)
-    states = [json.loads(path.read_text()) for path in sorted(directory.glob("*-shard*of*.json"))]
-    keys = sorted({state["sweep"] for state in states})
+    paths = sorted(directory.glob("*-shard*of*.json")) + sorted(directory.glob("*-shard*of*.jsonl"))
+    keys = sorted({path.name.rsplit("-shard", 1)[0] for path in paths})
     if not keys:
         raise UsageError(
             f"no sweep state files in {directory}; run `revcheck sweep ... --state-dir {directory}`"
@@ -384,18 +385,20 @@ def coverage_from_sweep(state_dir: str | Path, key: str | None = None) -> Covera
     arity = registry.get(op).arity
     if arity != 2:
         raise UsageError(f"{op} has {arity} operand(s); the coverage picture is of input pairs")
-    chunks = [record for state in states if state["sweep"] == key for record in state["chunks"]]
-    operands = [enumeration.chunk(fmt, arity, chunk_bits, int(r["chunk"])) for r in chunks]
+    # The sweep's own reader: every record checked, every shard's journal (docs: revcheck.sweep.state).
+    config = SweepConfig(op, format_name, mode, impl, state_dir=directory, chunk_bits=chunk_bits, quiet=True)
+    chunks = sorted(load_done(config).values(), key=lambda record: record.chunk)
+    operands = [enumeration.chunk(fmt, arity, chunk_bits, record.chunk) for record in chunks]
     a = np.concatenate([o[0] for o in operands])
     b = np.concatenate([o[1] for o in operands])
-    examples = [e for r in chunks for e in r["examples"]]
+    examples = [e for record in chunks for e in record.examples]
     mismatched = np.zeros(a.size, dtype=bool)
     if examples:
         known = {(int(e[0]), int(e[1])) for e in examples}
         mismatched = np.array(
             [(int(x), int(y)) in known for x, y in zip(a.tolist(), b.tolist(), strict=True)]
         )
-    total = sum(int(r["mismatches"]) for r in chunks)
+    total = sum(record.mismatches for record in chunks)
     source = f"sweep {impl}, {len(chunks)} chunk(s) of 2^{chunk_bits} pairs"
     return coverage_from_pairs(fmt, op, mode, a, b, mismatched, source, total_mismatches=total)
 

@@ -1,5 +1,8 @@
 """The sweep's command line: ``revcheck sweep ...`` and ``python -m revcheck.sweep ...``.
 
+``revcheck sweep campaign ...`` (and ``python -m revcheck.sweep campaign ...``) is the
+campaign's own command line: :mod:`revcheck.sweep.campaign`.
+
 Exit status: 0 every checked input matched, 1 some did not, 2 bad usage
 (one line on stderr), 130 interrupted (Ctrl-C: the finished chunks are saved
 when ``--state-dir`` is given, and the message says how to resume).
@@ -28,7 +31,11 @@ from revcheck.sweep.run import SweepInterrupted, format_summary, run_sweep
 __all__ = ["PROG", "add_arguments", "config_from", "main", "parse_args", "run_from"]
 
 PROG = "python -m revcheck.sweep"
-DESCRIPTION = "Exhaustive sweep: every input of an 8/16-bit format, implementation vs the NumPy oracle."
+DESCRIPTION = (
+    "Exhaustive sweep: every input of an op in a small format (up to 2^32: binary ops on 8/16-bit formats, "
+    "unary ops up to fp32), implementation vs the NumPy oracle.  `... sweep campaign --help`: every "
+    "2^32 sweep in one command."
+)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -57,7 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, default=None, help="record finished chunks here; resume")
     parser.add_argument("--chunk-bits", type=int, default=None, help="log2 of inputs per chunk")
     parser.add_argument("--limit-chunks", type=int, default=None, help="run at most this many chunks now")
-    parser.add_argument("--workers", type=int, default=0, help="processes (default: one per CPU)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes, or Dask workers with --scheduler local (default: one per CPU)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="local|tcp://HOST:PORT",
+        help="run chunks on Dask: a LocalCluster here, or the scheduler at this address "
+        "(pip install 'revcheck[dask]')",
+    )
+    parser.add_argument("--block-bits", type=int, default=None, help="log2 of inputs per call (default 15)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -77,6 +97,8 @@ def config_from(args: argparse.Namespace) -> SweepConfig:
         workers=args.workers,
         device=args.device,
         quiet=args.quiet,
+        scheduler=args.scheduler,
+        block_bits=args.block_bits,
     )
     validate(config)
     return config
@@ -106,10 +128,16 @@ def run_from(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m revcheck.sweep``; returns the exit status (0 clean, 1 mismatches, 2 bad usage)."""
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["campaign"]:
+        from revcheck.sweep import campaign
+
+        return campaign.main(args[1:], prog=f"{PROG} campaign")
+
     def command() -> int:
         parser = Parser(prog=PROG, description=DESCRIPTION)
         add_arguments(parser)
         parser.set_defaults(command=None)
-        return run_from(parser.parse_args(attach_option_values(argv, ("--shard",))))
+        return run_from(parser.parse_args(attach_option_values(args, ("--shard",))))
 
     return run_command(PROG, command)

@@ -18,8 +18,9 @@ from revcheck.formats import FloatFormat
 from revcheck.modes import check_mode
 
 __all__ = [
+    "DEFAULT_BLOCK_BITS",
     "DEFAULT_CHUNK_BITS",
-    "MAX_EXHAUSTIVE_WIDTH",
+    "MAX_INPUT_BITS",
     "SweepConfig",
     "chunk_inputs",
     "default_chunk_bits",
@@ -28,10 +29,13 @@ __all__ = [
     "validate",
 ]
 
-# Formats wider than this have too many patterns to enumerate.
-MAX_EXHAUSTIVE_WIDTH = 16
-# 2**20 inputs per chunk: temporaries stay small enough to be fast.
+# Input spaces larger than 2**32 (binary ops on 32-bit formats) are too large to enumerate.
+MAX_INPUT_BITS = 32
+# 2**20 inputs per chunk: 4096 records for a 2**32 sweep, each a fraction of a second of work.
 DEFAULT_CHUNK_BITS = 20
+# 2**15 inputs per call of the oracle and the implementation: their int64 temporaries fit the caches
+# (measured: about twice the rate of one call per 2**20 chunk; ``nox -s bench`` shows it).
+DEFAULT_BLOCK_BITS = 15
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,13 @@ class SweepConfig:
     state_dir: Path | None = None
     chunk_bits: int | None = None
     limit_chunks: int | None = None
-    workers: int = 0  # 0: one per CPU
+    workers: int = 0  # 0: one per CPU (with scheduler="local": that many Dask workers)
     device: str = "cpu"
     quiet: bool = False
+    #: None: local processes; ``"local"``: a Dask LocalCluster; ``"tcp://HOST:PORT"``: a Dask scheduler.
+    scheduler: str | None = None
+    #: log2 of the inputs per call of the oracle and the implementation (None: DEFAULT_BLOCK_BITS).
+    block_bits: int | None = None
 
     @property
     def spec(self) -> OpSpec:
@@ -71,6 +79,12 @@ class SweepConfig:
     @property
     def bits_per_chunk(self) -> int:
         return default_chunk_bits(self.op, self.fmt) if self.chunk_bits is None else self.chunk_bits
+
+    @property
+    def bits_per_block(self) -> int:
+        """log2 of the inputs per call (never more than a chunk)."""
+        bits = DEFAULT_BLOCK_BITS if self.block_bits is None else self.block_bits
+        return min(bits, self.bits_per_chunk)
 
     @property
     def noun(self) -> str:
@@ -99,8 +113,8 @@ def chunk_inputs(config: SweepConfig, chunk: int) -> list[npt.NDArray[Any]]:
 
 
 def small_formats() -> list[str]:
-    """Names of the formats narrow enough to enumerate."""
-    return [f.name for f in formats.FORMATS.values() if f.width <= MAX_EXHAUSTIVE_WIDTH]
+    """Names of the formats narrow enough to enumerate for some op (unary ops on up to 32-bit patterns)."""
+    return [f.name for f in formats.FORMATS.values() if f.width <= MAX_INPUT_BITS]
 
 
 def validate(config: SweepConfig) -> None:
@@ -112,10 +126,16 @@ def validate(config: SweepConfig) -> None:
         fmt = config.fmt
     except formats.UnsupportedFormatError as error:
         raise UsageError(str(error)) from error
-    if fmt.width > MAX_EXHAUSTIVE_WIDTH:
+    bits = enumeration.input_bits(fmt, config.spec.arity)
+    if bits > MAX_INPUT_BITS:
+        narrow = [
+            name
+            for name in small_formats()
+            if enumeration.input_bits(name, config.spec.arity) <= MAX_INPUT_BITS
+        ]
         raise UsageError(
-            f"--format {fmt.name} has {fmt.width}-bit patterns, too many to enumerate; use one of "
-            f"{', '.join(small_formats())} (or property tests for wider formats)"
+            f"--op {config.op} on --format {fmt.name} has 2^{bits} inputs, too many to enumerate; use one "
+            f"of {', '.join(narrow)} (or property tests for wider formats)"
         )
     try:
         check_mode(config.mode)
@@ -134,6 +154,12 @@ def validate(config: SweepConfig) -> None:
         raise UsageError(f"--limit-chunks {config.limit_chunks} must be at least 1")
     if config.workers < 0:
         raise UsageError(f"--workers {config.workers} must be >= 0 (0: one per CPU)")
+    if config.block_bits is not None and not 0 <= config.block_bits <= config.input_bits:
+        raise UsageError(f"--block-bits {config.block_bits} is out of range; use 0..{config.input_bits}")
+    if config.scheduler is not None:
+        from revcheck.sweep import cluster
+
+        cluster.check_scheduler(config.scheduler)
     if config.state_dir is not None:
         # Before any work: a state dir that cannot hold the records would lose every finished chunk.
         check_output_directory(config.state_dir, "--state-dir")

@@ -1,24 +1,29 @@
-"""Running one shard of a sweep (resuming from its state file), and the summary of the run."""
+"""Running one shard of a sweep (resuming from its journal), its progress, and the summary of the run."""
 
 from __future__ import annotations
 
 import sys
 import time
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from revcheck import enumeration
 from revcheck.bits import describe
 from revcheck.sweep import state
+from revcheck.sweep.chunk import Implementation
 from revcheck.sweep.config import SweepConfig, total_chunks, validate
-from revcheck.sweep.pool import run_chunks
-from revcheck.sweep.progress import Progress
+from revcheck.sweep.pool import Backend, jobs_for, open_backend
 
-__all__ = ["SUMMARY_EXAMPLES", "SweepInterrupted", "SweepResult", "format_summary", "run_sweep"]
+__all__ = [
+    "SUMMARY_EXAMPLES",
+    "SweepInterrupted",
+    "SweepResult",
+    "format_example",
+    "format_summary",
+    "run_sweep",
+]
 
 SUMMARY_EXAMPLES = 5
-# Seconds between state-file writes while chunks finish.
-SAVE_INTERVAL = 2.0
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -70,10 +75,36 @@ class SweepResult:
         return self.chunks_done == self.chunks_in_shard
 
 
-def run_sweep(config: SweepConfig, *, progress_stream: TextIO | None = None) -> SweepResult:
+def run_sweep(
+    config: SweepConfig,
+    *,
+    implementation: Implementation | None = None,
+    backend: Backend | None = None,
+    progress_stream: TextIO | None = None,
+) -> SweepResult:
     """Check every chunk of ``config``'s shard not yet recorded in the state dir; return the summary.
 
-    Raises :class:`~revcheck.errors.UsageError` for a sweep that cannot run.
+    Parameters
+    ----------
+    config
+        What to sweep; validated first.
+    implementation
+        The implementation under test, instead of the registry's ``config.impl`` (a test
+        passes a planted bug here).  It must be picklable (a module-level function) when
+        chunks run in other processes.  The records do not say which implementation made
+        them: give a deliberately different one its own ``state_dir``.
+    backend
+        Where chunks run (:mod:`revcheck.sweep.pool`); None opens the one ``config`` asks
+        for (``workers`` local processes, or ``scheduler``) and closes it afterwards.
+    progress_stream
+        Where the progress bar goes (default stderr; nothing with ``config.quiet``).
+
+    Raises
+    ------
+    revcheck.errors.UsageError
+        For a sweep that cannot run.
+    SweepInterrupted
+        On Ctrl-C, after every finished chunk was recorded.
     """
     validate(config)
     start = time.perf_counter()
@@ -85,26 +116,32 @@ def run_sweep(config: SweepConfig, *, progress_stream: TextIO | None = None) -> 
     if config.limit_chunks is not None:
         todo = todo[: config.limit_chunks]
     chunk_size = 1 << config.bits_per_chunk
-    progress = Progress(progress_stream or sys.stderr, len(todo) * chunk_size, not config.quiet, config.noun)
     run_now = 0
-    last_save = time.perf_counter()
-    try:
-        for result in run_chunks(config, todo):
-            mine[result.chunk] = result
-            run_now += 1
-            progress.update(result.inputs, len(mine), len(shard))
-            if time.perf_counter() - last_save > SAVE_INTERVAL or run_now == len(todo):
-                state.save(config, mine.values())
-                last_save = time.perf_counter()
-    except KeyboardInterrupt:
-        state.save(config, mine.values())
-        if not config.quiet:
-            progress.stream.write("\n")
-        raise SweepInterrupted(config, len(mine), len(shard), run_now) from None
-    finally:
-        state.save(config, mine.values())
-    if todo:
-        progress.update(0, len(mine), len(shard), final=True)
+    with state.Journal(config) as journal:
+        progress = _progress_bar(config, len(mine), len(todo), progress_stream or sys.stderr)
+        mismatches = sum(r.mismatches for r in mine.values())
+        shown = mismatches > 0  # a resumed run has shown (and recorded) its first mismatch before
+        try:
+            if todo:
+                with _backend(config, backend, len(todo)) as running:
+                    progress.set_description(_description(config, running.description), refresh=False)
+                    for result in running.run(jobs_for(config, todo, implementation)):
+                        journal.append(result)
+                        mine[result.chunk] = result
+                        run_now += 1
+                        progress.update(result.inputs)
+                        mismatches += result.mismatches
+                        progress.set_postfix_str(
+                            f"chunks {len(mine)}/{len(shard)}, mismatches {mismatches:,}", refresh=False
+                        )
+                        if result.examples and not shown:
+                            shown = True
+                            progress.write(f"first mismatch: {format_example(config, result.examples[0])}")
+        except KeyboardInterrupt:
+            progress.close()  # before the message, so that it starts on a line of its own
+            raise SweepInterrupted(config, len(mine), len(shard), run_now) from None
+        finally:
+            progress.close()
     ordered = [mine[c] for c in sorted(mine)]
     return SweepResult(
         config=config,
@@ -116,6 +153,59 @@ def run_sweep(config: SweepConfig, *, progress_stream: TextIO | None = None) -> 
         mismatches=sum(r.mismatches for r in ordered),
         examples=[e for r in ordered for e in r.examples][:SUMMARY_EXAMPLES],
         seconds=time.perf_counter() - start,
+    )
+
+
+class _Borrowed:
+    """A backend the caller opened (and will close): entered and left without closing it."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def __enter__(self) -> Backend:
+        return self.backend
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _backend(config: SweepConfig, backend: Backend | None, jobs: int) -> Any:
+    return _Borrowed(backend) if backend is not None else open_backend(config, jobs)
+
+
+def _description(config: SweepConfig, where: str) -> str:
+    return f"{config.op} {config.fmt.name} {config.mode} {config.impl} ({where})"
+
+
+def _progress_bar(config: SweepConfig, chunks_done: int, chunks_todo: int, stream: TextIO) -> Any:
+    """A tqdm bar over this run's inputs: redrawn in place on a terminal, a line every 30 s otherwise."""
+    from tqdm import tqdm
+
+    chunk_size = 1 << config.bits_per_chunk
+    interactive = stream.isatty()
+    return tqdm(
+        total=(chunks_done + chunks_todo) * chunk_size,
+        initial=chunks_done * chunk_size,
+        desc=_description(config, "starting workers"),
+        unit=f" {config.noun}",
+        unit_scale=True,
+        file=stream,
+        disable=config.quiet or not chunks_todo,
+        mininterval=0.5 if interactive else 30.0,
+        maxinterval=30.0,
+        dynamic_ncols=interactive,
+        smoothing=0.05,
+    )
+
+
+def format_example(config: SweepConfig, example: list[int]) -> str:
+    """One counterexample as text: the call, the implementation's result and the oracle's."""
+    fmt = config.fmt
+    *operands, got, expected = example
+    args = ", ".join(f"{n}={describe(v, fmt)}" for n, v in zip(config.spec.inputs, operands, strict=True))
+    return (
+        f"{config.op}({args}): {config.impl} gave {describe(got, fmt)}, "
+        f"oracle gives {describe(expected, fmt)}"
     )
 
 
@@ -134,11 +224,5 @@ def format_summary(result: SweepResult) -> str:
         f"  mismatches: {result.mismatches:,}",
         f"  time: {result.seconds:.1f} s, {result.rate:,.0f} {noun}/s this run",
     ]
-    for example in result.examples:
-        *operands, got, expected = example
-        args = ", ".join(f"{n}={describe(v, fmt)}" for n, v in zip(config.spec.inputs, operands, strict=True))
-        lines.append(
-            f"  counterexample: {config.op}({args}): {config.impl} gave {describe(got, fmt)}, "
-            f"oracle gives {describe(expected, fmt)}"
-        )
+    lines += [f"  counterexample: {format_example(config, example)}" for example in result.examples]
     return "\n".join(lines)

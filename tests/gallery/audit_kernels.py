@@ -3,9 +3,15 @@
 The correct kernels are written here independently of ``revcheck.kernels``: plain
 torch, integer arithmetic on bit views (decode to sign / exponent / significand
 as int64, add, round once to nearest even, encode).  Each wrong kernel is the
-correct one with ONE realistic mistake; :data:`PLANTED_BUGS` says which op it
-claims to implement and which class of counterexample must expose it, and
-``tests/test_audit_gallery.py`` asserts the audit flags every one of them.
+correct one with ONE realistic mistake; :data:`AUDIT_BUGS` says which op it
+claims to implement and which class of counterexample must expose it.
+:data:`PLANTED_BUGS` holds them as records of the one planted-bug harness
+(tests/harness.py): the check is the audit itself, with its DEFAULT settings
+(counted cases, then derandomized Hypothesis examples), and it catches a bug only
+by raising :class:`FlaggedAsPlanted`, an audit failure whose counterexample has
+the declared class; the same audit of the correct kernel (:data:`CORRECT_KERNELS`)
+must pass.  ``tests/test_audit_gallery.py`` adds what is particular to the audit
+(false alarms in every format, seeds, the README's table).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from typing import Any, NamedTuple
 import torch
 
 from revcheck import formats
+from revcheck.audit.report import AuditFailure, Counterexample
 from revcheck.formats import FloatFormat
+from tests.harness import PlantedBug, check_with
 
 Tensor = torch.Tensor
 
@@ -673,7 +681,7 @@ CORRECT_KERNELS: dict[str, Any] = {
 }
 
 
-class PlantedBug(NamedTuple):
+class AuditBug(NamedTuple):
     """A wrong kernel, the op it claims to be, the formats audited, and what must expose it.
 
     ``expect`` are conditions on the counterexample: ``"input:subnormal"`` (some
@@ -688,73 +696,73 @@ class PlantedBug(NamedTuple):
     determinism: bool = False
 
 
-PLANTED_BUGS: dict[str, PlantedBug] = {
-    "flushed subnormals": PlantedBug(pam_mul_flushes_subnormals, "pam_mul", ("bf16",), ("input:subnormal",)),
-    "flushed subnormals (divide)": PlantedBug(
+AUDIT_BUGS: dict[str, AuditBug] = {
+    "flushed subnormals": AuditBug(pam_mul_flushes_subnormals, "pam_mul", ("bf16",), ("input:subnormal",)),
+    "flushed subnormals (divide)": AuditBug(
         pam_div_flushes_subnormals, "pam_div", ("fp16",), ("input:subnormal",)
     ),
-    "lost sign of zero": PlantedBug(
+    "lost sign of zero": AuditBug(
         pam_mul_unsigned_zero, "pam_mul", ("fp32",), ("expected:-zero", "actual:+zero")
     ),
-    "overflow to NaN": PlantedBug(
+    "overflow to NaN": AuditBug(
         pam_mul_overflow_nan, "pam_mul", ("bf16",), ("input:normal", "expected:inf", "actual:nan")
     ),
-    "overflow to NaN (saturating fp8_e4m3fn)": PlantedBug(
+    "overflow to NaN (saturating fp8_e4m3fn)": AuditBug(
         pam_mul_overflow_nan, "pam_mul", ("fp8_e4m3fn",), ("input:normal", "expected:normal", "actual:nan")
     ),
-    "int16 wrap-around in the overflow test": PlantedBug(
+    "int16 wrap-around in the overflow test": AuditBug(
         pam_mul_storage_width, "pam_mul", ("fp16",), ("input:normal", "expected:inf", "actual:normal")
     ),
-    "gradient without the carry": PlantedBug(
+    "gradient without the carry": AuditBug(
         pam_mul_grad_without_carry, "pam_mul_grad", ("bf16",), ("input:normal", "expected:normal")
     ),
-    "float log2 route": PlantedBug(pa_log2_float_route, "pa_log2", ("fp32",), ("input:subnormal",)),
-    "float exp2 route": PlantedBug(pa_exp2_float_route, "pa_exp2", ("bf16",), ("input:normal",)),
-    "exp2 flushes its last binade (fp32 only)": PlantedBug(
+    "float log2 route": AuditBug(pa_log2_float_route, "pa_log2", ("fp32",), ("input:subnormal",)),
+    "float exp2 route": AuditBug(pa_exp2_float_route, "pa_exp2", ("bf16",), ("input:normal",)),
+    "exp2 flushes its last binade (fp32 only)": AuditBug(
         pa_exp2_flushes_last_binade, "pa_exp2", ("fp32",), ("expected:subnormal", "actual:+zero")
     ),
-    "log2 near one shortcut (fp32 only)": PlantedBug(
+    "log2 near one shortcut (fp32 only)": AuditBug(
         pa_log2_near_one_shortcut, "pa_log2", ("fp32",), ("input:normal", "actual:+zero")
     ),
-    "round half up": PlantedBug(bdia_quantize_half_up, "bdia_quantize", ("fp32",), ("label:tie",)),
-    "FMA-contracted y_k": PlantedBug(
+    "round half up": AuditBug(bdia_quantize_half_up, "bdia_quantize", ("fp32",), ("label:tie",)),
+    "FMA-contracted y_k": AuditBug(
         bdia_forward_step_fma, "bdia_forward_step", ("fp32",), ("label:X_next differs", "label:s_prev agrees")
     ),
-    "side bit from X_cur": PlantedBug(
+    "side bit from X_cur": AuditBug(
         bdia_forward_step_wrong_side_bit, "bdia_forward_step", ("fp32",), ("label:s_prev differs",)
     ),
-    "inverse ignores the side bit": PlantedBug(
+    "inverse ignores the side bit": AuditBug(
         bdia_inverse_step_ignores_side_bit, "bdia_inverse_step", ("fp32",), ("label:s_prev=1",)
     ),
-    "x through float64 (double rounding above 2^53)": PlantedBug(
+    "x through float64 (double rounding above 2^53)": AuditBug(
         bdia_forward_step_through_float64,
         "bdia_forward_step",
         ("fp32",),
         ("input:X_cur: |code| ≥ 2^53", "label:X_next differs"),
     ),
-    "inference as R(x + h) (public BDIA ViT)": PlantedBug(
+    "inference as R(x + h) (public BDIA ViT)": AuditBug(
         bdia_inference_step_rounds_sum, "bdia_inference_step", ("fp32",), ("label:X_next differs",)
     ),
-    "pairwise summation order": PlantedBug(pam_matmul_pairwise, "pam_matmul", ("fp32",), ("input:normal",)),
-    "accumulator in the input dtype": PlantedBug(
+    "pairwise summation order": AuditBug(pam_matmul_pairwise, "pam_matmul", ("fp32",), ("input:normal",)),
+    "accumulator in the input dtype": AuditBug(
         pam_matmul_input_dtype_accumulator, "pam_matmul_any_order", ("bf16",), ("input:normal",)
     ),
-    "PAM paper's CUDA matmul: inf ⊡ finite is NaN": PlantedBug(
+    "PAM paper's CUDA matmul: inf ⊡ finite is NaN": AuditBug(
         pam_matmul_inf_times_finite_is_nan,
         "pam_matmul",
         ("fp32",),
         ("input:inf", "expected:inf", "actual:nan"),
     ),
-    "split-K with bf16 partial sums (K > 32)": PlantedBug(
+    "split-K with bf16 partial sums (K > 32)": AuditBug(
         pam_matmul_split_k_low_precision, "pam_matmul_any_order", ("fp32",), ("input:normal",)
     ),
-    "flushed subnormal products (fp32 only)": PlantedBug(
+    "flushed subnormal products (fp32 only)": AuditBug(
         pam_matmul_flushes_subnormal_products, "pam_matmul", ("fp32",), ("input:products: underflow edge",)
     ),
-    "gradient cast to the input dtype first": PlantedBug(
+    "gradient cast to the input dtype first": AuditBug(
         pam_matmul_backward_narrow_gradient, "pam_matmul_backward_approx", ("bf16",), ("label:dA",)
     ),
-    "random summation order": PlantedBug(
+    "random summation order": AuditBug(
         pam_matmul_random_order,
         "pam_matmul_any_order",
         ("fp32",),
@@ -762,3 +770,75 @@ PLANTED_BUGS: dict[str, PlantedBug] = {
         determinism=True,
     ),
 }
+
+
+# ---- the records of the planted-bug harness --------------------------------------------------------
+
+
+class FlaggedAsPlanted(AuditFailure):
+    """The audit failed, and its counterexample has the class the planted bug declares."""
+
+
+class WrongCounterexampleError(AssertionError):
+    """The audit failed, but its counterexample does not show what must expose the planted bug."""
+
+
+def meets(counterexample: Counterexample, condition: str) -> bool:
+    """Whether the counterexample satisfies one ``kind:value`` condition of an :class:`AuditBug`."""
+    kind, _, value = condition.partition(":")
+    if kind == "input":
+        return counterexample.involves(value)
+    if kind == "label":
+        return value in counterexample.labels
+    observed = counterexample.expected_label if kind == "expected" else counterexample.actual_label
+    return observed == value or observed.lstrip("+-") == value
+
+
+def check_audit_flags_the_right_class(
+    kernel: Any, *, op: str, formats: tuple[str, ...], expect: tuple[str, ...], determinism: bool
+) -> None:
+    """Audit ``kernel`` as ``op`` (default settings); :class:`FlaggedAsPlanted` if caught as declared.
+
+    Passes when the audit passes; an audit that failed with another counterexample
+    class raises :class:`WrongCounterexampleError`, one that did not check
+    everything :class:`AuditFailure`: neither counts as a catch.
+    """
+    __tracebackhide__ = True
+    from revcheck.audit import audit
+
+    report = audit(kernel, op, formats=formats, determinism=determinism)
+    if report.passed:
+        return
+    if report.verdict != "failed":
+        raise AuditFailure(report)
+    (failed,) = report.failures
+    counterexample = failed.counterexample
+    if counterexample is None:
+        raise WrongCounterexampleError(f"the audit failed without a counterexample:\n{report}")
+    unmet = [condition for condition in expect if not meets(counterexample, condition)]
+    if unmet:
+        raise WrongCounterexampleError(f"counterexample does not show {unmet}:\n{counterexample.text()}")
+    raise FlaggedAsPlanted(report)
+
+
+def _record(name: str, bug: AuditBug) -> PlantedBug:
+    return PlantedBug(
+        name,
+        (bug.kernel.__doc__ or "").strip().splitlines()[0],
+        check_with(
+            check_audit_flags_the_right_class,
+            inject="kernel",
+            op=bug.op,
+            formats=bug.formats,
+            expect=bug.expect,
+            determinism=bug.determinism,
+        ),
+        bug.kernel,
+        CORRECT_KERNELS[bug.op],
+        FlaggedAsPlanted,
+        family="audit",
+        hypothesis=False,
+    )
+
+
+PLANTED_BUGS: list[PlantedBug] = [_record(name, bug) for name, bug in AUDIT_BUGS.items()]

@@ -365,13 +365,16 @@ PLANTED_BUGS = [
         checks.CrossHeadReparamError,
         30,
     ),
+    # The trace (level K) sees this bug only where a layer its own run skipped is read later; in the
+    # harness's fixed regime the oracle replay of the same check (level R) catches it first (example 5,
+    # measured with `python -m tests.harness memxl`), before any trace that skipped does.
     _bug(
         "retained memory not aged",
         "memory of a skipped layer attended as if fresh",
         props.check_skip_retain_is_age_correct,
         RetainedMemoryNotAged,
         _M,
-        checks.SkipRetainError,
+        checks.OracleConformanceError,
         20,
     ),
     _bug(

@@ -1,29 +1,40 @@
-"""Deliberately wrong variants of the PAM oracle; ``tests/test_pam_oracle_mutants.py`` proves the
-properties of ``properties/test_pam_oracle.py`` catch each one.
+"""Deliberately wrong variants of the PAM oracle, each caught by properties of properties/test_pam_oracle.py.
 
-Every mutant has the signature of the oracle function it replaces (its
-``target`` in :data:`MUTANTS`) and differs from it in one plausible bug.  A mutant lists only the
-properties that caught it in 10 of 10 trial runs of the default profile.  (The exact-model comparison
-of ``pam_div`` caught ``pam_div_missing_borrow`` in only about 2 of 3 runs of 100 examples: normal
-operands with Ma < Mb and a normal quotient are a small share of its draws.)
+Every mutant has the signature of the oracle function it replaces and differs
+from it in one plausible bug; the wrong implementation handed to a property body
+is a copy of the oracle's namespace with that one function replaced
+(``oracle=``).  :data:`PLANTED_BUGS` holds one record per mutant and property,
+with the error that must catch it: ``BitMismatchError`` for the comparisons with
+the exact model, ``PamLawError`` for the laws.  (The random exact-model
+comparison of ``pam_div`` rarely reaches ``pam_div_missing_borrow``: normal
+operands with Ma < Mb and a normal quotient are a small share of its draws; the
+counted TestFloat pairs reach it at once.)
 """
 
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+from properties import test_pam_oracle as properties
+from properties.test_pam_oracle import PamLawError
 from revcheck import formats
 from revcheck.exact import rounding as exact_rounding
 from revcheck.oracle import pam as oracle
 from revcheck.oracle import rounding
+from revcheck.testing import BitMismatchError
+from tests.harness import PlantedBug, check_with
 
-# The real functions, captured before any test patches the module.
+__all__ = ["PLANTED_BUGS"]
+
+FAMILY = "pam_oracle"
+
+# The real functions the mutants call for everything they do not break.
 _pam_mul = oracle.pam_mul
 _pam_div = oracle.pam_div
 _pam_mul_grad = oracle.pam_mul_grad
@@ -126,6 +137,8 @@ def _exp2_truncating_floor(y_bits: int, fmt: formats.FloatFormat, mode: str) -> 
 
 
 pa_exp2_truncating_floor = _elementwise(_exp2_truncating_floor)
+pa_exp2_truncating_floor.__name__ = "pa_exp2_truncating_floor"
+pa_exp2_truncating_floor.__doc__ = _exp2_truncating_floor.__doc__
 
 
 def pam_matmul_reversed(
@@ -140,71 +153,208 @@ def within_bound_always(C_acc_bits: Any, A_bits: Any, B_bits: Any, fmt: Any, *, 
     return np.ones(np.shape(C_acc_bits), dtype=bool)
 
 
-@dataclass(frozen=True)
-class Mutant:
-    """A wrong function, the oracle attribute it replaces, and (test, parameters) that must catch it."""
+def _oracle_with(**replacements: Callable[..., Any]) -> types.SimpleNamespace:
+    """A copy of the oracle module's namespace with some functions replaced."""
+    namespace = types.SimpleNamespace(**{k: v for k, v in vars(oracle).items() if not k.startswith("__")})
+    for name, function in replacements.items():
+        if not hasattr(oracle, name):
+            raise AttributeError(f"the oracle has no {name} to replace")
+        setattr(namespace, name, function)
+    return namespace
 
-    function: Callable[..., Any]
-    target: str
-    caught_by: tuple[tuple[str, dict[str, str]], ...]
+
+def _bug(
+    function: Callable[..., Any],
+    target: str,
+    check_name: str,
+    params: dict[str, str],
+    error: type[BaseException],
+    max_examples: int,
+) -> PlantedBug:
+    check = check_with(getattr(properties, check_name), inject="oracle", **params)
+    return PlantedBug(
+        function.__name__,
+        (function.__doc__ or "").strip(),
+        check,
+        _oracle_with(**{target: function}),
+        oracle,
+        error,
+        family=FAMILY,
+        hypothesis=check_name not in _COUNTED,
+        max_examples=max_examples,
+    )
 
 
-MUTANTS: dict[str, Mutant] = {
-    "pa_log2_truncating": Mutant(
+_COUNTED = {
+    "check_binary_op_on_counted_pairs_matches_exact_model",
+    "check_unary_op_on_counted_cases_matches_exact_model",
+}
+BINARY = "check_binary_op_matches_exact_model"
+UNARY = "check_unary_op_matches_exact_model"
+
+PLANTED_BUGS: list[PlantedBug] = [
+    _bug(
         pa_log2_truncating,
         "pa_log2",
-        (("test_unary_op_matches_exact_model", {"op": "pa_log2", "fmt_name": "fp8_e4m3fn", "mode": "ieee"}),),
+        UNARY,
+        {"op": "pa_log2", "fmt_name": "fp8_e4m3fn", "mode": "ieee"},
+        BitMismatchError,
+        100,
     ),
-    "pam_mul_ftz_forgets_sign": Mutant(
+    _bug(
         pam_mul_ftz_forgets_sign,
         "pam_mul",
-        (
-            ("test_binary_op_matches_exact_model", {"op": "pam_mul", "fmt_name": "bf16", "mode": "ftz"}),
-            ("test_sign_is_xor_of_signs", {"op": "pam_mul", "fmt_name": "fp16", "mode": "ftz"}),
-        ),
+        BINARY,
+        {"op": "pam_mul", "fmt_name": "bf16", "mode": "ftz"},
+        BitMismatchError,
+        100,
     ),
-    "pam_mul_missing_carry": Mutant(
+    _bug(
+        pam_mul_ftz_forgets_sign,
+        "pam_mul",
+        "check_sign_is_xor_of_signs",
+        {"op": "pam_mul", "fmt_name": "fp16", "mode": "ftz"},
+        PamLawError,
+        100,
+    ),
+    _bug(
         pam_mul_missing_carry,
         "pam_mul",
-        (
-            ("test_binary_op_matches_exact_model", {"op": "pam_mul", "fmt_name": "fp32", "mode": "ieee"}),
-            ("test_mul_relative_error_within_minus_one_ninth_and_zero", {"fmt_name": "bf16"}),
-        ),
+        BINARY,
+        {"op": "pam_mul", "fmt_name": "fp32", "mode": "ieee"},
+        BitMismatchError,
+        100,
     ),
-    "pam_mul_loses_sign_of_zero": Mutant(
+    _bug(
+        pam_mul_missing_carry,
+        "pam_mul",
+        "check_mul_relative_error_within_minus_one_ninth_and_zero",
+        {"fmt_name": "bf16"},
+        PamLawError,
+        100,
+    ),
+    _bug(
         pam_mul_loses_sign_of_zero,
         "pam_mul",
-        (
-            ("test_binary_op_matches_exact_model", {"op": "pam_mul", "fmt_name": "fp8_e5m2", "mode": "ieee"}),
-            ("test_sign_is_xor_of_signs", {"op": "pam_mul", "fmt_name": "fp64", "mode": "ieee"}),
-        ),
+        BINARY,
+        {"op": "pam_mul", "fmt_name": "fp8_e5m2", "mode": "ieee"},
+        BitMismatchError,
+        100,
     ),
-    "pam_div_missing_borrow": Mutant(
+    _bug(
+        pam_mul_loses_sign_of_zero,
+        "pam_mul",
+        "check_sign_is_xor_of_signs",
+        {"op": "pam_mul", "fmt_name": "fp64", "mode": "ieee"},
+        PamLawError,
+        100,
+    ),
+    _bug(
         pam_div_missing_borrow,
         "pam_div",
-        (
-            ("test_div_relative_error_within_zero_and_one_eighth", {"fmt_name": "fp32"}),
-            ("test_div_undoes_mul_without_under_or_overflow", {"fmt_name": "bf16", "mode": "ieee"}),
-        ),
+        "check_div_relative_error_within_zero_and_one_eighth",
+        {"fmt_name": "fp32"},
+        PamLawError,
+        100,
     ),
-    "pam_mul_grad_ignores_carry": Mutant(
+    _bug(
+        pam_div_missing_borrow,
+        "pam_div",
+        "check_div_undoes_mul_without_under_or_overflow",
+        {"fmt_name": "bf16", "mode": "ieee"},
+        PamLawError,
+        100,
+    ),
+    _bug(
         pam_mul_grad_ignores_carry,
         "pam_mul_grad",
-        (("test_binary_op_matches_exact_model", {"op": "pam_mul_grad", "fmt_name": "bf16", "mode": "ieee"}),),
+        BINARY,
+        {"op": "pam_mul_grad", "fmt_name": "bf16", "mode": "ieee"},
+        BitMismatchError,
+        100,
     ),
-    "pa_exp2_truncating_floor": Mutant(
+    _bug(
         pa_exp2_truncating_floor,
         "pa_exp2",
-        (("test_unary_op_matches_exact_model", {"op": "pa_exp2", "fmt_name": "fp16", "mode": "ieee"}),),
+        UNARY,
+        {"op": "pa_exp2", "fmt_name": "fp16", "mode": "ieee"},
+        BitMismatchError,
+        100,
     ),
-    "pam_matmul_reversed": Mutant(
+    _bug(
         pam_matmul_reversed,
         "pam_matmul",
-        (("test_matmul_matches_exact_sequential_model", {"fmt_name": "fp32", "mode": "ieee"}),),
+        "check_matmul_matches_exact_sequential_model",
+        {"fmt_name": "fp32", "mode": "ieee"},
+        BitMismatchError,
+        100,
     ),
-    "within_bound_always": Mutant(
+    _bug(
         within_bound_always,
         "within_bound",
-        (("test_result_beyond_the_bound_is_rejected", {"fmt_name": "bf16", "mode": "ieee"}),),
+        "check_result_beyond_the_bound_is_rejected",
+        {"fmt_name": "bf16", "mode": "ieee"},
+        PamLawError,
+        100,
     ),
-}
+]
+
+# The counted TestFloat cases catch each elementwise mutant deterministically, in one pass.
+PLANTED_BUGS += [
+    _bug(
+        pa_log2_truncating,
+        "pa_log2",
+        "check_unary_op_on_counted_cases_matches_exact_model",
+        {"op": "pa_log2", "fmt_name": "fp8_e4m3fn", "mode": "ieee"},
+        BitMismatchError,
+        1,
+    ),
+    _bug(
+        pam_mul_ftz_forgets_sign,
+        "pam_mul",
+        "check_binary_op_on_counted_pairs_matches_exact_model",
+        {"op": "pam_mul", "fmt_name": "bf16", "mode": "ftz"},
+        BitMismatchError,
+        1,
+    ),
+    _bug(
+        pam_mul_missing_carry,
+        "pam_mul",
+        "check_binary_op_on_counted_pairs_matches_exact_model",
+        {"op": "pam_mul", "fmt_name": "fp32", "mode": "ieee"},
+        BitMismatchError,
+        1,
+    ),
+    _bug(
+        pam_mul_loses_sign_of_zero,
+        "pam_mul",
+        "check_binary_op_on_counted_pairs_matches_exact_model",
+        {"op": "pam_mul", "fmt_name": "fp8_e5m2", "mode": "ieee"},
+        BitMismatchError,
+        1,
+    ),
+    _bug(
+        pam_div_missing_borrow,
+        "pam_div",
+        "check_binary_op_on_counted_pairs_matches_exact_model",
+        {"op": "pam_div", "fmt_name": "fp32", "mode": "ieee"},
+        BitMismatchError,
+        1,
+    ),
+    _bug(
+        pam_mul_grad_ignores_carry,
+        "pam_mul_grad",
+        "check_binary_op_on_counted_pairs_matches_exact_model",
+        {"op": "pam_mul_grad", "fmt_name": "bf16", "mode": "ieee"},
+        BitMismatchError,
+        1,
+    ),
+    _bug(
+        pa_exp2_truncating_floor,
+        "pa_exp2",
+        "check_unary_op_on_counted_cases_matches_exact_model",
+        {"op": "pa_exp2", "fmt_name": "fp16", "mode": "ieee"},
+        BitMismatchError,
+        1,
+    ),
+]

@@ -1,4 +1,8 @@
-"""Triton PAM kernels: exhaustive fp8 agreement with the oracle, fixed cases, errors, planted bugs.
+"""Triton PAM kernels: exhaustive fp8 agreement with the oracle, fixed cases, errors.
+
+The checks shared with the property suite (every fp8 input, the matmul's fixed
+cases) are the suite's own (properties/pam_suite.py); the planted Triton bugs
+they catch are in tests/gallery/pam_triton_mutants.py (run by tests/test_gallery.py).
 
 On the CPU the kernels run in Triton's interpreter, which triton picks when a
 kernel is defined: this module sets ``TRITON_INTERPRET=1`` (when CUDA is absent)
@@ -8,13 +12,10 @@ whole module is skipped with the reason.
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -28,21 +29,15 @@ triton_pam = pytest.importorskip(
 )
 
 
+from properties import pam_suite  # noqa: E402
 from revcheck import bits, formats  # noqa: E402
 from revcheck.oracle import pam as oracle  # noqa: E402
-from revcheck.testing import BitMismatchError, assert_bit_exact  # noqa: E402
-from tests.mutation import gallery_module, property_module  # noqa: E402
+from revcheck.testing import assert_bit_exact  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 
 ROOT = Path(__file__).resolve().parents[2]
-FP8 = [f.name for f in formats.FORMATS.values() if f.width == 8]
-MODES = ("ieee", "ftz")
-BINARY_OPS = ("pam_mul", "pam_div", "pam_mul_grad")
-UNARY_OPS = ("pa_log2", "pa_exp2")
-
-
-mutants = gallery_module("pam_triton_mutants")
+TRITON = pam_suite.TRITON
 
 
 @pytest.fixture(autouse=True)
@@ -51,60 +46,17 @@ def _runnable(device: str) -> None:
         pytest.skip("Triton on the CPU needs TRITON_INTERPRET=1 set before triton is first imported")
 
 
-# ---- checks (used on the real kernels and on the mutants) ---------------------------------------
-
-
-def check_exhaustive_fp8(impl: Callable[..., Any], op: str, fmt_name: str, mode: str, device: str) -> None:
-    """impl(op) on every fp8 input (all 65 536 pairs for a binary op) equals the oracle, NaN bits too."""
-    fmt = formats.get(fmt_name)
-    everything = np.arange(256, dtype=np.uint8)
-    operands = [np.repeat(everything, 256), np.tile(everything, 256)] if op in BINARY_OPS else [everything]
-    actual = impl(*(bits.to_torch(x, fmt, device) for x in operands), mode=mode)
-    expected = getattr(oracle, op)(*operands, fmt, mode=mode)
-    assert_bit_exact(actual, expected, fmt=fmt, nan="bits", msg=f"{op} on all {fmt_name} inputs, mode={mode}")
-
-
 def _fp32(values: list[list[float]], device: str) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32, device=device)
-
-
-def check_matmul_order(impl: Callable[..., Any], device: str) -> None:
-    """Products 2^24, 1, 1, -2^24 (each x ⊡ 1 = x) sum to 0 only in the sequential order."""
-    A = _fp32([[2.0**24, 1.0, 1.0, -(2.0**24)]], device)
-    B = torch.ones(4, 1, device=device)
-    expected = oracle.pam_matmul(bits.to_bits(A), bits.to_bits(B), "fp32")
-    assert_bit_exact(
-        expected,
-        np.array([[0.0]], dtype=np.float32).view(np.uint32),
-        fmt="fp32",
-        msg="oracle's sequential sum",
-    )
-    assert_bit_exact(impl(A, B), expected, fmt="fp32", msg="((0 + 2^24) + 1 + 1) - 2^24 in order")
-
-
-def check_matmul_ftz_partial_sum(impl: Callable[..., Any], device: str) -> None:
-    """1.5·2^-126 - 2^-126 is subnormal: kept in "ieee", flushed to +0 in "ftz"."""
-    tiny = 2.0**-126
-    A = _fp32([[1.5 * tiny, -tiny]], device)
-    B = torch.ones(2, 1, device=device)
-    for mode, value in (("ieee", 0.5 * tiny), ("ftz", 0.0)):
-        expected = np.array([[value]], dtype=np.float32)
-        assert_bit_exact(
-            oracle.pam_matmul(bits.to_bits(A), bits.to_bits(B), "fp32", mode=mode).view(np.float32),
-            expected,
-            msg=f"oracle, mode={mode}",
-        )
-        assert_bit_exact(impl(A, B, mode=mode), expected, msg=f"partial sum, mode={mode}")
 
 
 # ---- the real kernels ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("fmt_name", FP8)
-@pytest.mark.parametrize("op", BINARY_OPS + UNARY_OPS)
-def test_exhaustive_fp8_equals_oracle(op: str, fmt_name: str, mode: str, device: str) -> None:
-    check_exhaustive_fp8(getattr(triton_pam, op), op, fmt_name, mode, device)
+@pytest.mark.parametrize("op", pam_suite.BINARY_OPS + pam_suite.UNARY_OPS)
+def test_exhaustive_fp8_equals_oracle(op: str, device: str) -> None:
+    """Every input of every 8-bit format (all 65 536 pairs for a binary op), both modes, NaN bits too."""
+    pam_suite.check_exhaustive_fp8(TRITON, op=op, device=device)
 
 
 @pytest.mark.parametrize("fmt_name", formats.names())
@@ -133,11 +85,11 @@ def test_saturating_format_divides_by_zero_to_max(device: str) -> None:
 
 
 def test_matmul_sums_in_sequential_order(device: str) -> None:
-    check_matmul_order(triton_pam.pam_matmul, device)
+    pam_suite.check_matmul_sums_in_order(TRITON, device=device)
 
 
 def test_matmul_ftz_flushes_partial_sums(device: str) -> None:
-    check_matmul_ftz_partial_sum(triton_pam.pam_matmul, device)
+    pam_suite.check_matmul_ftz_flushes_partial_sums(TRITON, device=device)
 
 
 def test_matmul_canonicalizes_nan_from_inf_minus_inf(device: str) -> None:
@@ -194,66 +146,3 @@ def test_cpu_tensor_without_interpreter_is_a_clear_error() -> None:
     result = _run_python(code, TRITON_INTERPRET="0")
     assert result.returncode != 0
     assert "set TRITON_INTERPRET=1" in result.stderr, result.stderr[-2000:]
-
-
-# ---- the checks catch the planted bugs ---------------------------------------------------------------
-
-
-PROPERTY_CASES = [
-    pytest.param(mutant, test_name, kwargs, id=f"{mutant.name} / {test_name}")
-    for mutant in mutants.MUTANTS
-    for test_name, kwargs in mutant.caught_by
-]
-
-
-@pytest.mark.parametrize(("mutant", "test_name", "kwargs"), PROPERTY_CASES)
-def test_property_catches_mutant(
-    mutant: Any,
-    test_name: str,
-    kwargs: dict[str, object],
-    device: str,
-    monkeypatch: pytest.MonkeyPatch,
-    hunting_profile: None,
-) -> None:
-    monkeypatch.setattr(triton_pam, mutant.attribute, mutant.replacement)
-    module = property_module(mutants.PROPERTIES)
-    with pytest.raises(AssertionError):
-        getattr(module, test_name)(device=device, **kwargs)
-
-
-ELEMENTWISE_MUTANTS = [m for m in mutants.MUTANTS if m.attribute != "pam_matmul"]
-
-
-@pytest.mark.parametrize("mutant", ELEMENTWISE_MUTANTS, ids=lambda m: m.name)
-def test_exhaustive_fp8_check_catches_mutant(mutant: Any, device: str) -> None:
-    caught = any(
-        _fails(
-            functools.partial(
-                check_exhaustive_fp8, mutant.replacement, mutant.attribute, fmt_name, mode, device
-            )
-        )
-        for fmt_name in FP8
-        for mode in MODES
-    )
-    assert caught, f"{mutant.name} passed the exhaustive fp8 check in every format and mode"
-
-
-@pytest.mark.parametrize(
-    ("mutant_name", "check"),
-    [
-        ("reversed_k_matmul", check_matmul_order),
-        ("two_accumulator_matmul", check_matmul_order),
-        ("matmul_ignores_ftz", check_matmul_ftz_partial_sum),
-    ],
-)
-def test_matmul_checks_catch_mutant(mutant_name: str, check: Callable[..., None], device: str) -> None:
-    with pytest.raises(BitMismatchError):
-        check(getattr(mutants, mutant_name), device)
-
-
-def _fails(check: Callable[[], None]) -> bool:
-    try:
-        check()
-    except BitMismatchError:
-        return True
-    return False
