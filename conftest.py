@@ -8,6 +8,10 @@ here its doctest collection becomes a skip with the reason (shown by ``-ra``)
 instead of a collection error.  Its tests live in ``tests/triton/`` and
 ``properties/triton/``, which skip themselves the same way.
 
+Single doctests that need an optional dependency (the ml_dtypes examples of
+:mod:`revcheck.bits` and :mod:`revcheck.strategies`) are listed in
+:data:`DOCTESTS_NEEDING` and skipped with the reason where it is absent.
+
 This file is not part of the installed package: projects that install revcheck
 never see it.
 """
@@ -26,6 +30,23 @@ ROOT = Path(__file__).resolve().parent
 NEEDS_OPTIONAL = {
     Path("revcheck/kernels/triton_pam.py"): ("triton", "revcheck[triton]"),
 }
+
+
+# doctest name -> (the distribution it needs, the extra that installs it)
+DOCTESTS_NEEDING = {
+    "revcheck.bits.from_bits": ("ml_dtypes", "revcheck[ml_dtypes]"),
+    "revcheck.bits.numpy_dtype": ("ml_dtypes", "revcheck[ml_dtypes]"),
+    "revcheck.bits.to_bits": ("ml_dtypes", "revcheck[ml_dtypes]"),
+    "revcheck.strategies.float_arrays": ("ml_dtypes", "revcheck[ml_dtypes]"),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        needed = DOCTESTS_NEEDING.get(item.name) if type(item).__name__ == "DoctestItem" else None
+        if needed is not None and importlib.util.find_spec(needed[0]) is None:
+            module, extra = needed
+            item.add_marker(pytest.mark.skip(reason=f"{module} is not installed (pip install '{extra}')"))
 
 
 def missing_reason(path: Path) -> str | None:

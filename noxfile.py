@@ -94,14 +94,14 @@ def _up_to_date(session: nox.Session, requirements: tuple[str, ...]) -> bool:
 
 @nox.session(python=PYTHON, reuse_venv=True, default=False)
 def env(session: nox.Session) -> None:
-    """The shared environment: torch, triton, revcheck[test,dev,triton,dask] (used by most sessions)."""
+    """The shared environment: torch, triton, revcheck[test,dev,triton,dask,ml_dtypes,plots]."""
     _check_location(session)
-    requirements = (TORCH_REQUIREMENT, TRITON_REQUIREMENT, "-e", ".[test,dev,triton,dask]")
+    requirements = (TORCH_REQUIREMENT, TRITON_REQUIREMENT, "-e", ".[test,dev,triton,dask,ml_dtypes,plots]")
     if _up_to_date(session, requirements):
         return
     session.install(TORCH_REQUIREMENT)  # first and alone: nothing else may choose the torch build
     session.install(TRITON_REQUIREMENT)
-    session.install("-e", ".[test,dev,triton,dask]")
+    session.install("-e", ".[test,dev,triton,dask,ml_dtypes,plots]")
     _stamp_file(session).write_text(_stamp_text(requirements))
 
 

@@ -174,15 +174,38 @@ class PamKernels:
         return tuple(getattr(inspect.getmodule(matmul), "ORDERS", ("sequential",)))
 
     def matmul(
-        self, a: torch.Tensor, b: torch.Tensor, *, mode: str, order: str = "sequential"
+        self, a: torch.Tensor, b: torch.Tensor, *, mode: str, order: str = "sequential", fmt: object = None
     ) -> torch.Tensor:
-        """``pam_matmul(a, b, mode=mode)``, with ``order=`` only for another order than the sequential one."""
+        """``pam_matmul(a, b, mode=mode)``, with ``order=`` only for another order than the sequential one
+        and ``fmt=`` only for the formats without a torch dtype (uint8 bit patterns, docs/spec.md D1.10)."""
+        keywords = _pattern_keywords(fmt)
         if order == "sequential":
-            return self.function("pam_matmul")(a, b, mode=mode)  # type: ignore[no-any-return]
-        return self.function("pam_matmul")(a, b, mode=mode, order=order)  # type: ignore[no-any-return]
+            return self.function("pam_matmul")(a, b, mode=mode, **keywords)  # type: ignore[no-any-return]
+        return self.function("pam_matmul")(  # type: ignore[no-any-return]
+            a, b, mode=mode, order=order, **keywords
+        )
+
+    def formats_of(self, op: str) -> tuple[str, ...]:
+        """The formats ``op`` takes here: fp6/fp4 (uint8 patterns with ``fmt=``) only if it takes ``fmt``."""
+        from revcheck.audit.arguments import accepts_keyword
+
+        takes_fmt = accepts_keyword(self.function(op), "fmt")
+        return tuple(name for name in FORMAT_NAMES if takes_fmt or formats.get(name).torch_dtype_name)
 
     def __repr__(self) -> str:
         return f"PamKernels({self.name!r})"
+
+
+def _pattern_keywords(fmt: object) -> dict[str, Any]:
+    """``fmt=`` for a format without a torch dtype, whose tensors are uint8 bit patterns (D1.10)."""
+    if fmt is None or formats.get(fmt).torch_dtype_name is not None:
+        return {}
+    return {"fmt": formats.get(fmt).name}
+
+
+def _skip_unless_takes(kernels: PamKernels, op: str, fmt_name: str) -> None:
+    if fmt_name not in kernels.formats_of(op):
+        pytest.skip(f"{kernels.name}.{op} takes no fmt= keyword: {fmt_name} (uint8 bit patterns) not checked")
 
 
 def use_triton_interpreter_without_cuda() -> None:
@@ -261,7 +284,7 @@ def assert_op_equals_oracle(
     """
     __tracebackhide__ = True
     tensors = [bits.to_torch(x, fmt, device) for x in operands]
-    actual = kernels.function(op)(*tensors, mode=mode)
+    actual = kernels.function(op)(*tensors, mode=mode, **_pattern_keywords(fmt))
     expected = getattr(oracle, op)(*operands, fmt, mode=mode)
     arguments = ", ".join("ab"[: len(operands)]) if len(operands) > 1 else "x"
     suffix = f" on {what}" if what else ""
@@ -281,7 +304,9 @@ def assert_matmul_equals_oracle(
 ) -> None:
     """``kernels``' ``pam_matmul`` of the bit patterns equals the oracle's sequential sum, NaN bits too."""
     __tracebackhide__ = True
-    actual = kernels.matmul(bits.to_torch(a_bits, fmt, device), bits.to_torch(b_bits, fmt, device), mode=mode)
+    actual = kernels.matmul(
+        bits.to_torch(a_bits, fmt, device), bits.to_torch(b_bits, fmt, device), mode=mode, fmt=fmt
+    )
     expected = oracle.pam_matmul(a_bits, b_bits, fmt, mode=mode)
     suffix = f" on {what}" if what else ""
     assert_bit_exact(
@@ -296,8 +321,8 @@ def assert_matmul_equals_oracle(
 # ---- element-wise checks -------------------------------------------------------------------------------
 
 
-def _format_and_mode(data: st.DataObject) -> tuple[FloatFormat, str]:
-    fmt = data.draw(rst.formats(), label="format")
+def _format_and_mode(data: st.DataObject, kernels: PamKernels, op: str) -> tuple[FloatFormat, str]:
+    fmt = data.draw(rst.formats(names=kernels.formats_of(op)), label="format")
     return fmt, data.draw(st.sampled_from(MODES), label="mode")
 
 
@@ -320,7 +345,7 @@ def check_binary_op_equals_oracle(
     data: st.DataObject, kernels: PamKernels, *, op: str, device: str = "cpu"
 ) -> None:
     """Arrays of any shape and every value class, their first elements a counted TestFloat pair."""
-    fmt, mode = _format_and_mode(data)
+    fmt, mode = _format_and_mode(data, kernels, op)
     shape = data.draw(shapes, label="shape")
     a_bits = data.draw(rst.bit_arrays(fmt, shape), label="a bits")
     b_bits = data.draw(rst.bit_arrays(fmt, shape), label="b bits")
@@ -332,7 +357,7 @@ def check_binary_op_broadcasts_like_oracle(
     data: st.DataObject, kernels: PamKernels, *, op: str, device: str = "cpu"
 ) -> None:
     """A column (rows, 1) against a row (cols,): the result is (rows, cols), as NumPy broadcasts."""
-    fmt, mode = _format_and_mode(data)
+    fmt, mode = _format_and_mode(data, kernels, op)
     rows = data.draw(st.integers(1, 4), label="rows")
     cols = data.draw(st.integers(1, 4), label="cols")
     a_bits = data.draw(rst.bit_arrays(fmt, (rows, 1)), label="a bits (column)")
@@ -344,7 +369,7 @@ def check_op_on_regular_operands_equals_oracle(
     data: st.DataObject, kernels: PamKernels, *, op: str, device: str = "cpu"
 ) -> None:
     """Arrays of ±0 and normal values near 1: the torch kernels' integer fast path; it must agree too."""
-    fmt, mode = _format_and_mode(data)
+    fmt, mode = _format_and_mode(data, kernels, op)
     size = data.draw(st.integers(1, 16), label="size")
     elements = st.one_of(rst.normals_near_one(fmt, binades=3), st.sampled_from([0, fmt.sign_mask]))
     a_bits = data.draw(rst.bit_arrays(fmt, size, elements=elements, fill=st.nothing()), label="a bits")
@@ -358,7 +383,7 @@ def check_unary_op_equals_oracle(
     data: st.DataObject, kernels: PamKernels, *, op: str, device: str = "cpu"
 ) -> None:
     """Arrays of any shape and every value class, their first element a counted TestFloat case."""
-    fmt, mode = _format_and_mode(data)
+    fmt, mode = _format_and_mode(data, kernels, op)
     x_bits = data.draw(rst.bit_arrays(fmt, data.draw(shapes, label="shape")), label="x bits")
     _with_counted_first(data, (x_bits,), fmt)
     assert_op_equals_oracle(kernels, op, (x_bits,), fmt, mode=mode, device=device)
@@ -368,7 +393,7 @@ def check_unary_op_near_one_equals_oracle(
     data: st.DataObject, kernels: PamKernels, *, op: str, device: str = "cpu"
 ) -> None:
     """Arguments within 2^±6 of 1, where pa_exp2/pa_log2 results carry every fraction bit."""
-    fmt, mode = _format_and_mode(data)
+    fmt, mode = _format_and_mode(data, kernels, op)
     size = data.draw(st.integers(1, 16), label="size")
     elements = rst.normals_near_one(fmt, binades=6)
     x_bits = data.draw(rst.bit_arrays(fmt, size, elements=elements, fill=st.nothing()), label="x bits")
@@ -382,7 +407,9 @@ def check_binary_op_on_counted_pairs(
     every format), in both modes: ±0, the smallest and largest subnormal and normal, ±1, ±1.5, the rows
     at ±p and ±(p+1) and the overflow edge, ±inf and NaN, each paired with each.  Deterministic: no draw
     can miss a pair."""
-    for name in FORMAT_NAMES if fmt_name is None else (fmt_name,):
+    if fmt_name is not None:
+        _skip_unless_takes(kernels, op, fmt_name)
+    for name in kernels.formats_of(op) if fmt_name is None else (fmt_name,):
         pairs = rst.testfloat_pairs(name)
         a_bits, b_bits = pairs.bits()
         for mode in MODES:
@@ -396,7 +423,9 @@ def check_unary_op_on_counted_cases(
 ) -> None:
     """Every TestFloat level-1 case (:func:`revcheck.strategies.testfloat_cases`) of ``fmt_name`` (None: of
     every format), in both modes."""
-    for name in FORMAT_NAMES if fmt_name is None else (fmt_name,):
+    if fmt_name is not None:
+        _skip_unless_takes(kernels, op, fmt_name)
+    for name in kernels.formats_of(op) if fmt_name is None else (fmt_name,):
         cases = rst.testfloat_cases(name)
         for mode in MODES:
             assert_op_equals_oracle(
@@ -466,10 +495,10 @@ def _operand_arrays(
 
 @st.composite
 def matmul_operands(
-    draw: st.DrawFn, kinds: Sequence[str] = OPERAND_KINDS
+    draw: st.DrawFn, kinds: Sequence[str] = OPERAND_KINDS, names: Sequence[str] = FORMAT_NAMES
 ) -> tuple[FloatFormat, np.ndarray, np.ndarray]:
     """(fmt, A bits, B bits): A (*batch, M, K), B (*batch of B, K, N), batches that broadcast, K up to 8."""
-    fmt = draw(rst.formats(), label="format")
+    fmt = draw(rst.formats(names=names), label="format")
     batch = draw(st.sampled_from([(), (2,), (1, 2), (2, 1)]), label="batch shape of A")
     b_batch = draw(st.sampled_from([(), batch[-1:]]), label="batch shape of B (broadcast against A's)")
     m = draw(st.integers(1, 4), label="M")
@@ -486,7 +515,7 @@ def matmul_operands(
 def check_matmul_equals_oracle(data: st.DataObject, kernels: PamKernels, *, device: str = "cpu") -> None:
     """Sequential order, every format and mode, batched shapes that broadcast."""
     mode = data.draw(st.sampled_from(MODES), label="mode")
-    fmt, a_bits, b_bits = data.draw(matmul_operands(), label="operands")
+    fmt, a_bits, b_bits = data.draw(matmul_operands(names=kernels.formats_of("pam_matmul")), label="operands")
     assert_matmul_equals_oracle(kernels, a_bits, b_bits, fmt, mode=mode, device=device)
 
 
@@ -494,7 +523,7 @@ def check_sequential_order_is_kept_where_order_changes_the_result(
     data: st.DataObject, kernels: PamKernels, *, device: str = "cpu"
 ) -> None:
     """Sums of 4 to 12 products of spread exponents: there another order differs in most draws."""
-    fmt, mode = _format_and_mode(data)
+    fmt, mode = _format_and_mode(data, kernels, "pam_matmul")
     m = data.draw(st.integers(1, 3), label="M")
     k = data.draw(st.integers(4, 12), label="K")
     n = data.draw(st.integers(1, 3), label="N")
@@ -509,9 +538,8 @@ def check_ftz_flushes_subnormal_inputs_of_their_own_format(
     data: st.DataObject, kernels: PamKernels, *, device: str = "cpu"
 ) -> None:
     """fp16/bf16/fp8 subnormals are normal once widened to fp32; ftz must flush them before that."""
-    fmt = formats.get(
-        data.draw(st.sampled_from(NARROW_FORMATS), label="format (narrower than its accumulator)")
-    )
+    narrow = [name for name in NARROW_FORMATS if name in kernels.formats_of("pam_matmul")]
+    fmt = formats.get(data.draw(st.sampled_from(narrow), label="format (narrower than its accumulator)"))
     m, k, n = (data.draw(st.integers(1, 3), label=name) for name in "MKN")
     a_bits = data.draw(rst.bit_arrays(fmt, (m, k), classes=("subnormal", "zero")), label="A bits (tiny)")
     b_bits = data.draw(rst.bit_arrays(fmt, (k, n), classes=("normal",)), label="B bits")
@@ -527,11 +555,15 @@ def check_other_orders_stay_within_the_error_bound(
     others = [order for order in kernels.matmul_orders() if order != "sequential"]
     if not others:
         pytest.skip(f"{kernels.name}'s pam_matmul has only the sequential order")
-    fmt, a_bits, b_bits = data.draw(matmul_operands(), label="operands")
+    fmt, a_bits, b_bits = data.draw(matmul_operands(names=kernels.formats_of("pam_matmul")), label="operands")
     mode = data.draw(st.sampled_from(MODES), label="mode")
     order = data.draw(st.sampled_from(others), label="order")
     result = kernels.matmul(
-        bits.to_torch(a_bits, fmt, device), bits.to_torch(b_bits, fmt, device), mode=mode, order=order
+        bits.to_torch(a_bits, fmt, device),
+        bits.to_torch(b_bits, fmt, device),
+        mode=mode,
+        order=order,
+        fmt=fmt,
     )
     result_bits = bits.to_bits(result)
     inside = oracle.within_bound(result_bits, a_bits, b_bits, fmt, mode=mode)

@@ -315,10 +315,7 @@ def check_grad_norm_matches_oracle(data: st.DataObject, impl: Any, device: str =
     grads = [
         draw_values(data, fmt, (n,), f"gradient {i}", ("moderate", "mixed")) for i, n in enumerate(sizes)
     ]
-    params = [
-        torch.nn.Parameter(torch.zeros(n, dtype=getattr(torch, fmt.torch_dtype_name), device=device))
-        for n in sizes
-    ]
+    params = [torch.nn.Parameter(torch.zeros(n, dtype=bits.torch_dtype(fmt), device=device)) for n in sizes]
     for param, g_bits in zip(params, grads, strict=True):
         param.grad = tensor(g_bits, fmt, device)
     acc = oracle.compute_format(fmt)
@@ -391,10 +388,7 @@ def check_gradient_scaling_scales(data: st.DataObject, impl: Any, device: str = 
     acc = oracle.compute_format(fmt)
     sizes = data.draw(st.lists(st.integers(1, 6), min_size=1, max_size=3), label="parameter sizes")
     grads = [draw_values(data, fmt, (n,), f"gradient {i}", ("moderate",)) for i, n in enumerate(sizes)]
-    params = [
-        torch.nn.Parameter(torch.zeros(n, dtype=getattr(torch, fmt.torch_dtype_name), device=device))
-        for n in sizes
-    ]
+    params = [torch.nn.Parameter(torch.zeros(n, dtype=bits.torch_dtype(fmt), device=device)) for n in sizes]
     for param, g_bits in zip(params, grads, strict=True):
         param.grad = tensor(g_bits, fmt, device)
     if data.draw(st.booleans(), label="clip (else scale)"):
@@ -561,7 +555,7 @@ def check_certificate_passes_allowed_step(mode_class: Any) -> None:
 def check_pa_ops_are_multiplication_free(data: st.DataObject, impl: Any, device: str = "cpu") -> None:
     """Forward and backward of every PA op, descended into, run no float multiply (strict certificate)."""
     fmt = draw_format(data)
-    dtype = getattr(torch, fmt.torch_dtype_name)
+    dtype = bits.torch_dtype(fmt)
     shape = draw_matrix_shape(data, max_rows=3, max_cols=6)
     x_bits = draw_values(data, fmt, shape, "x", ("moderate", "mixed"))
     rows, n = shape

@@ -1,4 +1,4 @@
-"""The ``revcheck`` command line: ``revcheck audit``, ``revcheck ops`` and ``revcheck sweep``.
+"""The ``revcheck`` command line: ``revcheck audit``, ``revcheck ops``, ``revcheck sweep``, ``revcheck plot``.
 
 ::
 
@@ -7,6 +7,7 @@
     revcheck ops                                                # the ops and their signatures
     revcheck sweep --op pam_mul --format bf16                   # = python -m revcheck.sweep ...
     revcheck sweep campaign --state-dir sweeps                  # every 2**32 sweep, with a report
+    revcheck plot all --out docs/images                         # the pictures (revcheck.plots.cli)
 
 Exit status: 0 when every check passed, 1 when a counterexample was found,
 2 for a usage error (unimportable target, missing function, unknown op,
@@ -229,6 +230,12 @@ def _parser() -> Parser:
         description=sweep_cli.DESCRIPTION,
     )
     sweep_cli.add_arguments(sweep)
+    from revcheck.plots import cli as plots_cli
+
+    plot = commands.add_parser(
+        "plot", help="draw results as PNG/SVG pictures", description=plots_cli.DESCRIPTION
+    )
+    plots_cli.add_arguments(plot)
     return parser
 
 
@@ -327,6 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from revcheck.sweep import cli as sweep_cli
 
             return sweep_cli.run_from(args)
+        if args.command == "plot":
+            from revcheck.plots import cli as plots_cli
+
+            return plots_cli.run_from(args)
         raise UsageError(
             "no command given; use `revcheck audit MODULE:FUNCTION --op OP`, `revcheck audit-stack "
             "MODULE:FORWARD`, `revcheck ops` or `revcheck sweep --op OP --format FORMAT`"

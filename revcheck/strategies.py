@@ -69,6 +69,7 @@ __all__ = [
     "bit_arrays",
     "bit_patterns",
     "devices",
+    "float_arrays",
     "format_classes",
     "formats",
     "normals_near_one",
@@ -174,10 +175,38 @@ def formats(*, names: Iterable[object] | None = None) -> st.SearchStrategy[Float
     return st.sampled_from(chosen)
 
 
-def format_classes(fmt: object) -> tuple[str, ...]:
-    """The value classes ``fmt`` has, in :data:`revcheck.bits.CLASSES` order (no ``"inf"`` for fn formats)."""
+def format_classes(fmt: object, sign: str | None = None) -> tuple[str, ...]:
+    """The value classes ``fmt`` has (values of sign ``sign``), in :data:`revcheck.bits.CLASSES` order.
+
+    No ``"inf"`` in a format without infinity, no ``"nan"`` in one without NaN
+    (fp6, fp4).  In the fnuz formats the one NaN is the pattern of −0 (sign bit
+    set) and the one zero is +0, so ``sign="+"`` has no ``"nan"`` and ``sign="-"``
+    no ``"zero"``.
+
+    Examples
+    --------
+    >>> format_classes("fp8_e4m3fn"), format_classes("fp4_e2m1fn")
+    (('nan', 'zero', 'subnormal', 'normal'), ('zero', 'subnormal', 'normal'))
+    >>> format_classes("fp8_e4m3fnuz", sign="-")
+    ('nan', 'subnormal', 'normal')
+    """
     fmt_ = _format(fmt)
-    return tuple(name for name in _bits.CLASSES if name != "inf" or fmt_.has_inf)
+    _validate_sign(sign)
+    signs = _sign_masks(fmt_, sign)
+    return tuple(name for name in _bits.CLASSES if any(_class_patterns(fmt_, name, s) for s in signs))
+
+
+def _class_patterns(fmt: FloatFormat, name: str, sign_mask: int) -> list[int]:
+    """A few patterns of class ``name`` and sign bit ``sign_mask``: empty iff the format has none."""
+    if (name == "nan" and not fmt.has_nan) or (name == "inf" and not fmt.has_inf):
+        return []
+    specials, _, ranges = _class_magnitudes(fmt, name)
+    candidates = [sign_mask | m for m in specials] + [sign_mask | low for low, _ in ranges]
+    return [p for p in candidates if _pattern_class(fmt, p) == name and p & fmt.sign_mask == sign_mask]
+
+
+def _pattern_class(fmt: FloatFormat, pattern: int) -> str:
+    return str(_bits.classify(np.array([pattern], dtype=fmt.uint_dtype), fmt)[0])
 
 
 def significand_patterns(width: int) -> list[int]:
@@ -264,8 +293,8 @@ def bit_patterns(
     True
     """
     fmt_ = _format(fmt)
-    chosen = _validate_classes(fmt_, classes)
     _validate_sign(sign)
+    chosen = _validate_classes(fmt_, classes, sign)
     return _bit_pattern_strategy(fmt_, chosen, sign)
 
 
@@ -277,7 +306,7 @@ def _bit_pattern_strategy(
     branches = [
         branch for name in _SHRINK_ORDER if name in chosen for branch in _class_branches(fmt, name, signs)
     ]
-    if set(chosen) == set(format_classes(fmt)):
+    if set(chosen) == set(format_classes(fmt, sign)):
         # Uniform over every pattern: the distribution of "any value" workloads.
         branches += [st.integers(s, s | fmt.magnitude_mask) for s in signs]
     return st.one_of(branches)
@@ -295,13 +324,23 @@ def _class_branches(fmt: FloatFormat, name: str, signs: tuple[int, ...]) -> list
     the values reusable; positive values come first so that shrinking prefers them.
     """
     specials, testfloat, ranges = _class_magnitudes(fmt, name)
-    branches = [
-        st.sampled_from([s | m for s in signs for m in listed]) for listed in (specials, testfloat) if listed
+
+    def keep(pattern: int, s: int) -> bool:
+        # A magnitude can change class with the sign bit (fnuz: sign | 0 is the NaN, not -0).
+        return pattern & fmt.sign_mask == s and _pattern_class(fmt, pattern) == name
+
+    sampled = [[s | m for s in signs for m in listed if keep(s | m, s)] for listed in (specials, testfloat)]
+    branches = [st.sampled_from(listed) for listed in sampled if listed]
+    branches += [
+        st.integers(s | low, s | high)
+        for low, high in ranges
+        for s in signs
+        if keep(s | low, s) and keep(s | high, s)
     ]
-    branches += [st.integers(s | low, s | high) for low, high in ranges for s in signs]
     return branches
 
 
+@functools.lru_cache(maxsize=256)
 def _class_magnitudes(fmt: FloatFormat, name: str) -> tuple[list[int], list[int], list[tuple[int, int]]]:
     """Magnitudes of class ``name``: a few specials, the other TestFloat values, and ranges.
 
@@ -316,8 +355,8 @@ def _class_magnitudes(fmt: FloatFormat, name: str) -> tuple[list[int], list[int]
     elif name == "nan":
         quiet_bit = 1 << (fmt.mantissa_bits - 1)
         specials = (
-            [fmt.canonical_nan]
-            if fmt.nan_encoding == "fn"
+            [fmt.canonical_nan & fmt.magnitude_mask]  # fnuz: 0, the NaN once the sign bit is set
+            if fmt.nan_encoding != "ieee"
             else [fmt.exponent_mask | payload for payload in (quiet_bit, 1, fmt.mantissa_mask, quiet_bit | 1)]
         )
         if fmt.nan_encoding == "ieee":
@@ -341,7 +380,17 @@ def _class_magnitudes(fmt: FloatFormat, name: str) -> tuple[list[int], list[int]
         ]
         ranges = [(fmt.min_normal, fmt.max_finite)]
     # Pattern-major order: the powers of two first, then the 1.5-like values, ...
-    testfloat = [case.bits for case in testfloat_cases(fmt) if case.cls == name and case.sign == "+"]
+    testfloat = [
+        case.bits & fmt.magnitude_mask
+        for case in testfloat_cases(fmt)
+        if case.cls == name and case.sign == "+"
+    ]
+    testfloat += [  # classes that exist only with the sign bit set (the fnuz NaN)
+        case.bits & fmt.magnitude_mask
+        for case in testfloat_cases(fmt)
+        if case.cls == name and case.sign == "-"
+    ]
+    # A named value of another class in a narrow format (fp4's "0.5" is subnormal) is dropped later.
     specials = list(dict.fromkeys(specials))
     return specials, [value for value in dict.fromkeys(testfloat) if value not in specials], ranges
 
@@ -463,6 +512,51 @@ def bit_arrays(
 
 
 @_lazy
+def float_arrays(
+    fmt: object,
+    shape: int | tuple[int, ...] | st.SearchStrategy[tuple[int, ...]],
+    *,
+    classes: Iterable[str] | None = None,
+    sign: str | None = None,
+    elements: st.SearchStrategy[int] | None = None,
+    fill: st.SearchStrategy[int] | None = None,
+) -> st.SearchStrategy[np.ndarray[Any, Any]]:
+    """NumPy float arrays of ``fmt`` -- NumPy's own dtype, or ml_dtypes' -- built from :func:`bit_arrays`.
+
+    The arrays hold exactly the drawn bit patterns (a view, no cast): the way to
+    test NumPy/JAX code on bf16, fp8, fp6 and fp4 values without bit-pattern
+    plumbing.  For formats NumPy lacks (bf16, fp8, fp6, fp4) the dtype is
+    ml_dtypes' (``pip install 'revcheck[ml_dtypes]'``), imported when first drawn from.
+
+    Parameters
+    ----------
+    fmt, shape, classes, sign, elements, fill
+        As in :func:`bit_arrays`.
+
+    Raises
+    ------
+    hypothesis.errors.InvalidArgument
+        When drawn from, as :func:`bit_arrays`, or where no NumPy dtype holds ``fmt``
+        (ml_dtypes missing).
+
+    Examples
+    --------
+    >>> float_arrays("bf16", 3, classes=("normal",))
+    float_arrays(fmt='bf16', shape=3, classes=('normal',))
+    >>> from hypothesis import find
+    >>> find(float_arrays("fp8_e4m3fnuz", 2, classes=("nan",)), lambda a: True).view("uint8").tolist()
+    [128, 128]
+    """
+    fmt_ = _format(fmt)
+    try:
+        dtype = _bits.numpy_dtype(fmt_)
+    except TypeError as error:
+        raise InvalidArgument(str(error)) from None
+    patterns = bit_arrays(fmt_, shape, classes=classes, sign=sign, elements=elements, fill=fill)
+    return patterns.map(lambda array: array.view(dtype))
+
+
+@_lazy
 def tensors(
     fmt: object,
     shape: int | tuple[int, ...] | st.SearchStrategy[tuple[int, ...]],
@@ -472,6 +566,10 @@ def tensors(
     sign: str | None = None,
 ) -> st.SearchStrategy[torch.Tensor]:
     """torch tensors of ``fmt``'s dtype on ``device``, built from :func:`bit_arrays` bit for bit.
+
+    For a format torch has no dtype of (fp6, fp4) the tensors are ``uint8`` and
+    hold the bit patterns: pass ``fmt=`` with them to revcheck's kernels and
+    asserts (docs/spec.md D1.10).
 
     Parameters
     ----------
@@ -752,8 +850,11 @@ def testfloat_cases(fmt: object, level: int = 1) -> CountedCases:
       ``all ones`` (or fn formats' ``all ones but bottom bit``) is the largest
       finite value, next to overflow;
     - ``inf/nan``: the all-ones field where the format has infinity (pattern
-      ``zero`` is ±inf, every other a NaN).  fn formats have no such row: their
-      only NaN, S.1111.111, is ``E=emax`` with ``all ones`` (class ``"nan"``).
+      ``zero`` is ±inf, every other a NaN).  Formats without infinity have no
+      such row: the fn formats' only NaN, S.1111.111, is ``E=emax`` with ``all
+      ones`` (class ``"nan"``); the fnuz formats' only NaN, the pattern of −0,
+      is row ``subnormal`` with pattern ``zero`` and sign ``-``; fp6 and fp4
+      have none.
 
     Patterns (the significand field, :func:`significand_patterns` order): zero,
     all ones, walking ones (each single bit, ``top bit`` to ``bottom bit``),
@@ -797,6 +898,11 @@ def testfloat_cases(fmt: object, level: int = 1) -> CountedCases:
     bf16              702     13,824     16,900    492,804
     fp8_e5m2          104        256     10,816     10,816
     fp8_e4m3fn        176        256     12,100     30,976
+    fp8_e5m2fnuz       96        256      9,216      9,216
+    fp8_e4m3fnuz      192        256     14,400     36,864
+    fp6_e3m2fn         56         64      3,136      3,136
+    fp6_e2m3fn         64         64      1,600      4,096
+    fp4_e2m1fn         16         16        256        256
     >>> cases = testfloat_cases("bf16")
     >>> cases
     testfloat_cases('bf16', level=1)
@@ -956,8 +1062,10 @@ def _validate_level(level: object) -> None:
         )
 
 
-def _validate_classes(fmt: FloatFormat, classes: Iterable[str] | None) -> tuple[str, ...]:
-    available = format_classes(fmt)
+def _validate_classes(
+    fmt: FloatFormat, classes: Iterable[str] | None, sign: str | None = None
+) -> tuple[str, ...]:
+    available = format_classes(fmt, sign)
     if classes is None:
         return available
     if isinstance(classes, str):
@@ -972,11 +1080,21 @@ def _validate_classes(fmt: FloatFormat, classes: Iterable[str] | None) -> tuple[
         raise InvalidArgument(f"unknown classes {unknown!r}; use some of {_bits.CLASSES!r}")
     missing = [name for name in chosen if name not in available]
     if missing:
+        signed = "" if sign is None else f" {sign}"
         raise InvalidArgument(
-            f"{fmt.name} has no {' or '.join(missing)} values (it saturates instead of overflowing to "
-            f"infinity); use some of {available!r}"
+            f"{fmt.name} has no{signed} {' or '.join(missing)} values ({_MISSING_WHY[fmt.nan_encoding]}); "
+            f"use some of {available!r}"
         )
     return tuple(dict.fromkeys(chosen))
+
+
+# Why a format lacks some class (or some signed class), by its special-value encoding.
+_MISSING_WHY = {
+    "ieee": "every format has both signs of every class but NaN's",
+    "fn": "it saturates instead of overflowing to infinity",
+    "fnuz": "no infinity, no -0: its one NaN is the pattern of -0, 0x80",
+    "none": "no infinity and no NaN: every pattern is a number",
+}
 
 
 def _validate_sign(sign: object) -> None:

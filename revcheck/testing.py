@@ -180,8 +180,10 @@ def assert_bit_exact(
 ) -> None:
     """Assert that ``actual`` and ``expected`` have equal bit patterns, element by element.
 
-    Each side may be a NumPy array or scalar, a torch tensor on any device, a
-    Python float, or -- with ``fmt=`` -- bit patterns of ``fmt``.  Formats
+    Each side may be a NumPy array or scalar (of NumPy's float dtypes or of
+    ml_dtypes', such as ``ml_dtypes.bfloat16``), a torch tensor on any device, a
+    Python float, or -- with ``fmt=`` -- bit patterns of ``fmt`` (the only torch
+    form of the fp6 and fp4 formats: ``uint8`` tensors).  Formats
     (dtypes) are inferred as follows: a float array, scalar or tensor has the
     format of its dtype; a Python ``float`` (or list of floats) is fp64; with
     ``fmt`` given, unsigned-integer arrays/tensors, NumPy unsigned scalars and
@@ -235,10 +237,10 @@ def _side(value: object, pattern_fmt: FloatFormat | None, role: str) -> _Side:
         return _tensor_side(value, pattern_fmt, role)
     is_python = isinstance(value, (int, float, list, tuple)) and not isinstance(value, bool)
     array = np.asarray(value)
-    if array.dtype.kind == "f":
+    if _bits.is_float_array(array):  # NumPy's float dtypes and ml_dtypes' (bfloat16, float8_*, ...)
         fmt = formats.get(array.dtype)
         what = f"Python {type(value).__name__}" if is_python else f"{array.dtype} array"
-        return _Side(_c_order(array).view(fmt.uint_dtype), fmt, "cpu", what)
+        return _Side(_bits.to_bits(_c_order(array)), fmt, "cpu", what)
     if array.dtype.kind == "u" or (is_python and array.dtype.kind == "i"):
         return _pattern_side(array, pattern_fmt, "cpu", f"{array.dtype} bit patterns", role)
     raise TypeError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from revcheck.formats import FloatFormat
 
 ALL_FORMATS = [formats.get(name) for name in formats.names()]
 NUMPY_FORMATS = [fmt for fmt in ALL_FORMATS if fmt.numpy_float is not None]
+NAN_FORMATS = [fmt for fmt in ALL_FORMATS if fmt.has_nan]
 by_name = pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f.name)
 
 
@@ -31,7 +33,15 @@ def patterns(fmt: FloatFormat) -> np.ndarray[Any, Any]:
 
 
 def as_float64(pattern: np.ndarray[Any, Any], fmt: FloatFormat) -> torch.Tensor:
-    """The values as float64 through torch's own (exact, widening) conversion."""
+    """The values as float64 through torch's own (exact, widening) conversion.
+
+    Formats torch has no dtype of (fp6, fp4) are decoded by the exact model instead,
+    which shares no code with revcheck.bits.
+    """
+    if fmt.torch_dtype_name is None:
+        from revcheck.exact.rounding import value_of
+
+        return torch.tensor([float(value_of(int(p), fmt)) for p in pattern.tolist()], dtype=torch.float64)
     return bits.to_torch(pattern, fmt).to(torch.float64)
 
 
@@ -42,19 +52,21 @@ def as_float64(pattern: np.ndarray[Any, Any], fmt: FloatFormat) -> torch.Tensor:
 def test_torch_round_trip_contiguous(fmt: FloatFormat) -> None:
     pattern = patterns(fmt)
     tensor = bits.to_torch(pattern, fmt)
-    assert tensor.dtype == getattr(torch, fmt.torch_dtype_name)
-    back = bits.to_bits(tensor)
+    # Formats without a torch dtype travel as uint8 bit patterns (docs/spec.md D1.10).
+    assert tensor.dtype == getattr(torch, fmt.torch_dtype_name or "uint8")
+    back = bits.to_bits(tensor, None if fmt.torch_dtype_name else fmt)
     assert back.dtype == fmt.uint_dtype
     np.testing.assert_array_equal(back, pattern)
 
 
 @by_name
 def test_torch_round_trip_non_contiguous(fmt: FloatFormat) -> None:
-    pattern = patterns(fmt)[: 2 * 3 * 32].reshape(2, 3, 32)
+    pattern = np.resize(patterns(fmt), 2 * 3 * 32).reshape(2, 3, 32)  # fp4 has only 16 patterns
     tensor = bits.to_torch(pattern, fmt)
     strided = tensor.transpose(0, 2)[::3]
     assert not strided.is_contiguous()
-    np.testing.assert_array_equal(bits.to_bits(strided), pattern.transpose(2, 1, 0)[::3])
+    pattern_fmt = None if fmt.torch_dtype_name else fmt
+    np.testing.assert_array_equal(bits.to_bits(strided, pattern_fmt), pattern.transpose(2, 1, 0)[::3])
 
 
 @pytest.mark.parametrize("fmt", NUMPY_FORMATS, ids=lambda f: f.name)
@@ -74,8 +86,12 @@ def test_numpy_and_torch_agree_bit_for_bit(fmt: FloatFormat) -> None:
 
 
 @pytest.mark.parametrize("fmt", [f for f in ALL_FORMATS if f.numpy_float is None], ids=lambda f: f.name)
-def test_from_bits_without_numpy_dtype_points_to_to_torch(fmt: FloatFormat) -> None:
-    with pytest.raises(TypeError, match=r"NumPy has no .* use revcheck\.bits\.to_torch"):
+def test_from_bits_without_numpy_dtype_points_to_to_torch(fmt: FloatFormat, monkeypatch: Any) -> None:
+    # With ml_dtypes, from_bits returns its dtype (tests/mldtypes/); without it, the error says what to do.
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    with pytest.raises(
+        TypeError, match=r"NumPy has no .*revcheck\[ml_dtypes\].* use revcheck\.bits\.to_torch"
+    ):
         bits.from_bits(np.zeros(2, fmt.uint_dtype), fmt)
 
 
@@ -109,7 +125,7 @@ def test_to_bits_keeps_zero_dimensional_shape() -> None:
 def test_classification_agrees_with_torch(fmt: FloatFormat) -> None:
     pattern = patterns(fmt)
     values = as_float64(pattern, fmt)  # fp8 has few torch ops; widening keeps every class
-    smallest_normal = torch.finfo(getattr(torch, fmt.torch_dtype_name)).smallest_normal
+    smallest_normal = 2.0**fmt.emin  # torch.finfo(...).smallest_normal, also where torch has no dtype
     expected = {
         "nan": torch.isnan(values),
         "inf": torch.isinf(values),
@@ -148,7 +164,7 @@ def test_classify_names_one_class_per_pattern(fmt: FloatFormat) -> None:
         np.testing.assert_array_equal(names == name, predicate(pattern, fmt), err_msg=name)
 
 
-@by_name
+@pytest.mark.parametrize("fmt", NAN_FORMATS, ids=lambda f: f.name)
 def test_sign_bit_of_nan_patterns_is_the_top_bit(fmt: FloatFormat) -> None:
     negative_nan = np.array([fmt.sign_mask | fmt.canonical_nan], fmt.uint_dtype)
     assert bits.sign_bit(negative_nan, fmt).all() and bits.is_nan(negative_nan, fmt).all()
@@ -166,8 +182,10 @@ def test_ordinal_is_monotone_in_value(fmt: FloatFormat) -> None:
     values = as_float64(pattern[order], fmt).numpy()
     steps = np.diff(values)
     assert (steps >= 0).all(), f"{fmt.name}: ordinal order is not value order"
-    # Equal neighbouring values only at -0 -> +0 (and repeats of random patterns in wide formats).
+    # Equal neighbouring values only at -0 -> +0 (and repeats of random patterns in wide formats);
+    # in a format without -0 the negative values end at -1 (docs/spec.md D1.11).
     tied = np.flatnonzero(steps == 0)
+    assert fmt.has_negative_zero or min(ordinals) == -fmt.max_finite
     ordinals = bits.ordinal(pattern[order], fmt)
     assert all(ordinals[i] == ordinals[i + 1] or (ordinals[i], ordinals[i + 1]) == (-1, 0) for i in tied)
 
@@ -182,10 +200,18 @@ def test_neighbours_are_one_ulp_apart_exhaustively(fmt: FloatFormat) -> None:
     assert int(bits.ulp_distance(ordered[0], ordered[-1], fmt)) == len(ordered) - 1
 
 
-@by_name
+@pytest.mark.parametrize("fmt", [f for f in ALL_FORMATS if f.has_negative_zero], ids=lambda f: f.name)
 def test_signed_zeros_are_one_ulp_apart(fmt: FloatFormat) -> None:
     assert int(bits.ulp_distance(0, fmt.sign_mask, fmt)) == 1
     assert int(bits.ulp_distance(fmt.sign_mask | 1, 1, fmt)) == 3  # -tiny, -0, +0, +tiny
+
+
+@pytest.mark.parametrize("fmt", [f for f in ALL_FORMATS if not f.has_negative_zero], ids=lambda f: f.name)
+def test_without_negative_zero_the_tiniest_values_are_two_ulps_apart(fmt: FloatFormat) -> None:
+    # docs/spec.md D1.11: -tiny, +0, +tiny; the pattern of -0 is the NaN, outside the order.
+    assert int(bits.ulp_distance(fmt.sign_mask | 1, 1, fmt)) == 2
+    assert int(bits.ulp_distance(fmt.sign_mask | 1, 0, fmt)) == int(bits.ulp_distance(0, 1, fmt)) == 1
+    assert int(bits.ulp_distance(fmt.sign_mask, 0, fmt)) == -1
 
 
 @by_name
@@ -194,8 +220,9 @@ def test_ulp_distance_landmarks(fmt: FloatFormat) -> None:
     assert int(bits.ulp_distance(fmt.max_subnormal, fmt.min_normal, fmt)) == 1
     if fmt.inf is not None:
         assert int(bits.ulp_distance(fmt.max_finite, fmt.inf, fmt)) == 1
-    assert int(bits.ulp_distance(fmt.canonical_nan, fmt.one, fmt)) == -1
-    assert int(bits.ulp_distance(fmt.canonical_nan, fmt.canonical_nan, fmt)) == -1
+    if fmt.has_nan:
+        assert int(bits.ulp_distance(fmt.canonical_nan, fmt.one, fmt)) == -1
+        assert int(bits.ulp_distance(fmt.canonical_nan, fmt.canonical_nan, fmt)) == -1
 
 
 def test_fp64_distances_do_not_wrap() -> None:
@@ -241,7 +268,8 @@ def test_ulp_distance_across_the_whole_range_is_an_exact_python_int(fmt: FloatFo
         np.array([fmt.sign_mask | top], fmt.uint_dtype), np.array([top], fmt.uint_dtype), fmt
     )
     assert distance.dtype == object and isinstance(distance[0], int)
-    assert distance[0] == 2 * top + 1  # -top ... -0, +0 ... +top
+    # -top ... -0, +0 ... +top; without -0 one fewer (docs/spec.md D1.11).
+    assert distance[0] == 2 * top + (1 if fmt.has_negative_zero else 0)
 
 
 def test_to_bits_refuses_sparse_and_meta_tensors_with_advice() -> None:

@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from revcheck import formats
+from revcheck import bits, formats
 from revcheck.formats import FloatFormat, UnsupportedFormatError
 
 ALL_FORMATS = [formats.get(name) for name in formats.names()]
 by_name = pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f.name)
+# The formats torch has a dtype of; the others (fp6, fp4) are checked against ml_dtypes in tests/mldtypes/.
+TORCH_FORMATS = [fmt for fmt in ALL_FORMATS if fmt.torch_dtype_name is not None]
+by_torch_format = pytest.mark.parametrize("fmt", TORCH_FORMATS, ids=lambda f: f.name)
 
 # docs/spec.md §1, copied by hand: the table is the authority, the fields must reproduce it.
 SPEC_TABLE = {
@@ -20,11 +23,17 @@ SPEC_TABLE = {
     "bf16": ("bfloat16", 8, 7, 127, 0x3F80, True),
     "fp8_e5m2": ("float8_e5m2", 5, 2, 15, 0x3C, True),
     "fp8_e4m3fn": ("float8_e4m3fn", 4, 3, 7, 0x38, False),
+    "fp8_e5m2fnuz": ("float8_e5m2fnuz", 5, 2, 16, 0x40, False),
+    "fp8_e4m3fnuz": ("float8_e4m3fnuz", 4, 3, 8, 0x40, False),
+    "fp6_e3m2fn": (None, 3, 2, 3, 0x0C, False),
+    "fp6_e2m3fn": (None, 2, 3, 1, 0x08, False),
+    "fp4_e2m1fn": (None, 2, 1, 1, 0x2, False),
 }
 
 
 def torch_dtype(fmt: FloatFormat) -> torch.dtype:
-    return getattr(torch, fmt.torch_dtype_name)  # type: ignore[no-any-return]
+    assert fmt.torch_dtype_name is not None, f"{fmt.name} has no torch dtype"
+    return bits.torch_dtype(fmt)
 
 
 def torch_bits(value: float, fmt: FloatFormat) -> int:
@@ -65,6 +74,8 @@ def test_lookup_by_name_aliases_and_dtypes(fmt: FloatFormat) -> None:
     assert formats.get(fmt) is fmt
     for alias in fmt.aliases:
         assert formats.get(alias) is fmt, alias
+    if fmt.torch_dtype_name is None:
+        return
     assert formats.get(torch_dtype(fmt)) is fmt
     assert formats.get(f"torch.{fmt.torch_dtype_name}") is fmt
     if fmt.numpy_float is not None:
@@ -96,7 +107,7 @@ def test_unsupported_format_error_is_a_value_error() -> None:
 # ---- derived encodings agree with torch and NumPy ----------------------------------
 
 
-@by_name
+@by_torch_format
 def test_widths_and_containers(fmt: FloatFormat) -> None:
     assert fmt.width == torch.finfo(torch_dtype(fmt)).bits
     assert fmt.uint_dtype.itemsize * 8 == fmt.width and fmt.uint_dtype.kind == "u"
@@ -104,7 +115,18 @@ def test_widths_and_containers(fmt: FloatFormat) -> None:
     assert fmt.sign_mask | fmt.exponent_mask | fmt.mantissa_mask == (1 << fmt.width) - 1
 
 
-@by_name
+@pytest.mark.parametrize("fmt", [f for f in ALL_FORMATS if f.padding_bits], ids=lambda f: f.name)
+def test_sub_byte_formats_sit_in_the_low_bits_of_a_uint8(fmt: FloatFormat) -> None:
+    assert fmt.uint_dtype == np.uint8 and fmt.int_dtype == np.int8 and fmt.container_width == 8
+    assert fmt.padding_bits == 8 - fmt.width and fmt.pattern_mask == (1 << fmt.width) - 1
+    assert fmt.sign_mask | fmt.exponent_mask | fmt.mantissa_mask == fmt.pattern_mask
+
+
+# torch.finfo facts that are wrong (torch 2.13.0+cpu, docs/spec.md D1.7): (field, torch's value).
+TORCH_FINFO_ERRORS = {"fp8_e5m2fnuz": ("eps", 0.125)}
+
+
+@by_torch_format
 def test_encodings_match_torch_finfo(fmt: FloatFormat) -> None:
     info = torch.finfo(torch_dtype(fmt))
     assert torch_bits(info.max, fmt) == fmt.max_finite
@@ -112,10 +134,15 @@ def test_encodings_match_torch_finfo(fmt: FloatFormat) -> None:
     assert torch_bits(info.smallest_normal, fmt) == fmt.min_normal
     assert torch_bits(info.tiny, fmt) == fmt.min_normal
     assert torch_bits(1.0, fmt) == fmt.one
-    assert torch_value(fmt.one + 1, fmt) - 1.0 == info.eps
+    eps = torch_value(fmt.one + 1, fmt) - 1.0
+    assert eps == 2.0**-fmt.mantissa_bits
+    field, wrong = TORCH_FINFO_ERRORS.get(fmt.name, ("eps", eps))
+    assert getattr(info, field) == wrong, (
+        f"torch.finfo({fmt.name}).{field} changed: update TORCH_FINFO_ERRORS"
+    )
 
 
-@by_name
+@by_torch_format
 def test_exponent_range_and_subnormals_match_torch(fmt: FloatFormat) -> None:
     info = torch.finfo(torch_dtype(fmt))
     assert torch_value(fmt.min_normal, fmt) == 2.0**fmt.emin == info.smallest_normal
@@ -124,14 +151,16 @@ def test_exponent_range_and_subnormals_match_torch(fmt: FloatFormat) -> None:
     assert 2**fmt.emax <= int(info.max) < 2 ** (fmt.emax + 1)
 
 
-@by_name
+@by_torch_format
 def test_specials_match_torch(fmt: FloatFormat) -> None:
     # torch's own NaN is a positive NaN of the format, but not always the canonical one of docs/spec.md §1
     # (float -> float8_e5m2 gives 0x7F, the spec says 0x7E): compare NaN classes, not NaN bits.
     assert np.isnan(torch_value(fmt.canonical_nan, fmt))
     assert np.isnan(torch_value(torch_bits(float("nan"), fmt), fmt))
-    assert torch_bits(float("nan"), fmt) >> (fmt.width - 1) == 0
-    assert torch_bits(0.0, fmt) == 0 and torch_bits(-0.0, fmt) == fmt.sign_mask
+    # fnuz: the one NaN is 0x80, the pattern of -0 (docs/spec.md D1.7); -0.0 becomes +0.
+    assert torch_bits(float("nan"), fmt) >> (fmt.width - 1) == (0 if fmt.has_negative_zero else 1)
+    assert torch_bits(0.0, fmt) == 0
+    assert torch_bits(-0.0, fmt) == (fmt.sign_mask if fmt.has_negative_zero else 0)
     if fmt.has_inf:
         assert fmt.inf is not None
         assert torch_bits(float("inf"), fmt) == fmt.inf == fmt.overflow_magnitude
@@ -140,7 +169,7 @@ def test_specials_match_torch(fmt: FloatFormat) -> None:
         assert fmt.inf is None and fmt.overflow_magnitude == fmt.max_finite
 
 
-@by_name
+@by_torch_format
 def test_nan_pattern_count_matches_torch_isnan(fmt: FloatFormat) -> None:
     if fmt.width > 16:
         pytest.skip("counted exhaustively only for formats of at most 16 bits")
@@ -181,17 +210,18 @@ def test_e4m3fn_saturating_format() -> None:
 
 def test_accumulator_formats_are_those_of_the_spec() -> None:
     expected = {"fp64": "fp64", "fp32": "fp32", "fp16": "fp32", "bf16": "fp32"}
-    expected |= {"fp8_e5m2": "fp32", "fp8_e4m3fn": "fp32"}
+    expected |= {"fp8_e5m2": "fp32", "fp8_e4m3fn": "fp32", "fp8_e5m2fnuz": "fp32", "fp8_e4m3fnuz": "fp32"}
+    expected |= {"fp6_e3m2fn": "fp32", "fp6_e2m3fn": "fp32", "fp4_e2m1fn": "fp32"}
     assert {name: formats.accumulator_format(name).name for name in formats.names()} == expected
 
 
-@by_name
+@by_torch_format
 def test_accumulator_holds_every_value_exactly(fmt: FloatFormat) -> None:
     accumulator = formats.accumulator_format(fmt)
     assert accumulator.holds_exactly(fmt) and accumulator.holds_exactly(accumulator)
     finfo, acc_finfo = (
-        torch.finfo(getattr(torch, fmt.torch_dtype_name)),
-        torch.finfo(getattr(torch, accumulator.torch_dtype_name)),
+        torch.finfo(bits.torch_dtype(fmt)),
+        torch.finfo(bits.torch_dtype(accumulator)),
     )
     assert acc_finfo.max >= finfo.max and acc_finfo.smallest_normal * acc_finfo.eps <= finfo.tiny * finfo.eps
 
@@ -223,6 +253,6 @@ def test_every_layer_uses_the_one_accumulator_definition() -> None:
 
     assert oracle.accumulator_format is formats.accumulator_format
     assert exact.accumulator_format is formats.accumulator_format
-    for fmt in ALL_FORMATS:
-        dtype = getattr(torch, fmt.torch_dtype_name)
+    for fmt in TORCH_FORMATS:
+        dtype = torch_dtype(fmt)
         assert formats.get(kernels.accumulator_dtype(dtype)) is formats.accumulator_format(fmt)

@@ -19,7 +19,7 @@ from revcheck.kernels import pam as kernels
 from revcheck.nn.pam import PAMMatmul
 from revcheck.testing import assert_bit_exact
 
-ALL_DTYPES = [getattr(torch, fmt.torch_dtype_name) for fmt in formats.FORMATS.values()]
+ALL_DTYPES = [getattr(torch, f.torch_dtype_name) for f in formats.FORMATS.values() if f.torch_dtype_name]
 INF_DTYPES = [dtype for dtype in ALL_DTYPES if formats.get(dtype).has_inf]
 NAN, INF = float("nan"), float("inf")
 

@@ -37,7 +37,7 @@ def boundary_values(fmt: FloatFormat) -> dict[str, int]:
     """Named patterns every bit-pattern strategy of ``fmt`` must be able to produce."""
     named = {
         "+0": 0,
-        "-0": fmt.sign_mask,
+        "-0 (fnuz: the NaN)": fmt.sign_mask,
         "+1": fmt.one,
         "-1": fmt.sign_mask | fmt.one,
         "min subnormal": fmt.min_subnormal,
@@ -47,9 +47,10 @@ def boundary_values(fmt: FloatFormat) -> dict[str, int]:
         "-min normal": fmt.sign_mask | fmt.min_normal,
         "max finite": fmt.max_finite,
         "-max finite": fmt.sign_mask | fmt.max_finite,
-        "canonical NaN": fmt.canonical_nan,
-        "negative NaN": fmt.sign_mask | fmt.canonical_nan,
     }
+    if fmt.has_nan:
+        named["canonical NaN"] = fmt.canonical_nan
+        named["negative NaN"] = fmt.sign_mask | fmt.canonical_nan
     if fmt.inf is not None:
         named["+inf"] = fmt.inf
         named["-inf"] = fmt.sign_mask | fmt.inf
@@ -85,6 +86,7 @@ def test_boundary_exponents_with_testfloat_significands_are_produced(fmt: FloatF
 def test_shrinks_to_positive_zero_then_one(fmt: FloatFormat) -> None:
     assert find(rst.bit_patterns(fmt), lambda b: True) == 0
     assert find(rst.bit_patterns(fmt, classes=("normal",)), lambda b: True) == fmt.one
+    # fnuz has no -0: the smallest negative pattern, 0x80, is its NaN.
     assert find(rst.bit_patterns(fmt, sign="-"), lambda b: True) == fmt.sign_mask
 
 
@@ -92,9 +94,9 @@ def test_shrinks_to_positive_zero_then_one(fmt: FloatFormat) -> None:
 @given(data=st.data())
 def test_patterns_have_the_requested_class_and_sign(data: st.DataObject) -> None:
     fmt = data.draw(rst.formats(), label="fmt")
-    available = rst.format_classes(fmt)
-    chosen = data.draw(st.lists(st.sampled_from(available), min_size=1, unique=True), label="classes")
     sign = data.draw(st.sampled_from(rst.SIGNS), label="sign")
+    available = rst.format_classes(fmt, sign)  # fnuz: no -0, no +NaN
+    chosen = data.draw(st.lists(st.sampled_from(available), min_size=1, unique=True), label="classes")
     pattern = data.draw(rst.bit_patterns(fmt, classes=chosen, sign=sign), label="pattern")
     assert 0 <= pattern < 1 << fmt.width, f"{pattern:#x} does not fit {fmt.width} bits"
     assert class_of(pattern, fmt) in chosen, f"{bits.describe(pattern, fmt)} is not one of {chosen}"
@@ -106,6 +108,11 @@ def test_patterns_have_the_requested_class_and_sign(data: st.DataObject) -> None
 def test_format_classes() -> None:
     assert rst.format_classes("fp8_e4m3fn") == ("nan", "zero", "subnormal", "normal")
     assert rst.format_classes("bf16") == bits.CLASSES
+    assert rst.format_classes("fp8_e5m2fnuz") == ("nan", "zero", "subnormal", "normal")
+    assert rst.format_classes("fp8_e5m2fnuz", sign="+") == ("zero", "subnormal", "normal")
+    assert rst.format_classes("fp8_e5m2fnuz", sign="-") == ("nan", "subnormal", "normal")
+    for name in ("fp6_e3m2fn", "fp6_e2m3fn", "fp4_e2m1fn"):
+        assert rst.format_classes(name) == ("zero", "subnormal", "normal")
 
 
 def test_significand_patterns_are_testfloat_style() -> None:
@@ -153,7 +160,8 @@ def test_bit_arrays_reach_nan_and_negative_zero_in_one_array() -> None:
 def test_tensors_hold_the_drawn_bits(data: st.DataObject) -> None:
     fmt = data.draw(rst.formats(), label="fmt")
     tensor = data.draw(rst.tensors(fmt, 3, device="cpu"), label="tensor")
-    assert tensor.dtype == getattr(torch, fmt.torch_dtype_name) and tuple(tensor.shape) == (3,)
+    # Formats without a torch dtype (fp6, fp4) are uint8 tensors of bit patterns (docs/spec.md D1.10).
+    assert tensor.dtype == getattr(torch, fmt.torch_dtype_name or "uint8") and tuple(tensor.shape) == (3,)
     assert tensor.device.type == "cpu"
 
 
@@ -177,6 +185,12 @@ def draw_once(strategy: st.SearchStrategy[object]) -> object:
 
 BAD_ARGUMENTS = [
     (lambda: rst.bit_patterns("fp8_e4m3fn", classes=("inf",)), r"fp8_e4m3fn has no inf values"),
+    (lambda: rst.bit_patterns("fp4_e2m1fn", classes=("nan",)), r"fp4_e2m1fn has no nan values \(no inf"),
+    (lambda: rst.bit_patterns("fp8_e4m3fnuz", classes=("zero",), sign="-"), r"has no - zero values \(no inf"),
+    (
+        lambda: rst.bit_patterns("fp8_e4m3fnuz", classes=("nan",), sign="+"),
+        r"its one NaN is the pattern of -0",
+    ),
     (lambda: rst.bit_patterns("bf16", classes="nan"), r"pass a tuple of class names: classes=\('nan',\)"),
     (lambda: rst.bit_patterns("bf16", classes=("denormal",)), r"unknown classes \['denormal'\]; use"),
     (lambda: rst.bit_patterns("bf16", classes=()), r"classes is empty; pick some of"),
@@ -315,10 +329,10 @@ def test_without_hypothesis_lazy_strategy_strategies_stay_lazy(monkeypatch: pyte
 @given(data=st.data())
 def test_bit_patterns_have_reusable_values(data: st.DataObject) -> None:
     fmt = data.draw(rst.formats(), label="fmt")
-    classes = data.draw(
-        st.lists(st.sampled_from(rst.format_classes(fmt)), min_size=1, unique=True), label="classes"
-    )
     sign = data.draw(st.sampled_from(rst.SIGNS), label="sign")
+    classes = data.draw(
+        st.lists(st.sampled_from(rst.format_classes(fmt, sign)), min_size=1, unique=True), label="classes"
+    )
     assert rst.bit_patterns(fmt, classes=classes, sign=sign).has_reusable_values
     assert rst.normals_near_one(fmt, sign=sign).has_reusable_values
     assert rst.testfloat_values(fmt).has_reusable_values
@@ -372,8 +386,11 @@ def test_normals_near_one_reach_both_ends_and_shrink_to_one(fmt: FloatFormat) ->
     binades = 3
     strategy = rst.normals_near_one(fmt, binades)
     assert find(strategy, lambda b: True, settings=SEARCH) == fmt.one
-    lowest = (fmt.bias - binades) << fmt.mantissa_bits
-    highest = (fmt.bias + binades) << fmt.mantissa_bits | fmt.mantissa_mask
+    # Clamped to the format's exponent range (fp6 and fp4 reach only 2**emin .. 2**emax).
+    lowest = (max(-binades, fmt.emin) + fmt.bias) << fmt.mantissa_bits
+    highest = min(
+        (min(binades, fmt.emax) + fmt.bias) << fmt.mantissa_bits | fmt.mantissa_mask, fmt.max_finite
+    )
     for target in (lowest, highest, fmt.sign_mask | lowest, fmt.sign_mask | highest):
         assert find_pattern(strategy, lambda b, target=target: b == target) == target  # type: ignore[misc]
 

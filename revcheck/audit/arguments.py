@@ -21,7 +21,15 @@ from revcheck.errors import UsageError
 from revcheck.formats import FloatFormat
 from revcheck.modes import check_mode
 
-__all__ = ["accepts_mode", "check_device", "check_time_budget", "resolve", "resolve_formats", "resolve_modes"]
+__all__ = [
+    "accepts_keyword",
+    "accepts_mode",
+    "check_device",
+    "check_time_budget",
+    "resolve",
+    "resolve_formats",
+    "resolve_modes",
+]
 
 
 def resolve(
@@ -49,6 +57,15 @@ def resolve(
     modes = resolve_modes(spec, mode)
     device = check_device(device)
     pass_mode = bool(spec.modes) and accepts_mode(candidate)
+    # Formats without a torch dtype (fp6, fp4) reach a candidate as uint8 bit patterns with fmt=
+    # (docs/spec.md D1.10): one without that keyword is audited in the other formats only.
+    pass_fmt = accepts_keyword(candidate, "fmt")
+    needs_fmt = [f.name for f in chosen_formats if f.torch_dtype_name is None]
+    if needs_fmt and not pass_fmt and formats not in (None, "all"):
+        raise UsageError(
+            f"{', '.join(needs_fmt)} reach a kernel as torch.uint8 bit patterns together with fmt=...; "
+            "the candidate takes no `fmt` keyword: add one, or audit other formats"
+        )
     notes: list[str] = []
     if spec.modes and not pass_mode:
         # A kernel without a `mode` keyword implements one mode; the user declares which.
@@ -81,6 +98,7 @@ def resolve(
         modes=tuple(modes),
         pass_mode=pass_mode,
         device=device,
+        pass_fmt=pass_fmt,
         max_examples=DEFAULT_MAX_EXAMPLES if max_examples is None else max_examples,
         exhaustive=exhaustive,
         seed=seed,
@@ -183,11 +201,16 @@ def _one_line(error: BaseException) -> str:
 
 def accepts_mode(candidate: Callable[..., Any]) -> bool:
     """Whether the candidate's signature takes a ``mode`` keyword."""
+    return accepts_keyword(candidate, "mode")
+
+
+def accepts_keyword(candidate: Callable[..., Any], name: str) -> bool:
+    """Whether the candidate's signature takes the keyword ``name`` (or ``**kwargs``)."""
     try:
         parameters = inspect.signature(candidate).parameters.values()
     except (TypeError, ValueError):
         return True  # builtins and compiled wrappers: assume the documented signature
-    return any(p.name == "mode" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _candidate_name(candidate: Callable[..., Any], target: str | None) -> str:

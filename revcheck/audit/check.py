@@ -29,6 +29,12 @@ def run_check(check: CheckConfig, budget: TimeBudget) -> CheckResult:
         result.status = "skipped"
         result.notes.append("not checked: the time budget was spent before this check started")
         return result
+    if fmt.torch_dtype_name is None and not check.audit.pass_fmt:
+        result.status = "skipped"
+        result.notes.append(
+            f"not run: {fmt.name} has no torch dtype; its uint8 bit patterns need a candidate that takes fmt="
+        )
+        return result
     started = time.monotonic()
     tally = Tally()
     stopped = False  # a stage the time budget cut short

@@ -28,7 +28,9 @@ class AuditConfig:
 
     ``candidate_ref`` is the text a report and a reproduction snippet name the
     candidate by; ``pass_mode`` whether the candidate gets ``mode=`` (its
-    signature takes it and the op has modes).
+    signature takes it and the op has modes); ``pass_fmt`` whether its signature
+    takes ``fmt=``, without which the formats that have no torch dtype (fp6,
+    fp4: uint8 bit patterns) are skipped.
     """
 
     spec: OpSpec
@@ -43,6 +45,7 @@ class AuditConfig:
     seed: int | None = None
     time_budget: float | None = None
     determinism: bool = False
+    pass_fmt: bool = False
     #: What the report says about how the request was read (e.g. the mode a kernel without one implements).
     notes: tuple[str, ...] = ()
 

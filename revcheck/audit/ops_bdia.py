@@ -374,13 +374,12 @@ def _with_forward_outputs(fmt: FloatFormat) -> Any:
 def _gamma_tensor(gamma: np.ndarray[Any, Any], fmt: FloatFormat, device: str) -> Any:
     import torch
 
-    return torch.from_numpy(gamma.copy()).to(getattr(torch, fmt.torch_dtype_name)).to(device)
+    return torch.from_numpy(gamma.copy()).to(_bits.torch_dtype(fmt)).to(device)
 
 
 def _compute_dtype(fmt: FloatFormat) -> Any:
-    import torch
 
-    return getattr(torch, fmt.torch_dtype_name)
+    return _bits.torch_dtype(fmt)
 
 
 def _oracle_compute_dtype(fmt: FloatFormat) -> Any:

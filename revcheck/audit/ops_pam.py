@@ -158,10 +158,15 @@ def _counted_boundary_pairs(fmt: FloatFormat, exponent_rule: int) -> list[tuple[
 
 def _values_near(fmt: FloatFormat, points: list[float], ulps: int) -> list[int]:
     """Patterns of each point (rounded to ``fmt``) and of the ``ulps`` patterns either side of it."""
-    import torch
+    if fmt.torch_dtype_name is None:  # fp6, fp4: the oracle's cast (points are finite, D1.8 holds)
+        from revcheck.oracle.rounding import convert
 
-    dtype = getattr(torch, fmt.torch_dtype_name)
-    centres = _bits.to_bits(torch.tensor(points, dtype=torch.float64).to(dtype)).astype(np.int64)
+        centres = convert(_bits.to_bits(np.array(points, dtype=np.float64)), "fp64", fmt).astype(np.int64)
+    else:
+        import torch
+
+        dtype = getattr(torch, fmt.torch_dtype_name)
+        centres = _bits.to_bits(torch.tensor(points, dtype=torch.float64).to(dtype)).astype(np.int64)
     values = []
     for centre in centres.tolist():
         sign, magnitude = centre & fmt.sign_mask, centre & fmt.magnitude_mask
@@ -241,7 +246,9 @@ def _elementwise_call(
     device: str,
 ) -> Outputs:
     tensors = [tn.to_tensor(case[name], fmt, device) for name in arg_names]
-    keywords = {} if mode is None else {"mode": mode}
+    keywords: dict[str, object] = {} if mode is None else {"mode": mode}
+    if fmt.torch_dtype_name is None:  # uint8 bit patterns: the candidate is told their format
+        keywords["fmt"] = fmt.name
     result = candidate(*tensors, **keywords)
     return {"result": tn.output_bits(result, fmt, case[arg_names[0]].shape, "the result")}
 
@@ -382,7 +389,9 @@ def special_values(fmt: FloatFormat) -> list[int]:
     values = [0, sign, fmt.one, sign | fmt.one, fmt.one | half, fmt.one - step, fmt.one + step]
     if fmt.inf is not None:
         values += [fmt.inf, sign | fmt.inf]
-    values += [fmt.canonical_nan, fmt.min_subnormal, sign | fmt.max_subnormal]
+    if fmt.has_nan:  # fp6 and fp4 have none (docs/spec.md D1.7)
+        values.append(fmt.canonical_nan)
+    values += [fmt.min_subnormal, sign | fmt.max_subnormal]
     values += [fmt.min_normal, sign | fmt.min_normal, fmt.max_finite, sign | fmt.max_finite]
     values += [(fmt.emax + fmt.bias - 1) << fmt.mantissa_bits | half]  # 1.5 · 2^(emax-1): ⊡ 1.5 overflows
     return list(dict.fromkeys(values))
@@ -499,7 +508,9 @@ def _moderate_values(
 def _matmul_call(
     candidate: Candidate, case: Case, fmt: FloatFormat, mode: str | None, device: str
 ) -> Outputs:
-    keywords = {} if mode is None else {"mode": mode}
+    keywords: dict[str, object] = {} if mode is None else {"mode": mode}
+    if fmt.torch_dtype_name is None:  # uint8 bit patterns: the candidate is told their format
+        keywords["fmt"] = fmt.name
     result = candidate(tn.to_tensor(case["A"], fmt, device), tn.to_tensor(case["B"], fmt, device), **keywords)
     shape = (case["A"].shape[0], case["B"].shape[1])
     accumulator = oracle.accumulator_format(fmt)

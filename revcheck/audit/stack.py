@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from revcheck import bits as _bits
 from revcheck import formats
 from revcheck.audit import values as vl
 from revcheck.audit.target import load_target
@@ -811,7 +812,6 @@ def audit_stack(
     >>> report.passed
     True
     """
-    import torch
 
     chosen = [
         _resolve(forward, "forward"),
@@ -838,7 +838,7 @@ def audit_stack(
     assert chosen[0] is not None
     setup = _Setup(
         chosen[0], chosen[1], chosen[2], family, width, batch, l,
-        getattr(torch, fmt.torch_dtype_name), fmt.numpy_float,
+        _bits.torch_dtype(fmt), fmt.numpy_float,
     )  # fmt: skip
     drawn = _draw_cases(cases, max_depth, batch, l, 0 if seed is None else seed)
     results = [_run_case(setup, case) for case in drawn]

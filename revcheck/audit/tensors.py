@@ -31,19 +31,25 @@ def codes_to_tensor(codes: np.ndarray[Any, Any], device: str) -> Any:
 
 
 def output_bits(result: object, fmt: FloatFormat, shape: tuple[int, ...], what: str) -> np.ndarray[Any, Any]:
-    """Bit patterns of a candidate's float output, after checking type, dtype and shape."""
+    """Bit patterns of a candidate's float output, after checking type, dtype and shape.
+
+    For a format without a torch dtype (fp6, fp4) the output must be uint8 bit patterns.
+    """
     import torch
 
+    # uint8 bit patterns stand for the formats torch has no dtype of (docs/spec.md D1.10).
+    dtype_name = fmt.torch_dtype_name or fmt.uint_dtype.name
     if not isinstance(result, torch.Tensor):
-        raise BadOutput(
-            f"{what} is a {type(result).__name__}, expected a torch.Tensor of {fmt.torch_dtype_name}"
-        )
-    expected_dtype = getattr(torch, fmt.torch_dtype_name)
+        raise BadOutput(f"{what} is a {type(result).__name__}, expected a torch.Tensor of {dtype_name}")
+    expected_dtype = getattr(torch, dtype_name)
     if result.dtype != expected_dtype:
         raise BadOutput(f"{what} has dtype {result.dtype}, expected {expected_dtype}")
     if tuple(result.shape) != tuple(shape):
         raise BadOutput(f"{what} has shape {tuple(result.shape)}, expected {tuple(shape)}")
-    return _bits.to_bits(result)
+    try:
+        return _bits.to_bits(result, fmt)
+    except ValueError as error:  # uint8 patterns with a padding bit set
+        raise BadOutput(f"{what}: {error}") from None
 
 
 def output_codes(

@@ -15,9 +15,12 @@ format of a matrix product (:mod:`revcheck.formats`).  Rounding code must never
 be shared: a bug in it would then pass both models.
 
 The semantic decisions are the oracle's (see :mod:`revcheck.oracle.pam`),
-restated here as code: fp8_e4m3fn saturates to ±448 where ±inf would be, NaN
-results are the canonical NaN, ftz flushes subnormal inputs and results whose
-exact value is below ``2^emin``.  ``pam_matmul`` takes small 2-D arrays (or
+restated here as code: formats without infinity saturate to ±max finite where
+±inf would be, NaN results are the canonical NaN, ftz flushes subnormal inputs
+and results whose exact value is below ``2^emin``; in a format without −0
+every zero is +0 (:func:`revcheck.exact.rounding.encode_special`), and in a
+format without NaN the NaN case ``±0 ⊘ ±0`` is the zero with the XOR sign
+(docs/spec.md D2.15, D2.16).  ``pam_matmul`` takes small 2-D arrays (or
 nested lists) of ints.
 """
 
@@ -58,6 +61,13 @@ __all__ = [
 def _setup(fmt: object, mode: str) -> FloatFormat:
     check_mode(mode)
     return formats.get(fmt)
+
+
+def _nan(negative: bool, f: FloatFormat) -> int:
+    """A NaN result: the canonical NaN, or where the format has none the zero of sign ``negative``."""
+    if f.nan_encoding == "none":
+        return encode_special("zero", negative, f)
+    return encode_special("nan", False, f)
 
 
 def split(magnitude: Fraction) -> tuple[int, Fraction]:
@@ -106,7 +116,7 @@ def pam_div(a: int, b: int, fmt: object, mode: str = "ieee") -> int:
     x, y = decode(a, f, mode), decode(b, f, mode)
     negative = x.negative != y.negative
     if "nan" in (x.kind, y.kind) or x.kind == y.kind == "zero" or x.kind == y.kind == "inf":
-        return encode_special("nan", False, f)
+        return _nan(negative, f)
     if x.kind == "inf" or y.kind == "zero":
         return encode_special("inf", negative, f)
     if x.kind == "zero" or y.kind == "inf":

@@ -10,6 +10,10 @@ value (ties to the even significand), with the subnormal grid below
 saturates to the largest finite value in a format without infinity.  Mode
 ``"ftz"``: subnormal inputs decode as zero of their sign and an exact result
 below ``2^emin`` in magnitude becomes zero of its sign.
+
+Special encodings follow ``fmt.nan_encoding`` (docs/spec.md D1.6): ``"fnuz"``
+formats read the pattern of −0 as their one NaN and write every zero as +0;
+``"none"`` formats (fp6, fp4) have no NaN and no infinity at all.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from revcheck.formats import FloatFormat
 
 __all__ = [
     "Exact",
+    "convert",
     "decode",
     "encode_special",
     "floor_log2",
@@ -61,10 +66,12 @@ def decode(bits: int, fmt: object, mode: str = "ieee") -> Exact:
     exponent_field = (bits >> f.mantissa_bits) & ((1 << f.exponent_bits) - 1)
     mantissa_field = bits & ((1 << f.mantissa_bits) - 1)
     all_ones = (1 << f.exponent_bits) - 1
-    if f.has_inf and exponent_field == all_ones:
+    if f.nan_encoding == "ieee" and exponent_field == all_ones:
         return Exact("nan", negative) if mantissa_field else Exact("inf", negative)
-    if not f.has_inf and exponent_field == all_ones and mantissa_field == (1 << f.mantissa_bits) - 1:
+    if f.nan_encoding == "fn" and exponent_field == all_ones and mantissa_field == (1 << f.mantissa_bits) - 1:
         return Exact("nan", negative)
+    if f.nan_encoding == "fnuz" and bits == 1 << (f.width - 1):
+        return Exact("nan", True)
     if exponent_field == 0:
         if mantissa_field == 0 or mode == "ftz":
             return Exact("zero", negative)
@@ -103,26 +110,35 @@ def floor_log2(value: Fraction) -> int:
 def max_finite_value(fmt: object) -> Fraction:
     """The largest finite value of ``fmt``."""
     f = _fmt(fmt)
-    top_field = (1 << f.exponent_bits) - 1 if not f.has_inf else (1 << f.exponent_bits) - 2
-    top_mantissa = (1 << f.mantissa_bits) - 1 - (0 if f.has_inf else 1)
+    top_field = (1 << f.exponent_bits) - (2 if f.nan_encoding == "ieee" else 1)
+    # fn formats lose the all-ones significand of the top binade to NaN; fnuz and none keep it.
+    top_mantissa = (1 << f.mantissa_bits) - (2 if f.nan_encoding == "fn" else 1)
     return Fraction((1 << f.mantissa_bits) + top_mantissa, 1 << f.mantissa_bits) * _pow2(top_field - f.bias)
 
 
 def encode_special(kind: str, negative: bool, fmt: object) -> int:
-    """Bits of ``"nan"`` (canonical, sign 0), ``"inf"`` (±inf or ±max finite) or ``"zero"``."""
+    """Bits of ``"nan"`` (canonical, sign 0), ``"inf"`` (±inf or ±max finite) or ``"zero"``.
+
+    A zero is +0 in a format without −0 (fnuz); ``"nan"`` in a format without NaN
+    is a ``ValueError`` (its callers decide what replaces it: docs/spec.md D2.16).
+    """
     f = _fmt(fmt)
     sign = (1 << (f.width - 1)) if negative else 0
     all_ones = (1 << f.exponent_bits) - 1
     if kind == "nan":
-        if f.has_inf:
+        if f.nan_encoding == "ieee":
             return (all_ones << f.mantissa_bits) | (1 << (f.mantissa_bits - 1))
+        if f.nan_encoding == "fnuz":
+            return 1 << (f.width - 1)
+        if f.nan_encoding == "none":
+            raise ValueError(f"{f.name} has no NaN")
         return (all_ones << f.mantissa_bits) | ((1 << f.mantissa_bits) - 1)
     if kind == "inf":
         if f.has_inf:
             return sign | (all_ones << f.mantissa_bits)
         return sign | _encode_finite(max_finite_value(f), f)
     if kind == "zero":
-        return sign
+        return 0 if f.nan_encoding == "fnuz" else sign
     raise ValueError(f"unknown special kind {kind!r}")
 
 
@@ -158,3 +174,15 @@ def round_fraction(negative: bool, magnitude: Fraction, fmt: object, mode: str =
         return encode_special("zero", negative, f)
     sign = (1 << (f.width - 1)) if negative else 0
     return sign | _encode_finite(rounded, f)
+
+
+def convert(bits: int, source: object, target: object, mode: str = "ieee") -> int:
+    """One pattern of ``source`` rounded once to ``target``: the exact model of a cast.
+
+    NaN gives ``target``'s canonical NaN (a ``ValueError`` where ``target`` has
+    none); ±inf gives ±inf or ±max finite; a zero keeps its sign (+0 in fnuz).
+    """
+    x = decode(bits, source, mode)
+    if x.kind == "finite":
+        return round_fraction(x.negative, x.magnitude, target, mode)
+    return encode_special(x.kind, x.negative, target)

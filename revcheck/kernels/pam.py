@@ -1,7 +1,10 @@
 """Piecewise-affine arithmetic (docs/spec.md §2) on torch tensors, by integer arithmetic on bit views.
 
 Every operation takes tensors of one supported float dtype (float64, float32,
-float16, bfloat16, float8_e5m2, float8_e4m3fn) on any device and computes the
+float16, bfloat16, float8_e5m2, float8_e4m3fn, float8_e5m2fnuz, float8_e4m3fnuz)
+on any device -- or, for the formats torch has no dtype of (fp6_e3m2fn,
+fp6_e2m3fn, fp4_e2m1fn), ``uint8`` tensors of their bit patterns together with
+``fmt=`` (docs/spec.md D1.10), returning ``uint8`` patterns -- and computes the
 exact piecewise-affine value from the bit fields of its inputs, rounded once,
 round-to-nearest-even, to the output format.  No floating-point multiply is
 involved: values are decoded into (sign, exponent E, m-bit fraction F) as int64
@@ -81,6 +84,7 @@ __all__ = [
     "pam_matmul",
     "pam_mul",
     "pam_mul_grad",
+    "round_to_dtype",
 ]
 
 ORDERS = ("sequential", "pairwise")
@@ -94,15 +98,19 @@ _SIG_LIMIT_BITS = 61
 
 
 def _supported_dtypes_text() -> str:
-    return ", ".join(f"torch.{fmt.torch_dtype_name}" for fmt in formats.FORMATS.values())
+    dtypes = [f"torch.{f.torch_dtype_name}" for f in formats.FORMATS.values() if f.torch_dtype_name]
+    patterns = [f.name for f in formats.FORMATS.values() if f.torch_dtype_name is None]
+    return f"{', '.join(dtypes)}, or torch.uint8 bit patterns with fmt= one of {', '.join(patterns)}"
 
 
-def _format_of_tensor(x: object, role: str) -> FloatFormat:
+def _format_of_tensor(x: object, role: str, fmt: object = None) -> FloatFormat:
     if not isinstance(x, torch.Tensor):
         raise TypeError(
             f"{role} must be a torch.Tensor of a supported float dtype, got {type(x).__name__}; "
             f"supported dtypes are {_supported_dtypes_text()}"
         )
+    if fmt is not None or x.dtype == torch.uint8:
+        return _pattern_format(x, role, fmt)
     try:
         return formats.get(x.dtype)
     except formats.UnsupportedFormatError:
@@ -113,9 +121,32 @@ def _format_of_tensor(x: object, role: str) -> FloatFormat:
         ) from None
 
 
-def _binary_operands(a: object, b: object, op: str) -> tuple[torch.Tensor, torch.Tensor, FloatFormat]:
-    fmt_a = _format_of_tensor(a, f"{op}: first operand")
-    fmt_b = _format_of_tensor(b, f"{op}: second operand")
+def _pattern_format(x: torch.Tensor, role: str, fmt: object) -> FloatFormat:
+    """The format of ``x`` given ``fmt=``: ``x``'s own float format, or the format of its uint8 patterns."""
+    if fmt is None:
+        raise TypeError(
+            f"{role} is a torch.uint8 tensor; pass fmt=... to say which format its bit patterns encode "
+            f"(one of {', '.join(f.name for f in formats.FORMATS.values() if f.torch_dtype_name is None)})"
+        )
+    fmt_ = formats.get(fmt)
+    if x.dtype != torch.uint8 or fmt_.torch_dtype_name is not None:
+        if fmt_.torch_dtype_name is not None and x.dtype == getattr(torch, fmt_.torch_dtype_name):
+            return fmt_
+        wanted = f"torch.{fmt_.torch_dtype_name}" if fmt_.torch_dtype_name else "torch.uint8 (bit patterns)"
+        raise TypeError(f"{role} has dtype {x.dtype} but fmt={fmt_.name} takes {wanted} tensors")
+    if x.numel() and bool((x >> fmt_.width).any()):
+        raise ValueError(
+            f"{role} holds {fmt_.name} patterns with a bit above bit {fmt_.width - 1} set; {fmt_.width}-bit "
+            "patterns sit in the low bits of a uint8 with the rest zero (docs/spec.md D1.9)"
+        )
+    return fmt_
+
+
+def _binary_operands(
+    a: object, b: object, op: str, fmt: object = None
+) -> tuple[torch.Tensor, torch.Tensor, FloatFormat]:
+    fmt_a = _format_of_tensor(a, f"{op}: first operand", fmt)
+    fmt_b = _format_of_tensor(b, f"{op}: second operand", fmt)
     assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
     if fmt_a is not fmt_b:
         raise TypeError(
@@ -143,6 +174,33 @@ def check_backward(backward: object) -> str:
     return str(backward)
 
 
+def round_to_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``x`` rounded once (RNE, torch's cast) to ``dtype``, saturating where the format has no infinity.
+
+    torch's cast gives NaN on overflow in the fnuz formats; revcheck's results saturate to
+    ±max finite there (docs/spec.md D1.1, D2.17), so the cast is clamped first (the values between
+    max finite and the overflow threshold round to max finite either way; NaN stays NaN).
+    Differentiable like the cast (zero gradient where it saturates).
+
+    >>> import torch
+    >>> round_to_dtype(torch.tensor([1e6, -250.0, 1.0]), torch.float8_e4m3fnuz).view(torch.uint8).tolist()
+    [127, 255, 64]
+    """
+    if x.dtype == dtype:
+        return x
+    fmt = formats.get(dtype)
+    if not fmt.has_inf:
+        limit = float(_max_finite_value(fmt))
+        x = x.clamp(-limit, limit)
+    return x.to(dtype)
+
+
+def _max_finite_value(fmt: FloatFormat) -> float:
+    exponent = (fmt.max_finite >> fmt.mantissa_bits) - fmt.bias
+    significand = (fmt.max_finite & fmt.mantissa_mask) | (1 << fmt.mantissa_bits)
+    return math.ldexp(significand, exponent - fmt.mantissa_bits)
+
+
 def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype :func:`pam_matmul` accumulates and returns in (:func:`revcheck.formats.accumulator_format`).
 
@@ -159,7 +217,8 @@ def _int_view_dtype(fmt: FloatFormat) -> torch.dtype:
 
 
 def _float_dtype(fmt: FloatFormat) -> torch.dtype:
-    return getattr(torch, fmt.torch_dtype_name)
+    """The dtype of ``fmt``'s tensors: its float dtype, or uint8 (bit patterns) where torch has none."""
+    return getattr(torch, fmt.torch_dtype_name or fmt.uint_dtype.name)
 
 
 def _bits64(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
@@ -169,8 +228,9 @@ def _bits64(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
 
 def _from_parts(negative: torch.Tensor, magnitude: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """Tensor of ``fmt`` with the given sign (bool) and magnitude bits (int64 in [0, 2**(w-1)))."""
-    # The sign bit as a negative number keeps every intermediate inside the signed container's range.
-    sign_value = -(1 << (fmt.width - 1))
+    # The sign bit as a negative number keeps every intermediate inside the signed container's range;
+    # a pattern narrower than its container has its sign bit below the container's (positive there).
+    sign_value = fmt.sign_mask if fmt.padding_bits else -(1 << (fmt.width - 1))
     signed = torch.where(negative, magnitude + sign_value, magnitude)
     return signed.to(_int_view_dtype(fmt)).view(_float_dtype(fmt))
 
@@ -236,14 +296,19 @@ def _decode(x: torch.Tensor, fmt: FloatFormat, mode: str) -> _Decoded:
     magnitude = bits & fmt.magnitude_mask
     biased = magnitude >> fmt.mantissa_bits
     stored_fraction = magnitude & fmt.mantissa_mask
-    if fmt.has_inf:
+    if fmt.nan_encoding == "ieee":
         is_nan = magnitude > fmt.exponent_mask
         is_inf = magnitude == fmt.exponent_mask
     else:
-        is_nan = magnitude == fmt.magnitude_mask
+        if fmt.nan_encoding == "fn":
+            is_nan = magnitude == fmt.magnitude_mask
+        elif fmt.nan_encoding == "fnuz":  # the pattern of -0 is the one NaN (docs/spec.md D1.7)
+            is_nan = negative & (magnitude == 0)
+        else:  # "none": every pattern is a number
+            is_nan = torch.zeros_like(negative)
         is_inf = torch.zeros_like(is_nan)
     is_subnormal = (biased == 0) & (magnitude != 0)
-    is_zero = magnitude == 0
+    is_zero = (magnitude == 0) & ~is_nan
     if mode == "ftz":
         is_zero = is_zero | is_subnormal
     exponent = biased - fmt.bias
@@ -327,9 +392,14 @@ def _assemble(
         magnitude = torch.where(zero, 0, magnitude)
     if inf is not None:
         magnitude = torch.where(inf, fmt.overflow_magnitude, magnitude)
-    if nan is not None:
-        magnitude = torch.where(nan, fmt.canonical_nan, magnitude)
-        negative = negative & ~nan
+    if nan is not None and not fmt.has_nan:  # docs/spec.md D2.16: the zero with the result's sign
+        magnitude = torch.where(nan, 0, magnitude)
+    if not fmt.has_negative_zero:  # docs/spec.md D2.15: a zero result is +0
+        negative = negative & (magnitude != 0)
+    if nan is not None and fmt.has_nan:
+        # The canonical NaN split into sign and magnitude (fnuz: the sign bit alone).
+        magnitude = torch.where(nan, fmt.canonical_nan & fmt.magnitude_mask, magnitude)
+        negative = torch.where(nan, bool(fmt.canonical_nan & fmt.sign_mask), negative)
     return _from_parts(negative, magnitude, fmt)
 
 
@@ -422,6 +492,8 @@ def _affine_regular(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat, divide: 
             torch.sub(x, y, out=out).add_(fmt.one)
         else:
             torch.add(x, y, out=out).sub_(fmt.one)
+        if fmt.padding_bits:  # patterns narrower than their container wrap at 2**width
+            out.bitwise_and_(fmt.pattern_mask)
     return result.view(a.shape).view(_float_dtype(fmt))
 
 
@@ -441,6 +513,11 @@ def _products_provably_normal(
 def _pam_mul_with_zeros(a_bits: torch.Tensor, b_bits: torch.Tensor, fmt: FloatFormat) -> torch.Tensor | None:
     """The integer identity when some operands are zero: their products are signed zeros, and the range
     proof looks at the nonzero operands only."""
+    if not fmt.has_negative_zero:
+        # fnuz: magnitude 0 with the sign bit is the NaN, not a zero; NaN operands take the general path.
+        nan_bits = -fmt.sign_mask if not fmt.padding_bits else fmt.sign_mask
+        if bool((a_bits == nan_bits).any()) or bool((b_bits == nan_bits).any()):
+            return None
     result = torch.bitwise_and(a_bits, fmt.magnitude_mask)
     scratch = torch.bitwise_and(b_bits, fmt.magnitude_mask)
     highest = fmt.max_finite
@@ -455,6 +532,8 @@ def _pam_mul_with_zeros(a_bits: torch.Tensor, b_bits: torch.Tensor, fmt: FloatFo
     result.masked_fill_(zeros, 0)
     torch.bitwise_xor(a_bits, b_bits, out=scratch)
     scratch.bitwise_and_(-(1 << (fmt.width - 1)))
+    if not fmt.has_negative_zero:  # docs/spec.md D2.15: a zero product is +0
+        scratch.masked_fill_(zeros, 0)
     result.bitwise_or_(scratch)
     return result.view(_float_dtype(fmt))
 
@@ -716,6 +795,10 @@ def _negated(x: Tensor) -> Tensor:
 def _flip_sign(x: Tensor) -> Tensor:
     fmt = formats.get(x.dtype)
     bits = x.contiguous().view(_int_view_dtype(fmt))
+    if not fmt.has_negative_zero:
+        # fnuz: -(+0) is +0 (docs/spec.md D2.15) and the one NaN (the pattern of -0) stays NaN.
+        sign = torch.where((bits & fmt.magnitude_mask) == 0, 0, _int_sign_bit(fmt)).to(bits.dtype)
+        return (bits ^ sign).view(x.dtype)
     return (bits ^ _int_sign_bit(fmt)).view(x.dtype)
 
 
@@ -822,7 +905,7 @@ def _sum_to_shape(grad: Tensor, shape: torch.Size) -> Tensor:
     """A broadcast operand's gradient: summed over the broadcast dimensions in the accumulator dtype."""
     if grad.shape == shape:
         return grad
-    return grad.to(accumulator_dtype(grad.dtype)).sum_to_size(shape).to(grad.dtype)
+    return round_to_dtype(grad.to(accumulator_dtype(grad.dtype)).sum_to_size(shape), grad.dtype)
 
 
 class _Elementwise(torch.autograd.Function):
@@ -865,12 +948,16 @@ class _Elementwise(torch.autograd.Function):
 
 
 def _differentiable(
-    operation: _Operation, inputs: tuple[Tensor, ...], mode: str, backward: str, compiled: bool = False
+    operation: _Operation,
+    inputs: tuple[Tensor, ...],
+    fmt: FloatFormat,
+    mode: str,
+    backward: str,
+    compiled: bool = False,
 ) -> Tensor:
     backward = check_backward(backward)
-    if _needs_graph(*inputs):
+    if _needs_graph(*inputs):  # float dtypes only: uint8 bit patterns (fp6, fp4) never require grad
         return _Elementwise.apply(operation, mode, backward, compiled, *inputs)
-    fmt = formats.get(inputs[0].dtype)
     return operation.value(*inputs, fmt, mode, compiled)
 
 
@@ -878,7 +965,13 @@ def _differentiable(
 
 
 def pam_mul(
-    a: Tensor, b: Tensor, *, mode: str = "ieee", compiled: bool = False, backward: str = "approx"
+    a: Tensor,
+    b: Tensor,
+    *,
+    mode: str = "ieee",
+    compiled: bool = False,
+    backward: str = "approx",
+    fmt: object = None,
 ) -> Tensor:
     """Piecewise-affine product a ⊡ b, element-wise with broadcasting, in the operands' dtype.
 
@@ -896,6 +989,8 @@ def pam_mul(
     ``"exact"`` gives ``g ⊡ pam_mul_grad(a, b)`` and ``g ⊡ pam_mul_grad(b, a)``, the
     slope held exactly (docs/spec.md D2.11).
 
+    ``fmt=`` names the format of ``uint8`` bit-pattern operands (fp6, fp4; docs/spec.md D1.10).
+
     >>> import torch
     >>> pam_mul(torch.tensor([1.5, -3.0]), torch.tensor([1.5, 2.0]))
     tensor([ 2., -6.])
@@ -904,11 +999,13 @@ def pam_mul(
     >>> a.grad  # the slope of the piece: 2**(0 + [0.5 + 0.5 >= 1])
     tensor([2.])
     """
-    a, b, _ = _binary_operands(a, b, "pam_mul")
-    return _differentiable(_MUL, (a, b), check_mode(mode), backward, compiled)
+    a, b, fmt_ = _binary_operands(a, b, "pam_mul", fmt)
+    return _differentiable(_MUL, (a, b), fmt_, check_mode(mode), backward, compiled)
 
 
-def pam_div(a: Tensor, b: Tensor, *, mode: str = "ieee", backward: str = "approx") -> Tensor:
+def pam_div(
+    a: Tensor, b: Tensor, *, mode: str = "ieee", backward: str = "approx", fmt: object = None
+) -> Tensor:
     """Piecewise-affine quotient a ⊘ b, element-wise with broadcasting, in the operands' dtype.
 
     If Ma >= Mb: |r| = 2**(Ea−Eb) (1 + Ma − Mb), else 2**(Ea−Eb−1) (2 + Ma − Mb);
@@ -923,11 +1020,11 @@ def pam_div(a: Tensor, b: Tensor, *, mode: str = "ieee", backward: str = "approx
     >>> pam_div(torch.tensor([2.0, 3.0]), torch.tensor([1.5, -1.0]))
     tensor([ 1.5000, -3.0000])
     """
-    a, b, _ = _binary_operands(a, b, "pam_div")
-    return _differentiable(_DIV, (a, b), check_mode(mode), backward)
+    a, b, fmt_ = _binary_operands(a, b, "pam_div", fmt)
+    return _differentiable(_DIV, (a, b), fmt_, check_mode(mode), backward)
 
 
-def pam_mul_grad(a: Tensor, b: Tensor, *, mode: str = "ieee") -> Tensor:
+def pam_mul_grad(a: Tensor, b: Tensor, *, mode: str = "ieee", fmt: object = None) -> Tensor:
     """d(a ⊡ b)/da = sign(b) · 2**(Eb + [Ma + Mb >= 1]), element-wise, in the operands' dtype.
 
     The slope of the affine piece that contains ``a``: a signed power of two,
@@ -951,7 +1048,7 @@ def pam_mul_grad(a: Tensor, b: Tensor, *, mode: str = "ieee") -> Tensor:
     >>> pam_mul_grad(torch.tensor([1.5, 1.25]), torch.tensor([1.5, -1.5]))
     tensor([ 2., -1.])
     """
-    a, b, fmt = _binary_operands(a, b, "pam_mul_grad")
+    a, b, fmt = _binary_operands(a, b, "pam_mul_grad", fmt)
     mode = check_mode(mode)
     if _needs_graph(a, b):
         raise UsageError(
@@ -964,7 +1061,7 @@ def pam_mul_grad(a: Tensor, b: Tensor, *, mode: str = "ieee") -> Tensor:
     return _round_slope(slope, fmt, mode)
 
 
-def pa_log2(x: Tensor, *, mode: str = "ieee", backward: str = "approx") -> Tensor:
+def pa_log2(x: Tensor, *, mode: str = "ieee", backward: str = "approx", fmt: object = None) -> Tensor:
     """Piecewise-affine log2: E + M of |x| (the sign of x is ignored), in x's dtype, rounded once (RNE).
 
     ±0 → −inf (−max-finite for formats without inf), ±inf → +inf, NaN → NaN.
@@ -976,11 +1073,11 @@ def pa_log2(x: Tensor, *, mode: str = "ieee", backward: str = "approx") -> Tenso
     >>> pa_log2(torch.tensor([1.0, 3.0, 0.375]))
     tensor([ 0.0000,  1.5000, -1.5000])
     """
-    _format_of_tensor(x, "pa_log2: input")
-    return _differentiable(_LOG2, (x,), check_mode(mode), backward)
+    fmt_ = _format_of_tensor(x, "pa_log2: input", fmt)
+    return _differentiable(_LOG2, (x,), fmt_, check_mode(mode), backward)
 
 
-def pa_exp2(y: Tensor, *, mode: str = "ieee", backward: str = "approx") -> Tensor:
+def pa_exp2(y: Tensor, *, mode: str = "ieee", backward: str = "approx", fmt: object = None) -> Tensor:
     """Piecewise-affine exp2: 2**floor(y) · (1 + y − floor(y)), in y's dtype, rounded once (RNE).
 
     −inf → +0, +inf → +inf, NaN → NaN; ±0 → 1.
@@ -992,16 +1089,18 @@ def pa_exp2(y: Tensor, *, mode: str = "ieee", backward: str = "approx") -> Tenso
     >>> pa_exp2(torch.tensor([0.0, 1.5, -0.5]))
     tensor([1.0000, 3.0000, 0.7500])
     """
-    _format_of_tensor(y, "pa_exp2: input")
-    return _differentiable(_EXP2, (y,), check_mode(mode), backward)
+    fmt_ = _format_of_tensor(y, "pa_exp2: input", fmt)
+    return _differentiable(_EXP2, (y,), fmt_, check_mode(mode), backward)
 
 
 # ---- matrix product --------------------------------------------------------------------------------------
 
 
-def _matmul_operands(a: object, b: object) -> tuple[torch.Tensor, torch.Tensor, FloatFormat]:
-    fmt_a = _format_of_tensor(a, "pam_matmul: A")
-    fmt_b = _format_of_tensor(b, "pam_matmul: B")
+def _matmul_operands(
+    a: object, b: object, fmt: object = None
+) -> tuple[torch.Tensor, torch.Tensor, FloatFormat]:
+    fmt_a = _format_of_tensor(a, "pam_matmul: A", fmt)
+    fmt_b = _format_of_tensor(b, "pam_matmul: B", fmt)
     assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
     if fmt_a is not fmt_b:
         raise TypeError(
@@ -1118,7 +1217,13 @@ def _canonical_nans(x: torch.Tensor, acc: FloatFormat) -> torch.Tensor:
 
 
 def pam_matmul(
-    a: Tensor, b: Tensor, *, order: str = "sequential", mode: str = "ieee", backward: str = "approx"
+    a: Tensor,
+    b: Tensor,
+    *,
+    order: str = "sequential",
+    mode: str = "ieee",
+    backward: str = "approx",
+    fmt: object = None,
 ) -> Tensor:
     """PAM matrix product C = A ⊡@ B of A (..., M, K) and B (..., K, N), batch dimensions broadcast.
 
@@ -1132,7 +1237,8 @@ def pam_matmul(
     inputs (in their own format), products and partial sums below the
     accumulator's smallest normal are signed zeros.  A NaN result is canonical.
     In ``"ieee"`` the result does not depend on the host's flush-to-zero flags
-    (docs/spec.md D2.14).
+    (docs/spec.md D2.14).  ``fmt=`` names the format of ``uint8`` bit-pattern operands
+    (fp6, fp4).
 
     With grad enabled and an input that requires grad, this is
     :class:`revcheck.nn.pam.PAMMatmul` (``backward``: ``"approx"`` or ``"exact"``, see
@@ -1148,7 +1254,7 @@ def pam_matmul(
     >>> pam_matmul(torch.tensor([[1.5, 1.0]]), torch.tensor([[1.5], [2.0]]))
     tensor([[4.]])
     """
-    a, b, fmt = _matmul_operands(a, b)
+    a, b, fmt = _matmul_operands(a, b, fmt)
     mode = check_mode(mode)
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r}; accepted orders are {', '.join(map(repr, ORDERS))}")

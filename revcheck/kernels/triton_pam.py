@@ -11,9 +11,14 @@ operation code selects the arithmetic, so each operation still compiles to its o
 specialised program) and one matmul kernel.  Both work on the integer bit patterns
 of their operands; a format enters a kernel only as ``tl.constexpr`` field widths,
 biases and special encodings taken from :mod:`revcheck.formats`, so one kernel body
-serves every format.  The elementwise arithmetic is exact integer arithmetic
-followed by one round to nearest even (docs/spec.md §2); the matmul forms each
-product the same way in the accumulator format
+serves every format.  ``FN`` is the format's special-value encoding as a code
+(0 ``"ieee"``, 1 ``"fn"``, 2 ``"fnuz"``, 3 ``"none"``: nonzero means "no
+infinity").  Formats without a torch dtype (fp6, fp4) come as ``uint8`` bit
+patterns with ``fmt=`` (docs/spec.md D1.10); the host sign-extends their
+patterns to ``int8`` before a launch and masks the results back to their width,
+so the kernels only ever see sign-extended signed patterns.  The elementwise
+arithmetic is exact integer arithmetic followed by one round to nearest even
+(docs/spec.md §2); the matmul forms each product the same way in the accumulator format
 (:func:`revcheck.formats.accumulator_format`) and adds the products one ``k`` at
 a time with a plain floating-point add, in order, so it can be bit-exact against
 the oracle.  There is no float multiply anywhere for the compiler to contract
@@ -46,9 +51,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from revcheck import bits as _bits
 from revcheck import formats
 from revcheck.errors import UsageError
 from revcheck.formats import FloatFormat
+from revcheck.kernels.pam import _format_of_tensor
 from revcheck.modes import check_mode
 
 try:
@@ -114,21 +121,28 @@ def _decode(
 ):
     """Split patterns into sign, classes and |x| = 2**E * (1 + F / 2**MB), subnormals normalized.
 
-    Under FTZ a subnormal is classified as zero (it keeps its sign).
+    Under FTZ a subnormal is classified as zero (it keeps its sign).  ``FN`` is the
+    encoding code of the module docstring.
     """
     x = bits.to(tl.int64)
-    negative = x < 0  # patterns are loaded as signed integers of the format's width
+    negative = x < 0  # patterns are loaded as (sign-extended) signed integers
     magnitude = x & ((EXP_MAX << MB) | ((1 << MB) - 1))
     exponent_field = magnitude >> MB
     mantissa = magnitude & ((1 << MB) - 1)
-    if FN:
+    if FN == 1:
         is_nan = magnitude == ((EXP_MAX << MB) | ((1 << MB) - 1))
+        is_inf = magnitude != magnitude
+    elif FN == 2:  # fnuz: the pattern of -0 is the one NaN
+        is_nan = negative & (magnitude == 0)
+        is_inf = magnitude != magnitude
+    elif FN == 3:  # none: every pattern is a number
+        is_nan = magnitude != magnitude
         is_inf = magnitude != magnitude
     else:
         is_nan = magnitude > (EXP_MAX << MB)
         is_inf = magnitude == (EXP_MAX << MB)
     subnormal = (exponent_field == 0) & (mantissa != 0)
-    is_zero = (magnitude == 0) | subnormal if FTZ else magnitude == 0
+    is_zero = ((magnitude == 0) & ~is_nan) | subnormal if FTZ else (magnitude == 0) & ~is_nan
     normalize = MB - _msb_position(tl.maximum(mantissa, 1))
     exponent = tl.where(subnormal, 1 - BIAS - normalize, exponent_field - BIAS)
     fraction = tl.where(subnormal, (mantissa << normalize) & ((1 << MB) - 1), mantissa)
@@ -201,11 +215,22 @@ def _assemble(
     SIGN_MIN: tl.constexpr,
     NAN: tl.constexpr,
     OVERFLOW: tl.constexpr,
+    FN: tl.constexpr = 0,
 ):
-    """Signed pattern (as a signed integer of the format's width) from classes and a finite magnitude."""
+    """Signed pattern (as a signed integer of the format's width) from classes and a finite magnitude.
+
+    FN 2 (fnuz): a zero result is +0 (docs/spec.md D2.15); FN 3 (no NaN): a NaN
+    result is the zero with the result's sign (D2.16).
+    """
     magnitude = tl.where(is_zero, 0, magnitude)
     magnitude = tl.where(is_inf, OVERFLOW, magnitude)
+    if FN == 3:
+        magnitude = tl.where(is_nan, 0, magnitude)
+    if FN == 2:
+        negative = negative & (magnitude != 0)
     signed = tl.where(negative, magnitude | SIGN_MIN, magnitude)
+    if FN == 3:
+        return signed
     return tl.where(is_nan, NAN, signed)
 
 
@@ -225,8 +250,11 @@ def _pam_mul_fields(
     OUT_SIGN_MIN: tl.constexpr,
     OUT_NAN: tl.constexpr,
     FTZ: tl.constexpr,
+    OUT_FN: tl.constexpr = 0,
 ):
-    """a ⊡ b from input-format patterns to output-format patterns (OUT_MB >= IN_MB: exact widening)."""
+    """a ⊡ b from input-format patterns to output-format patterns (OUT_MB >= IN_MB: exact widening).
+
+    ``OUT_FN`` is the output format's encoding code (0, ``"ieee"``, for the accumulators)."""
     a_neg, a_nan, a_inf, a_zero, a_exp, a_frac = _decode(a, IN_MB, IN_BIAS, IN_EXP_MAX, IN_FN, FTZ)
     b_neg, b_nan, b_inf, b_zero, b_exp, b_frac = _decode(b, IN_MB, IN_BIAS, IN_EXP_MAX, IN_FN, FTZ)
     # Integer addition of the patterns, done on the fields: a carry out of the fraction
@@ -249,7 +277,9 @@ def _pam_mul_fields(
     is_nan = a_nan | b_nan | (a_inf & b_zero) | (a_zero & b_inf)
     is_inf = a_inf | b_inf
     is_zero = a_zero | b_zero
-    return _assemble(a_neg ^ b_neg, is_nan, is_inf, is_zero, magnitude, OUT_SIGN_MIN, OUT_NAN, OUT_OVERFLOW)
+    return _assemble(
+        a_neg ^ b_neg, is_nan, is_inf, is_zero, magnitude, OUT_SIGN_MIN, OUT_NAN, OUT_OVERFLOW, OUT_FN
+    )
 
 
 @triton.jit
@@ -277,7 +307,7 @@ def _pam_div_fields(
     is_nan = a_nan | b_nan | (a_zero & b_zero) | (a_inf & b_inf)
     is_inf = a_inf | b_zero
     is_zero = a_zero | b_inf
-    return _assemble(a_neg ^ b_neg, is_nan, is_inf, is_zero, magnitude, SIGN_MIN, NAN, OVERFLOW)
+    return _assemble(a_neg ^ b_neg, is_nan, is_inf, is_zero, magnitude, SIGN_MIN, NAN, OVERFLOW, FN)
 
 
 @triton.jit
@@ -302,7 +332,7 @@ def _pam_mul_grad_fields(
     power = tl.zeros_like(b_exp) + (1 << MB)
     magnitude = _encode(b_exp + carry, power, MB, 0, BIAS, EXP_MAX, MAX_FINITE, OVERFLOW, FTZ)
     is_nan = a_nan | b_nan | (a_inf & b_zero) | (a_zero & b_inf)
-    return _assemble(b_neg, is_nan, b_inf, b_zero, magnitude, SIGN_MIN, NAN, OVERFLOW)
+    return _assemble(b_neg, is_nan, b_inf, b_zero, magnitude, SIGN_MIN, NAN, OVERFLOW, FN)
 
 
 @triton.jit
@@ -335,7 +365,7 @@ def _pa_log2_fields(
     finite = ~(x_nan | x_inf | x_zero)
     negative = tl.where(finite, negative, x_zero)
     return _assemble(
-        negative, x_nan, x_inf | x_zero, finite & (count == 0), magnitude, SIGN_MIN, NAN, OVERFLOW
+        negative, x_nan, x_inf | x_zero, finite & (count == 0), magnitude, SIGN_MIN, NAN, OVERFLOW, FN
     )
 
 
@@ -384,7 +414,7 @@ def _pa_exp2_fields(
     to_infinity = (huge | y_inf) & ~y_neg
     to_zero = (huge | y_inf) & y_neg
     positive = y_neg & ~y_neg
-    return _assemble(positive, y_nan, to_infinity, to_zero, magnitude, SIGN_MIN, NAN, OVERFLOW)
+    return _assemble(positive, y_nan, to_infinity, to_zero, magnitude, SIGN_MIN, NAN, OVERFLOW, FN)
 
 
 # ---- kernels -------------------------------------------------------------------------------
@@ -422,7 +452,7 @@ def _elementwise_kernel(
     if OP == 0:
         b = tl.load(b_ptr + offsets, mask=inside, other=0)
         result = _pam_mul_fields(
-            a, b, MB, BIAS, EXP_MAX, FN, MB, BIAS, EXP_MAX, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ
+            a, b, MB, BIAS, EXP_MAX, FN, MB, BIAS, EXP_MAX, MAX_FINITE, OVERFLOW, SIGN_MIN, NAN, FTZ, FN
         )
     elif OP == 1:
         b = tl.load(b_ptr + offsets, mask=inside, other=0)
@@ -525,26 +555,32 @@ class _FormatConstants:
     exponent_bits: int
     bias: int
     exp_max: int
-    fn: bool
+    fn: int
     max_finite: int
     overflow: int
     sign_min: int
     nan: int
 
 
+# The kernels' FN code of each special-value encoding (FloatFormat.nan_encoding).
+_ENCODING_CODES = {"ieee": 0, "fn": 1, "fnuz": 2, "none": 3}
+
+
 def _constants(fmt: FloatFormat) -> _FormatConstants:
+    # The NaN as the kernels see patterns, sign-extended (fnuz: 0x80 is -128); formats without NaN: unused.
+    nan = fmt.canonical_nan if fmt.has_nan else 0
     return _FormatConstants(
         mantissa_bits=fmt.mantissa_bits,
         exponent_bits=fmt.exponent_bits,
         bias=fmt.bias,
         exp_max=fmt.max_biased_exponent,
-        fn=fmt.nan_encoding == "fn",
+        fn=_ENCODING_CODES[fmt.nan_encoding],
         max_finite=fmt.max_finite,
         overflow=fmt.overflow_magnitude,
         # The sign bit as a negative number of the signed container: OR-ing it into a
         # magnitude gives the signed view of the pattern without overflowing int64.
         sign_min=-fmt.sign_mask,
-        nan=fmt.canonical_nan,
+        nan=nan - (1 << fmt.width) if nan & fmt.sign_mask else nan,
     )
 
 
@@ -553,7 +589,7 @@ def supported_formats() -> tuple[str, ...]:
     return formats.names()
 
 
-def _format_of(*tensors: torch.Tensor) -> FloatFormat:
+def _format_of(*tensors: torch.Tensor, fmt: object = None) -> FloatFormat:
     if not all(isinstance(t, torch.Tensor) for t in tensors):
         given = ", ".join(type(t).__name__ for t in tensors)
         raise TypeError(f"operands must be torch tensors, got {given}; use torch.as_tensor(...) first")
@@ -562,7 +598,20 @@ def _format_of(*tensors: torch.Tensor) -> FloatFormat:
         raise TypeError(
             f"operands have different dtypes {sorted(map(str, dtypes))}; convert them to one dtype first"
         )
-    return formats.get(tensors[0].dtype)
+    return _format_of_tensor(tensors[0], "operand", fmt)
+
+
+def _signed_patterns(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """The operand as the kernels read it: patterns as signed integers of the container, sign-extended.
+
+    A pattern narrower than its container (fp6, fp4 in uint8) gets its sign bit copied into the
+    padding bits, so that the kernels' ``x < 0`` and magnitude masks hold for every format.
+    """
+    int_dtype = getattr(torch, fmt.int_dtype.name)
+    if not fmt.padding_bits:
+        return x.contiguous().view(int_dtype)
+    wide = x.contiguous().to(torch.int16)
+    return torch.where((wide & fmt.sign_mask) != 0, wide - (1 << fmt.width), wide).to(int_dtype)
 
 
 def _check_device(*tensors: torch.Tensor) -> torch.device:
@@ -597,9 +646,11 @@ def _host_flushes_subnormals() -> bool:
     return bool(flushed_result or flushed_input)
 
 
-def _launch_elementwise(op: str, operands: tuple[torch.Tensor, ...], mode: str) -> torch.Tensor:
+def _launch_elementwise(
+    op: str, operands: tuple[torch.Tensor, ...], mode: str, fmt_given: object = None
+) -> torch.Tensor:
     ftz = check_mode(mode) == "ftz"
-    fmt = _format_of(*operands)
+    fmt = _format_of(*operands, fmt=fmt_given)
     _check_device(*operands)
     _refuse_grad(op, *operands)
     operands = tuple(torch.broadcast_tensors(*operands))
@@ -610,7 +661,7 @@ def _launch_elementwise(op: str, operands: tuple[torch.Tensor, ...], mode: str) 
     c = _constants(fmt)
     int_dtype = getattr(torch, fmt.int_dtype.name)
     block = min(_BLOCK, max(16, triton.next_power_of_2(n)))
-    inputs = [x.contiguous().view(int_dtype) for x in operands]
+    inputs = [_signed_patterns(x, fmt) for x in operands]
     first, second = inputs[0], inputs[-1]  # a unary op passes x twice; its kernel never reads the second
     _elementwise_kernel[(triton.cdiv(n, block),)](
         first, second, out.view(int_dtype), n,
@@ -618,39 +669,44 @@ def _launch_elementwise(op: str, operands: tuple[torch.Tensor, ...], mode: str) 
         MAX_FINITE=c.max_finite, OVERFLOW=c.overflow, SIGN_MIN=c.sign_min, NAN=c.nan, FTZ=ftz,
         OP=_OP_CODES[op], BLOCK=block, **_LAUNCH_OPTIONS,
     )  # fmt: skip
+    if fmt.padding_bits:  # back from sign-extended to width-bit patterns
+        out.bitwise_and_(fmt.pattern_mask)
     return out
 
 
-def pam_mul(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
-    """PAM product a ⊡ b elementwise (broadcasting), in the operands' dtype, bit-exact vs the oracle."""
-    return _launch_elementwise("pam_mul", (a, b), mode)
+def pam_mul(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
+    """PAM product a ⊡ b elementwise (broadcasting), in the operands' dtype, bit-exact vs the oracle.
+
+    ``fmt=`` names the format of ``uint8`` bit-pattern operands (fp6, fp4), as in every op here.
+    """
+    return _launch_elementwise("pam_mul", (a, b), mode, fmt)
 
 
-def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+def pam_div(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
     """PAM quotient a ⊘ b elementwise (broadcasting), in the operands' dtype, bit-exact vs the oracle."""
-    return _launch_elementwise("pam_div", (a, b), mode)
+    return _launch_elementwise("pam_div", (a, b), mode, fmt)
 
 
-def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+def pam_mul_grad(a: torch.Tensor, b: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
     """d(a ⊡ b)/da = sign(b) * 2**(Eb + [Ma + Mb >= 1]) elementwise, in the operands' dtype.
 
     Special cases as :func:`revcheck.oracle.pam.pam_mul_grad`: NaN where the product
     is NaN, ±0 for b = ±0, ±inf for b = ±inf.
     """
-    return _launch_elementwise("pam_mul_grad", (a, b), mode)
+    return _launch_elementwise("pam_mul_grad", (a, b), mode, fmt)
 
 
-def pa_log2(x: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+def pa_log2(x: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
     """Piecewise-affine log2: E + M of |x| in x's dtype, rounded once; ±0 -> -inf, ±inf -> +inf."""
-    return _launch_elementwise("pa_log2", (x,), mode)
+    return _launch_elementwise("pa_log2", (x,), mode, fmt)
 
 
-def pa_exp2(y: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+def pa_exp2(y: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
     """Piecewise-affine exp2: 2**floor(y) * (1 + y - floor(y)) in y's dtype, rounded once."""
-    return _launch_elementwise("pa_exp2", (y,), mode)
+    return _launch_elementwise("pa_exp2", (y,), mode, fmt)
 
 
-def pam_matmul(A: torch.Tensor, B: torch.Tensor, *, mode: str = "ieee") -> torch.Tensor:
+def pam_matmul(A: torch.Tensor, B: torch.Tensor, *, mode: str = "ieee", fmt: object = None) -> torch.Tensor:
     """PAM matrix product A ⊡ B in the accumulator dtype, summed in the canonical sequential order.
 
     ``A`` is ``(..., M, K)`` and ``B`` is ``(..., K, N)`` with broadcasting batch
@@ -658,13 +714,15 @@ def pam_matmul(A: torch.Tensor, B: torch.Tensor, *, mode: str = "ieee") -> torch
     product of the exactly widened operands, and ``C[i, j]`` is
     ``((0 + p_0) + p_1) + ... + p_{K-1}``, every add rounded to nearest even.
     """
-    return _launch_matmul(_pam_matmul_kernel, A, B, mode)
+    return _launch_matmul(_pam_matmul_kernel, A, B, mode, fmt)
 
 
-def _launch_matmul(kernel: Any, A: torch.Tensor, B: torch.Tensor, mode: str) -> torch.Tensor:
+def _launch_matmul(
+    kernel: Any, A: torch.Tensor, B: torch.Tensor, mode: str, fmt_given: object = None
+) -> torch.Tensor:
     """Checks, batching and launch of a matmul kernel with :func:`_pam_matmul_kernel`'s signature."""
     ftz = check_mode(mode) == "ftz"
-    fmt = _format_of(A, B)
+    fmt = _format_of(A, B, fmt=fmt_given)
     device = _check_device(A, B)
     _refuse_grad("pam_matmul", A, B)
     if not ftz and device.type == "cpu" and _host_flushes_subnormals():
@@ -688,13 +746,12 @@ def _launch_matmul(kernel: Any, A: torch.Tensor, B: torch.Tensor, mode: str) -> 
     batches = batch_shape.numel()
     A3 = A.expand(*batch_shape, M, K).reshape(batches, M, K).contiguous()
     B3 = B.expand(*batch_shape, K, N).reshape(batches, K, N).contiguous()
-    acc_dtype = getattr(torch, acc.torch_dtype_name)
+    acc_dtype = _bits.torch_dtype(acc)
     C3 = torch.empty((batches, M, N), dtype=acc_dtype, device=A.device)
     if C3.numel() == 0 or K == 0:
         return C3.zero_().reshape(*batch_shape, M, N)
     ci, ca = _constants(fmt), _constants(acc)
-    int_dtype = getattr(torch, fmt.int_dtype.name)
-    A_int, B_int = A3.view(int_dtype), B3.view(int_dtype)
+    A_int, B_int = _signed_patterns(A3, fmt), _signed_patterns(B3, fmt)
     # Small tiles for small matrices: the interpreter's cost grows with the tile, used or not.
     block_m = min(_MATMUL_BLOCK, triton.next_power_of_2(M))
     block_n = min(_MATMUL_BLOCK, triton.next_power_of_2(N))

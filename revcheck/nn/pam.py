@@ -31,8 +31,10 @@ PAM matrix products of the same kind, ``"exact"`` linearly in the upstream gradi
 
 In both cases the gradient is computed in the accumulator dtype (operands are
 widened exactly to it) and then rounded once (RNE, ``Tensor.to``) to the input's
-dtype, which autograd requires; for float32 and float64 that rounding is the
-identity.  A has shape (..., M, K) (leading dimensions are flattened into rows,
+dtype, which autograd requires, saturating to ±max finite in the formats without
+infinity (:func:`revcheck.kernels.pam.round_to_dtype`, docs/spec.md D2.17: torch's
+own cast gives NaN on overflow in the fnuz formats); for float32 and float64 that
+rounding is the identity.  A has shape (..., M, K) (leading dimensions are flattened into rows,
 in C order) and B is a matrix (K, N), which is what a linear layer needs.
 """
 
@@ -147,8 +149,9 @@ class PAMMatmul(torch.autograd.Function):
             grad_b = kernels.pam_matmul(a_wide.t().contiguous(), g2, mode=ctx.mode)
         else:
             grad_a, grad_b = pam_matmul_exact_grads(a2, b, g2, mode=ctx.mode)
-        grad_a = grad_a.to(a.dtype).reshape(*lead_shape, a.shape[-1])
-        grad_b = grad_b.to(b.dtype)
+        # Rounded once to the inputs' dtype, saturating in the fnuz formats (docs/spec.md D2.17).
+        grad_a = kernels.round_to_dtype(grad_a, a.dtype).reshape(*lead_shape, a.shape[-1])
+        grad_b = kernels.round_to_dtype(grad_b, b.dtype)
         return (
             grad_a if ctx.needs_input_grad[0] else None,
             grad_b if ctx.needs_input_grad[1] else None,
@@ -204,7 +207,7 @@ class PAMLinear(nn.Linear):
         out = PAMMatmul.apply(rows, self.weight.t(), self.mode, self.backward)
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
-        out = out.to(x.dtype)
+        out = kernels.round_to_dtype(out, x.dtype)
         return out.squeeze(0) if x.dim() == 1 else out
 
     def extra_repr(self) -> str:

@@ -13,11 +13,15 @@ Decisions (beyond the letter of docs/spec.md §2):
   zero of the same sign; a result whose EXACT value has magnitude below the
   smallest normal is zero of the result's sign (tininess before rounding);
   otherwise as ``"ieee"``.
-* fp8_e4m3fn has no infinity: every result that would be ±inf (overflow,
-  ``x ⊘ ±0``, ``pa_log2(0)``, ``pa_exp2`` overflow) is ±448, the largest
-  finite value (saturation, like CUDA's ``__NV_SATFINITE``).
+* A format without infinity (fp8_e4m3fn, the fnuz, fp6 and fp4 formats):
+  every result that would be ±inf (overflow, ``x ⊘ ±0``, ``pa_log2(0)``,
+  ``pa_exp2`` overflow) is ±max_finite (saturation, like CUDA's
+  ``__NV_SATFINITE``; docs/spec.md D1.1, D2.17).
 * A computed NaN is always the format's canonical quiet NaN
-  (``fmt.canonical_nan``, sign 0), whatever NaN came in.
+  (``fmt.canonical_nan``, sign 0; fnuz: ``0x80``), whatever NaN came in.  In
+  a format without NaN (fp6, fp4) the one NaN case that can arise, ``±0 ⊘ ±0``,
+  is the zero with the XOR sign (D2.16).
+* A zero result in a format without −0 (fnuz) is +0 (D2.15).
 * ``pa_log2`` and ``pa_exp2`` return the input's format, rounded once.
   ``pa_log2(±0) = -inf``, ``pa_log2(±inf) = +inf``, the sign of ``x`` is
   ignored, ``pa_log2(1) = +0``.  ``pa_exp2(±0) = 1``, ``pa_exp2(-inf) = +0``.
@@ -56,7 +60,15 @@ from revcheck import formats
 from revcheck.formats import FloatFormat, accumulator_format
 from revcheck.modes import check_mode
 from revcheck.oracle import rounding
-from revcheck.oracle.rounding import Decoded, check_bits, decode, round_to_format, special_bits
+from revcheck.oracle.rounding import (
+    Decoded,
+    check_bits,
+    decode,
+    nan_result,
+    round_to_format,
+    signed_bits,
+    special_bits,
+)
 
 __all__ = [
     "ORDERS",
@@ -156,6 +168,8 @@ def _identity(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool, out: U
     else:
         np.add(a, b, out=out)
         out -= one
+    if fmt.padding_bits:  # patterns narrower than their container wrap at 2**width, not at the container
+        out &= fmt.uint_dtype.type(fmt.pattern_mask)
 
 
 def _affine_blocks(a: UIntArray, b: UIntArray, fmt: FloatFormat, divide: bool) -> tuple[UIntArray, Any]:
@@ -284,9 +298,7 @@ def _out_of_range(
     lowest_kept = fmt.min_normal if mode == "ftz" else (fmt.emin + fmt.bias - m - 1) << m
     magnitude = np.where(t > fmt.max_finite, np.int64(fmt.overflow_magnitude), np.int64(0))
     band = (t >= lowest_kept) & (t <= fmt.max_finite)
-    out = magnitude.astype(fmt.uint_dtype) | np.where(negative, fmt.uint_dtype.type(fmt.sign_mask), 0).astype(
-        fmt.uint_dtype
-    )
+    out = signed_bits(negative, magnitude, fmt)
     if band.any():
         t_band = t[band]
         # t = (E + bias)·2^m + f with the floor shift, also for t < 0.
@@ -311,7 +323,7 @@ def _pam_mul_general(a: UIntArray, b: UIntArray, fmt: FloatFormat, mode: str) ->
     out = np.where(x.is_zero | y.is_zero, special_bits(negative, 0, fmt), out)
     out = np.where(x.is_inf | y.is_inf, special_bits(negative, fmt.overflow_magnitude, fmt), out)
     nan = x.is_nan | y.is_nan | (x.is_inf & y.is_zero) | (x.is_zero & y.is_inf)
-    return np.where(nan, fmt.uint_dtype.type(fmt.canonical_nan), out)
+    return nan_result(nan, negative, out, fmt)
 
 
 def _pam_div_general(a: UIntArray, b: UIntArray, fmt: FloatFormat, mode: str) -> UIntArray:
@@ -328,7 +340,7 @@ def _pam_div_general(a: UIntArray, b: UIntArray, fmt: FloatFormat, mode: str) ->
     out = np.where(to_zero, special_bits(negative, 0, fmt), out)
     out = np.where(to_inf, special_bits(negative, fmt.overflow_magnitude, fmt), out)
     nan = x.is_nan | y.is_nan | (x.is_zero & y.is_zero) | (x.is_inf & y.is_inf)
-    return np.where(nan, fmt.uint_dtype.type(fmt.canonical_nan), out)
+    return nan_result(nan, negative, out, fmt)
 
 
 def pam_mul(a_bits: object, b_bits: object, fmt: object, *, mode: str = "ieee") -> UIntArray:
@@ -360,7 +372,7 @@ def pa_log2(x_bits: object, fmt: object, *, mode: str = "ieee") -> UIntArray:
     out = rounding.round_scaled(fixed < 0, np.abs(fixed), -m, fmt_, mode)
     out = np.where(x.is_zero, special_bits(np.True_, fmt_.overflow_magnitude, fmt_), out)
     out = np.where(x.is_inf, special_bits(np.False_, fmt_.overflow_magnitude, fmt_), out)
-    return np.where(x.is_nan, fmt_.uint_dtype.type(fmt_.canonical_nan), out)
+    return nan_result(x.is_nan, x.negative, out, fmt_)
 
 
 def pa_exp2(y_bits: object, fmt: object, *, mode: str = "ieee") -> UIntArray:
@@ -399,7 +411,7 @@ def pa_exp2(y_bits: object, fmt: object, *, mode: str = "ieee") -> UIntArray:
     overflow = (huge & ~y.negative) | (y.is_inf & ~y.negative)
     out = np.where(overflow, special_bits(np.False_, fmt_.overflow_magnitude, fmt_), out)
     out = np.where((huge & y.negative) | (y.is_inf & y.negative), fmt_.uint_dtype.type(0), out)
-    return np.where(y.is_nan, fmt_.uint_dtype.type(fmt_.canonical_nan), out)
+    return nan_result(y.is_nan, y.negative, out, fmt_)
 
 
 def pam_mul_grad(a_bits: object, b_bits: object, fmt: object, *, mode: str = "ieee") -> UIntArray:
@@ -417,7 +429,7 @@ def pam_mul_grad(a_bits: object, b_bits: object, fmt: object, *, mode: str = "ie
     out = np.where(y.is_zero, special_bits(y.negative, 0, fmt_), out)
     out = np.where(y.is_inf, special_bits(y.negative, fmt_.overflow_magnitude, fmt_), out)
     nan = x.is_nan | y.is_nan | (x.is_inf & y.is_zero) | (x.is_zero & y.is_inf)
-    return np.where(nan, fmt_.uint_dtype.type(fmt_.canonical_nan), out)
+    return nan_result(nan, y.negative, out, fmt_)
 
 
 # ---- matrix product --------------------------------------------------------------------

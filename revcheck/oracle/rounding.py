@@ -14,10 +14,15 @@ their ``E`` lies below ``fmt.emin`` and ``f`` comes from the exact value
 Rounding.  :func:`round_to_format` rounds an exact value
 ``significand * 2**(exponent - m - extra_bits)`` once to ``fmt``:
 round-to-nearest-even, gradual underflow, overflow to ``±inf`` -- or to
-``±max_finite`` for saturating formats (fp8_e4m3fn, like CUDA's
-``__NV_SATFINITE``).  A ``significand`` may carry a *sticky bit* in its least
-significant position (an OR of everything shifted out below it): rounding at
-any coarser position then decides exactly as for the exact value.
+``±max_finite`` for saturating formats (every format without infinity:
+fp8_e4m3fn, the fnuz and the fp6/fp4 formats; like CUDA's
+``__NV_SATFINITE``).  A zero result in a format without −0 (fnuz) is +0
+(docs/spec.md D2.15): :func:`round_to_format`, :func:`special_bits` and
+:func:`signed_bits` drop the sign of a zero there.
+
+A ``significand`` may carry a *sticky bit* in its least significant position
+(an OR of everything shifted out below it): rounding at any coarser position
+then decides exactly as for the exact value.
 
 Modes (names and validation: :mod:`revcheck.modes`).  ``"ieee"`` is the
 above.  ``"ftz"``: subnormal *inputs* decode as zero of the same sign; a
@@ -33,17 +38,22 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from revcheck import formats
 from revcheck.formats import FloatFormat
+from revcheck.modes import check_mode
 
 __all__ = [
     "Decoded",
     "add",
     "bit_length",
     "check_bits",
+    "convert",
     "decode",
     "encode_exact",
+    "nan_result",
     "round_scaled",
     "round_to_format",
+    "signed_bits",
     "special_bits",
 ]
 
@@ -85,7 +95,14 @@ def check_bits(bits: object, fmt: FloatFormat, name: str) -> UIntArray:
     if isinstance(bits, (np.ndarray, np.generic)):
         dtype = bits.dtype
         if dtype == fmt.uint_dtype:
-            return np.asarray(bits)
+            array = np.asarray(bits)
+            if fmt.padding_bits and array.size and int(array.max()) >> fmt.width:
+                raise ValueError(
+                    f"{name} holds {fmt.name} patterns with a bit above bit {fmt.width - 1} set (largest "
+                    f"{int(array.max()):#x}); {fmt.width}-bit patterns sit in the low bits of a "
+                    f"{fmt.uint_dtype} with the rest zero (docs/spec.md D1.9)"
+                )
+            return array
         if dtype.kind == "f":
             hint = "pass bit patterns instead: revcheck.bits.to_bits(x)"
         else:
@@ -115,17 +132,21 @@ def decode(bits: UIntArray, fmt: FloatFormat, mode: str) -> Decoded:
     dtype = fmt.uint_dtype.type
     negative = (bits >> dtype(fmt.width - 1)).astype(bool)
     magnitude = bits & dtype(fmt.magnitude_mask)
-    if fmt.has_inf:
+    no_specials = np.zeros(magnitude.shape, dtype=bool)
+    if fmt.nan_encoding == "ieee":
         is_nan = magnitude > dtype(fmt.exponent_mask)
         is_inf = magnitude == dtype(fmt.exponent_mask)
-    else:
-        is_nan = magnitude == dtype(fmt.magnitude_mask)
-        is_inf = np.zeros(magnitude.shape, dtype=bool)
+    elif fmt.nan_encoding == "fn":
+        is_nan, is_inf = magnitude == dtype(fmt.magnitude_mask), no_specials
+    elif fmt.nan_encoding == "fnuz":  # the pattern of -0 is the one NaN
+        is_nan, is_inf = bits == dtype(fmt.sign_mask), no_specials
+    else:  # "none": every pattern is a number
+        is_nan, is_inf = no_specials, no_specials
     magnitude64 = magnitude.astype(np.int64)
     biased = magnitude64 >> m
     field = magnitude64 & np.int64(fmt.mantissa_mask)
     is_subnormal = (biased == 0) & (field != 0)
-    is_zero = magnitude64 == 0
+    is_zero = (magnitude64 == 0) & ~is_nan
     if mode == "ftz":
         is_zero = is_zero | is_subnormal
         is_subnormal = np.zeros_like(is_subnormal)
@@ -142,9 +163,30 @@ def decode(bits: UIntArray, fmt: FloatFormat, mode: str) -> Decoded:
 
 
 def special_bits(negative: BoolArray | np.bool_, magnitude: int, fmt: FloatFormat) -> UIntArray:
-    """Patterns ``±magnitude`` with the sign of ``negative``."""
+    """Patterns ``±magnitude`` with the sign of ``negative`` (a zero is +0 where −0 does not exist)."""
     dtype = fmt.uint_dtype.type
+    if magnitude == 0 and not fmt.has_negative_zero:
+        return np.where(negative, dtype(0), dtype(0))
     return np.where(negative, dtype(fmt.sign_mask | magnitude), dtype(magnitude))
+
+
+def signed_bits(negative: BoolArray, magnitude: npt.NDArray[Any], fmt: FloatFormat) -> UIntArray:
+    """Patterns with the sign of ``negative`` and the magnitudes ``magnitude`` (zeros +0 without −0)."""
+    negative = np.asarray(negative, dtype=bool)
+    magnitude = np.asarray(magnitude).astype(fmt.uint_dtype)
+    if not fmt.has_negative_zero:  # docs/spec.md D2.15: a zero result is +0
+        negative = negative & (magnitude != 0)
+    return np.where(negative, magnitude | fmt.uint_dtype.type(fmt.sign_mask), magnitude).astype(
+        fmt.uint_dtype
+    )
+
+
+def nan_result(nan: BoolArray, negative: BoolArray, out: UIntArray, fmt: FloatFormat) -> UIntArray:
+    """``out`` where ``nan`` is False; elsewhere the canonical NaN, or in a format without NaN the
+    zero with the sign of ``negative`` (the XOR sign of the operands: docs/spec.md D2.16)."""
+    if fmt.has_nan:
+        return np.where(nan, fmt.uint_dtype.type(fmt.canonical_nan), out)
+    return np.where(nan, special_bits(negative, 0, fmt), out)
 
 
 def round_to_format(
@@ -184,6 +226,8 @@ def round_to_format(
     if mode == "ftz":
         underflow_to_zero = underflow_to_zero | (biased < 1)
     code = np.where(underflow_to_zero, np.uint64(0), code)
+    if not fmt.has_negative_zero:  # docs/spec.md D2.15: a zero result is +0
+        negative = negative & (code != 0)
     code = code | np.where(negative, np.uint64(fmt.sign_mask), np.uint64(0))
     return code.astype(fmt.uint_dtype)
 
@@ -256,4 +300,45 @@ def add(x_bits: UIntArray, y_bits: UIntArray, fmt: FloatFormat, mode: str) -> UI
     inf_negative = np.where(x.is_inf, x.negative, y.negative)
     out = np.where(any_inf, special_bits(inf_negative, fmt.overflow_magnitude, fmt), out)
     nan = x.is_nan | y.is_nan | (x.is_inf & y.is_inf & (x.negative != y.negative))
-    return np.where(nan, fmt.uint_dtype.type(fmt.canonical_nan), out).astype(fmt.uint_dtype)
+    return nan_result(nan, np.zeros_like(nan), out, fmt).astype(fmt.uint_dtype)
+
+
+def convert(bits: object, source: object, target: object, *, mode: str = "ieee") -> UIntArray:
+    """Bit patterns of ``source`` rounded once to ``target`` (round to nearest even): a cast.
+
+    Finite values are rounded by :func:`round_scaled` (gradual underflow in
+    ``"ieee"``; in ``"ftz"`` subnormal inputs are zeros and results whose exact
+    value is below ``target``'s smallest normal are zeros); ±inf and overflow
+    give ±inf, or ±max_finite in a format without infinity (docs/spec.md D1.1);
+    NaN gives ``target``'s canonical NaN (D1.2); a zero keeps its sign (+0 in a
+    format without −0).
+
+    Raises
+    ------
+    ValueError
+        For a NaN input when ``target`` has no NaN (fp6, fp4): there is no value
+        to give it (docs/spec.md D1.8).
+    TypeError
+        For ``bits`` that are not ``source`` bit patterns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from revcheck.bits import to_bits
+    >>> [hex(b) for b in convert(to_bits(np.array([1.0, 5.0, 1e9, -1e-9])), "fp64", "fp4_e2m1fn")]
+    ['0x2', '0x6', '0x7', '0x8']
+    """
+    check_mode(mode)
+    src, dst = formats.get(source), formats.get(target)
+    array = check_bits(bits, src, "bits")
+    x = decode(array, src, mode)
+    if not dst.has_nan and bool(x.is_nan.any()):
+        first = tuple(int(i) for i in np.argwhere(x.is_nan)[0]) if x.is_nan.ndim else ()
+        raise ValueError(
+            f"{int(x.is_nan.sum())} NaN input(s) (first at index {first}) but {dst.name} has no NaN; "
+            "replace them first (docs/spec.md D1.8)"
+        )
+    out = round_scaled(x.negative, x.significand(src), x.exponent - np.int64(src.mantissa_bits), dst, mode)
+    out = np.where(x.is_zero, special_bits(x.negative, 0, dst), out)
+    out = np.where(x.is_inf, special_bits(x.negative, dst.overflow_magnitude, dst), out)
+    return nan_result(x.is_nan, x.negative, out, dst).astype(dst.uint_dtype)

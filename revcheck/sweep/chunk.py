@@ -73,10 +73,12 @@ def check_chunk(
     mismatches = 0
     examples: list[list[int]] = []
     inputs = 0
+    # Formats without a torch dtype travel as uint8 bit patterns, with fmt= (docs/spec.md D1.10).
+    keywords = {"fmt": fmt.name} if fmt.torch_dtype_name is None else {}
     for _, operands in enumeration.blocks(fmt, config.arity, config.bits_per_chunk, chunk, bits):
         expected = np.asarray(spec.bit_oracle(*operands, fmt, mode=config.mode))
         tensors = [to_torch(x, fmt, device=config.device) for x in operands]
-        got = to_bits(function(*tensors, mode=config.mode))
+        got = to_bits(function(*tensors, mode=config.mode, **keywords), fmt)
         if expected.dtype != fmt.uint_dtype or got.dtype != fmt.uint_dtype:
             raise TypeError(
                 f"{config.op} on {fmt.name} should give {fmt.uint_dtype} patterns; oracle gave "

@@ -70,7 +70,8 @@ def test_pam_mul_worst_case_and_identity(fmt_name: str, device: str) -> None:
     )
     b = bits.to_torch(np.array([one_and_half, fmt.one], dtype=fmt.uint_dtype), fmt, device)
     expected = np.array([two, one_and_half | fmt.sign_mask], dtype=fmt.uint_dtype)
-    assert_bit_exact(triton_pam.pam_mul(a, b), expected, fmt=fmt, msg="[1.5 ⊡ 1.5, -1.5 ⊡ 1]")
+    # fmt=: fp6 and fp4 operands are uint8 bit patterns (docs/spec.md D1.10).
+    assert_bit_exact(triton_pam.pam_mul(a, b, fmt=fmt), expected, fmt=fmt, msg="[1.5 ⊡ 1.5, -1.5 ⊡ 1]")
 
 
 def test_saturating_format_divides_by_zero_to_max(device: str) -> None:
@@ -107,7 +108,7 @@ def test_matmul_batched_noncontiguous_equals_oracle(fmt_name: str, device: str) 
     B = bits.to_torch(Bt_bits, fmt, device).T  # (4, 5), not contiguous
     actual = triton_pam.pam_matmul(bits.to_torch(A_bits, fmt, device), B)
     expected = oracle.pam_matmul(A_bits, Bt_bits.T, fmt)
-    assert actual.dtype == getattr(torch, oracle.accumulator_format(fmt).torch_dtype_name)
+    assert actual.dtype == bits.torch_dtype(oracle.accumulator_format(fmt))
     assert_bit_exact(actual, expected, fmt=oracle.accumulator_format(fmt), nan="bits")
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal, NamedTuple, SupportsIndex
 import torch
 from torch import Tensor, nn
 
+from revcheck import bits as _bits
 from revcheck import formats
 from revcheck.nn.bdia._autograd import Input, ReversibleBDIA, StraightThrough
 from revcheck.nn.bdia._bitpack import pack_bits_unchecked, unpack_bits_unchecked
@@ -34,7 +35,7 @@ __all__ = ["BDIAStack", "BDIAStackTrace", "Step"]
 Mode = Literal["reversible", "stored"]
 _MODES = ("reversible", "stored")
 _COMPUTE_DTYPES: tuple[torch.dtype, ...] = tuple(
-    getattr(torch, formats.get(name).torch_dtype_name) for name in COMPUTE_FORMATS
+    _bits.torch_dtype(formats.get(name)) for name in COMPUTE_FORMATS
 )
 # What each range check of a block is about (formatted only when one fails).
 _H_RANGE = "h_{k}(x_{k}) is not finite or |R(h_{k})| >= 2**62"

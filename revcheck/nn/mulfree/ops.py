@@ -107,7 +107,7 @@ def _check_tensor(x: object, op: str, role: str = "input") -> Tensor:
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the PA ops compute in: float64 for float64, float32 for float32, float16, bfloat16."""
     acc = oracle.compute_format(dtype)
-    return getattr(torch, acc.torch_dtype_name)
+    return _bits.torch_dtype(acc)
 
 
 def _widen(x: Tensor) -> Tensor:
