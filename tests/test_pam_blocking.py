@@ -40,7 +40,7 @@ POSITIONS = {"first": 0, "end of block 0": BLOCK - 1, "start of block 1": BLOCK,
 def regular_operands(fmt: formats.FloatFormat, shape: tuple[int, ...], seed: int) -> list[np.ndarray]:
     """Two arrays of patterns of magnitudes in [0.5, 2) with random signs: every ⊡ and ⊘ is normal."""
     rng = np.random.default_rng(seed)
-    dtype = getattr(torch, fmt.torch_dtype_name)
+    dtype = bits.torch_dtype(fmt)
     operands = []
     for _ in range(2):
         values = rng.uniform(0.5, 2.0, shape) * rng.choice([-1.0, 1.0], shape)
@@ -116,7 +116,7 @@ def _extreme_partner(op_name: str, value_name: str, operand: int, fmt: formats.F
     else:
         # ⊡ with either operand: 2 · max finite, 0.5 · min normal; ⊘ with its dividend: ÷ 0.5, ÷ 2.
         factor = 2.0 if grows == (op_name == "pam_mul") else 0.5
-    return int(bits.to_bits(torch.tensor([factor]).to(getattr(torch, fmt.torch_dtype_name)))[0])
+    return int(bits.to_bits(torch.tensor([factor]).to(bits.torch_dtype(fmt)))[0])
 
 
 def planted_operands(
