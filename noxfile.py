@@ -41,6 +41,7 @@ TRITON_REQUIREMENT = os.environ.get("REVCHECK_TRITON", "triton>=3.0,<4")
 
 LINTED = ["revcheck", "tests", "properties", "examples", "conftest.py", "noxfile.py"]
 TEST_PATHS = ["tests", "revcheck", "README.md"]  # the README's command: pytest tests revcheck README.md
+PROPERTIES_TOUCHING_TRITON = ["properties/triton", "properties/test_pam_kernels.py"]
 
 
 # ---- the shared environments ---------------------------------------------------------------------
@@ -140,6 +141,13 @@ def interpret_triton_without_gpu(session: nox.Session) -> None:
         session.env.setdefault("TRITON_INTERPRET", "1")
 
 
+def parallel(session: nox.Session) -> list[str]:
+    """``-n auto`` (pytest-xdist, one worker per core), unless the session's arguments choose ``-n``."""
+    if any(arg.startswith(("-n", "--numprocesses")) for arg in session.posargs):
+        return []
+    return ["-n", "auto"]
+
+
 def hypothesis_profile(session: nox.Session) -> list[str]:
     """``--hypothesis-profile revcheck(-ci)``, unless the session's arguments choose a profile."""
     if any(arg.startswith("--hypothesis-profile") for arg in session.posargs):
@@ -154,15 +162,27 @@ def hypothesis_profile(session: nox.Session) -> list[str]:
 def tests(session: nox.Session) -> None:
     """Unit tests of the toolkit, README examples included (Triton under TRITON_INTERPRET=1)."""
     interpret_triton_without_gpu(session)
-    run_in(session, "env", "pytest", *hypothesis_profile(session), *(session.posargs or TEST_PATHS))
+    run_in(
+        session,
+        "env",
+        "pytest",
+        *parallel(session),
+        *hypothesis_profile(session),
+        *(session.posargs or TEST_PATHS),
+    )
 
 
 @nox.session(python=False, requires=["env_without_triton"])
 def tests_without_triton(session: nox.Session) -> None:
     """The tests and the properties where triton is not installed: Triton tests skip with the reason."""
     # -ra prints the skip reasons; the run fails if a Triton test errors instead of skipping.
-    run_in(session, "env_without_triton", "pytest", "-ra", *hypothesis_profile(session), *TEST_PATHS)
-    run_in(session, "env_without_triton", "pytest", "-ra", *hypothesis_profile(session), "properties")
+    options = ("-ra", *parallel(session), *hypothesis_profile(session))
+    run_in(session, "env_without_triton", "pytest", *options, *TEST_PATHS)
+    # The properties: every module must collect without triton, and the ones that run Triton
+    # (its directory, the suite over registered implementations) must skip it with the reason.
+    # The other property modules never import triton; running them twice would only cost time.
+    run_in(session, "env_without_triton", "pytest", "--collect-only", "-q", "properties")
+    run_in(session, "env_without_triton", "pytest", *options, *PROPERTIES_TOUCHING_TRITON)
 
 
 @nox.session(python=False, requires=["env"])
@@ -179,6 +199,7 @@ def properties(session: nox.Session) -> None:
         "properties",
         "-p",
         "no:cacheprovider",
+        *parallel(session),
         *hypothesis_profile(session),
         *session.posargs,
     )
