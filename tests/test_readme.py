@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -33,8 +34,26 @@ def _block_id(code: str) -> str:
     return code.strip().splitlines()[0][:50]
 
 
+# Optional dependencies a README example may import, and the extra that installs each.
+OPTIONAL_MODULES = {
+    "ml_dtypes": "revcheck[ml_dtypes]",
+    "matplotlib": "revcheck[plots]",
+    "dask": "revcheck[dask]",
+    "triton": "revcheck[triton]",
+}
+
+
+def _skip_without_optional_modules(code: str) -> None:
+    imported = set(re.findall(r"^\s*(?:import|from)\s+([\w., ]+)", code, flags=re.MULTILINE))
+    names = {part.strip().split(".")[0].split(" ")[0] for line in imported for part in line.split(",")}
+    for name in sorted(names & OPTIONAL_MODULES.keys()):
+        if importlib.util.find_spec(name) is None:
+            pytest.skip(f"this README example imports {name}: install {OPTIONAL_MODULES[name]}")
+
+
 @pytest.mark.parametrize("code", PYTHON_BLOCKS, ids=_block_id)
 def test_python_block_runs(code: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _skip_without_optional_modules(code)
     first_line = code.splitlines()[0]
     if first_line.startswith("# ") and first_line[2:].strip().endswith(".py"):
         shown_file = ROOT / first_line[2:].strip()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import Phase, find, settings
@@ -41,12 +40,18 @@ def by_id(value: object) -> str:
     return getattr(value, "name", str(value))
 
 
+def _ml_dtypes() -> Any:
+    return pytest.importorskip(
+        "ml_dtypes", reason="formats NumPy lacks are decoded independently by ml_dtypes (revcheck[ml_dtypes])"
+    )
+
+
 def float_view(patterns: np.ndarray, fmt: FloatFormat) -> np.ndarray:
     """The values, decoded by NumPy / ml_dtypes: a decoding independent of revcheck.bits."""
     dtype = (
         np.dtype(fmt.numpy_float_name)
         if fmt.numpy_float_name
-        else np.dtype(getattr(ml_dtypes, fmt.ml_dtypes_name or ""))
+        else np.dtype(getattr(_ml_dtypes(), fmt.ml_dtypes_name or ""))
     )
     return patterns.astype(fmt.uint_dtype).view(dtype)
 
@@ -54,7 +59,8 @@ def float_view(patterns: np.ndarray, fmt: FloatFormat) -> np.ndarray:
 def independent_classes(patterns: np.ndarray, fmt: FloatFormat) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # signalling NaNs become quiet ones: still NaN
         values = float_view(patterns, fmt).astype(np.float64)  # exact: every format here widens exactly
-    tiny = float(ml_dtypes.finfo(float_view(patterns[:1], fmt).dtype).smallest_normal)
+    finfo = np.finfo if fmt.numpy_float_name else _ml_dtypes().finfo
+    tiny = float(finfo(float_view(patterns[:1], fmt).dtype).smallest_normal)
     magnitude = np.abs(values)
     return np.select(
         [np.isnan(values), np.isinf(values), values == 0, magnitude < tiny],
